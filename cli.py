@@ -1,0 +1,78 @@
+"""Small helpers every convlens script shares: one-line user errors, the common
+command-line arguments (--seed, --data-dir, --out-dir) and atomic file writes."""
+import argparse
+import contextlib
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+# The shared offline copy used in development and CI; users download through torchvision.
+DEFAULT_DATA_DIR = os.environ.get("CONVLENS_DATA_DIR", "data")
+
+
+class UserError(Exception):
+    """A problem the user can fix (bad argument, missing data, foreign checkpoint).
+
+    Scripts print its message as one line and exit with status 2, no traceback."""
+
+
+def add_common_args(parser: argparse.ArgumentParser, out_dir: str | None = None):
+    parser.add_argument("--seed", type=int, default=0, help="random seed (same seed, same device: same numbers)")
+    parser.add_argument("--data-dir", default=DEFAULT_DATA_DIR,
+                        help="folder holding fashion_mnist.npz / cifar10.npz, or where to download them "
+                             "(default: $CONVLENS_DATA_DIR or ./data)")
+    parser.add_argument("--out-dir", default=out_dir, help="where results and figures go")
+    return parser
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value}")
+    return value
+
+
+def run(main):
+    """Run `main()`, turning a UserError into `error: <message>` on stderr and exit status 2."""
+    try:
+        main()
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("\ninterrupted: outputs written so far are complete (files are written atomically)",
+              file=sys.stderr)
+        sys.exit(130)
+
+
+@contextlib.contextmanager
+def atomic_path(path):
+    """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds.
+
+    An interrupted write never leaves a half-written file under the real name."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=path.suffix)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def write_json(path, obj):
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2) + "\n")
+
+
+def write_text(path, text: str):
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)

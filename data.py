@@ -1,0 +1,154 @@
+"""Datasets as whole uint8 tensors, and per-batch normalization and augmentation.
+
+Each dataset lives in `<data-dir>/<name>.npz` in the layout of keras' mnist.npz
+(x_train, y_train, x_test, y_test as uint8, plus `classes`). If the file is missing it is
+downloaded once through torchvision and converted to that cache. The whole split is held
+in memory (Fashion-MNIST 47 MB, CIFAR-10 184 MB as uint8) and moved to the training device
+once; batches are normalized and augmented there, so there is no per-sample PIL transform
+and no DataLoader worker to starve on a 2-core machine (the airbench approach).
+"""
+import zipfile
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cli import UserError, atomic_path
+
+DATASETS = {
+    # name: (cache file, torchvision class, image shape as stored in the npz)
+    "fashion_mnist": ("fashion_mnist.npz", "FashionMNIST", (28, 28)),
+    "cifar10": ("cifar10.npz", "CIFAR10", (32, 32, 3)),
+}
+
+
+@dataclass
+class Dataset:
+    name: str
+    x_train: torch.Tensor  # (N, C, H, W) uint8
+    y_train: torch.Tensor  # (N,) int64
+    x_test: torch.Tensor   # (M, C, H, W) uint8
+    y_test: torch.Tensor   # (M,) int64
+    classes: list
+
+    @cached_property
+    def mean(self) -> list:
+        """Per-channel mean of the training images in [0, 1] (the normalization constant)."""
+        return [(c.double() / 255).mean().item() for c in self.x_train.unbind(1)]
+
+    @cached_property
+    def std(self) -> list:
+        return [(c.double() / 255).std().item() for c in self.x_train.unbind(1)]
+
+
+def load_dataset(name: str, data_dir) -> Dataset:
+    """Load `name` from `<data_dir>/<name>.npz`, downloading it through torchvision if missing."""
+    if name not in DATASETS:
+        raise UserError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+    path = Path(data_dir) / DATASETS[name][0]
+    if not path.exists():
+        download(name, data_dir)
+    return Dataset(name, *_read_npz(path, name))
+
+
+def _read_npz(path: Path, name: str):
+    shape = DATASETS[name][2]
+    fix = f"delete it and rerun to download it again, or replace it with a good copy"
+    try:
+        with np.load(path, allow_pickle=False) as d:
+            arrays = {k: d[k] for k in ("x_train", "y_train", "x_test", "y_test", "classes")}
+    except KeyError as err:
+        raise UserError(f"{path} lacks array {err}; expected x_train, y_train, x_test, y_test, classes; {fix}") from None
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as err:
+        raise UserError(f"{path} is not a readable .npz file ({err}); {fix}") from None
+    for split in ("train", "test"):
+        x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
+        if x.dtype != np.uint8 or x.shape[1:] != shape or y.shape != (len(x),):
+            raise UserError(f"{path}: x_{split} has shape {x.shape} ({x.dtype}) and y_{split} {y.shape}; "
+                            f"expected (N, {', '.join(map(str, shape))}) uint8 images and N labels; {fix}")
+    classes = [str(c) for c in arrays["classes"]]
+    return (_to_nchw(arrays["x_train"]), torch.from_numpy(arrays["y_train"].astype(np.int64)),
+            _to_nchw(arrays["x_test"]), torch.from_numpy(arrays["y_test"].astype(np.int64)), classes)
+
+
+def _to_nchw(x: np.ndarray) -> torch.Tensor:
+    if x.ndim == 3:  # (N, H, W) grayscale
+        x = x[:, None]
+    else:            # (N, H, W, C) as keras and torchvision store CIFAR-10
+        x = x.transpose(0, 3, 1, 2)
+    return torch.from_numpy(np.ascontiguousarray(x))
+
+
+def download(name: str, data_dir):
+    """Fetch `name` through torchvision into `<data_dir>/torchvision/` and write the npz cache."""
+    file, tv_name, _ = DATASETS[name]
+    path = Path(data_dir) / file
+    try:
+        arrays = _torchvision_arrays(tv_name, Path(data_dir) / "torchvision")
+    except Exception as err:  # URLError, socket errors, HTTP errors, integrity failures
+        raise UserError(
+            f"could not download {name} through torchvision ({type(err).__name__}: {err}). "
+            f"Offline? Put {file} (keras mnist.npz layout: x_train, y_train, x_test, y_test, classes) "
+            f"at {path}, or pass --data-dir pointing at the folder that holds it") from None
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:  # a file object, so numpy does not append a second .npz
+            np.savez_compressed(f, **arrays)
+    print(f"cached {name} at {path}")
+
+
+def _torchvision_arrays(tv_name: str, root: Path) -> dict:
+    import torchvision  # imported here: only the download path needs it
+
+    cls = getattr(torchvision.datasets, tv_name)
+    arrays = {}
+    for split, train in (("train", True), ("test", False)):
+        ds = cls(str(root), train=train, download=True)
+        arrays[f"x_{split}"] = np.asarray(ds.data, dtype=np.uint8)
+        arrays[f"y_{split}"] = np.asarray(ds.targets, dtype=np.uint8)
+    arrays["classes"] = np.array(ds.classes)
+    return arrays
+
+
+def train_val_split(n: int, n_val: int, seed: int):
+    """Seeded disjoint split of range(n) into (train_idx, val_idx), e.g. 45k/5k for CIFAR-10."""
+    if not 0 <= n_val < n:
+        raise UserError(f"--val {n_val} must be between 0 and {n - 1} (the training set has {n} images)")
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    return perm[n_val:].sort().values, perm[:n_val].sort().values
+
+
+# ---- per-batch preprocessing, on the training device ------------------------------------
+
+def normalize(x: torch.Tensor, mean, std) -> torch.Tensor:
+    """uint8 (N, C, H, W) -> float32 (N, C, H, W), standardized per channel."""
+    mean = torch.tensor(mean, device=x.device).view(1, -1, 1, 1)
+    std = torch.tensor(std, device=x.device).view(1, -1, 1, 1)
+    return (x.float() / 255 - mean) / std
+
+
+def random_crop(x: torch.Tensor, pad: int, generator: torch.Generator) -> torch.Tensor:
+    """Shift each image by up to `pad` pixels (zero padding, then crop back), vectorized."""
+    n, c, h, w = x.shape
+    padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))       # (N, C, H+2p, W+2p)
+    dy, dx = torch.randint(0, 2 * pad + 1, (2, n, 1), generator=generator).to(x.device)
+    rows = (dy + torch.arange(h, device=x.device))[:, None, :, None]  # (N, 1, H, 1)
+    cols = (dx + torch.arange(w, device=x.device))[:, None, None, :]  # (N, 1, 1, W)
+    batch = torch.arange(n, device=x.device)[:, None, None, None]
+    chan = torch.arange(c, device=x.device)[None, :, None, None]
+    return padded[batch, chan, rows, cols]
+
+
+def random_flip(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Mirror a random half of the images left-right."""
+    flip = (torch.rand(len(x), generator=generator) < 0.5).to(x.device).view(-1, 1, 1, 1)
+    return torch.where(flip, x.flip(3), x)
+
+
+def augment(x: torch.Tensor, generator: torch.Generator, flip: bool, crop: int) -> torch.Tensor:
+    if crop:
+        x = random_crop(x, crop, generator)
+    if flip:
+        x = random_flip(x, generator)
+    return x

@@ -1,0 +1,41 @@
+"""Forward hooks that always come off again.
+
+`record_outputs` is the one way convlens reads intermediate activations: kernel_vis.py for
+feature maps, cam.py for the last conv layer's maps. Hooks are removed in a `finally`, so an
+exception inside the block leaves the model exactly as it was.
+"""
+import contextlib
+
+from torch import nn
+
+
+@contextlib.contextmanager
+def record_outputs(model: nn.Module, names=None):
+    """Record the outputs of the named submodules (default: every leaf module) while inside.
+
+    Yields an ordered dict {name: output tensor}, filled in the order the modules *run*
+    (which is the forward order, not the order they were defined in). Outputs are kept as
+    they are, still attached to the graph, so gradients can flow to them (Grad-CAM).
+    """
+    modules = dict(model.named_modules())
+    if names is None:
+        names = [n for n, m in modules.items() if n and not list(m.children())]
+    missing = [n for n in names if n not in modules]
+    if missing:
+        raise KeyError(f"no submodule named {missing[0]!r}; known: {', '.join(n for n in modules if n)}")
+    outputs, handles = {}, []
+    try:
+        for name in names:
+            def hook(module, inputs, output, name=name):
+                outputs[name] = output
+            handles.append(modules[name].register_forward_hook(hook))
+        yield outputs
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def hook_count(model: nn.Module) -> int:
+    """Number of forward/backward hooks on the model's modules (tests check it returns to 0)."""
+    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks)
+               + len(getattr(m, "_backward_pre_hooks", {})) for m in model.modules())

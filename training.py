@@ -1,0 +1,305 @@
+"""The one training loop every convlens script uses, plus evaluation and checkpoints.
+
+- Device chosen once (`pick_device`): cuda, else mps, else cpu; bfloat16 autocast on CUDA.
+- Whole uint8 datasets sit on the device; each step indexes a batch, augments and
+  normalizes it there (see data.py).
+- Deterministic: epoch e shuffles, augments and drops out from seeds derived from
+  (seed, e), so a run resumed after epoch e continues exactly as if never stopped.
+- Distributed: under `torchrun --nproc_per_node=N` the model is wrapped in
+  DistributedDataParallel (nccl on CUDA, gloo on CPU) and every global batch is split
+  across the N processes; rank 0 alone writes files.
+- Checkpoints hold the model's class name and constructor arguments, the class names and
+  normalization, so `load_checkpoint` rebuilds the exact model from the file alone.
+"""
+import math
+import os
+import time
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+import data
+from cli import UserError, atomic_path
+from cnn import CNN, GAPNet
+from ffn import FFN
+
+MODELS = {"FFN": FFN, "CNN": CNN, "GAPNet": GAPNet}
+CHECKPOINT_FORMAT = "convlens-checkpoint-v1"
+
+
+# ---- device, seeds, processes --------------------------------------------------------------
+
+def pick_device(name: str = "auto") -> torch.device:
+    if name != "auto":
+        return torch.device(name)
+    if torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    if torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def setup_distributed(device: torch.device):
+    """Join the torchrun process group when launched by torchrun; return (rank, world_size)."""
+    if int(os.environ.get("WORLD_SIZE", 1)) > 1 and not dist.is_initialized():
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return rank_and_world()
+
+
+def rank_and_world():
+    return (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+
+
+def is_main_process() -> bool:
+    return rank_and_world()[0] == 0
+
+
+def seed_everything(seed: int):
+    torch.manual_seed(seed)  # also seeds CUDA
+    if torch.cuda.is_available():
+        torch.backends.cudnn.benchmark = False
+
+
+def autocast(device: torch.device):
+    """Mixed precision on CUDA (bfloat16: no loss scaling needed); full precision elsewhere."""
+    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+
+# ---- models and checkpoints -----------------------------------------------------------------
+
+def build_model(name: str, args: dict) -> nn.Module:
+    if name not in MODELS:
+        raise UserError(f"unknown model {name!r}; known models: {', '.join(MODELS)}")
+    return MODELS[name](**args)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The plain module under DistributedDataParallel and torch.compile wrappers."""
+    model = getattr(model, "module", model)
+    return getattr(model, "_orig_mod", model)
+
+
+def save_checkpoint(path, state: dict):
+    """Write `state` atomically (temporary file, then rename)."""
+    with atomic_path(path) as tmp:
+        torch.save({"format": CHECKPOINT_FORMAT, **state}, tmp)
+
+
+def read_checkpoint(path) -> dict:
+    """The raw checkpoint dict, with one-line errors for missing, corrupt or foreign files."""
+    fix = "train one with fashionmnist.py or cifar10.py, or pass --checkpoint with a convlens model.pt"
+    if not os.path.isfile(path):
+        raise UserError(f"no checkpoint at {path}; {fix}")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # truncated zip, pickle with forbidden globals, not a torch file
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UserError(f"{path} is not a readable checkpoint ({first_line[:150]}); {fix}") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise UserError(f"{path} is not a convlens checkpoint (no '{CHECKPOINT_FORMAT}' marker); {fix}")
+    return ckpt
+
+
+def load_checkpoint(path, device="cpu"):
+    """Rebuild the saved model in eval mode on `device`; return (model, checkpoint dict)."""
+    ckpt = read_checkpoint(path)
+    model = build_model(ckpt["model"]["name"], ckpt["model"]["args"])
+    try:
+        model.load_state_dict(ckpt["state_dict"])
+    except RuntimeError as err:
+        raise UserError(f"{path}: weights do not fit a {ckpt['model']['name']} with the saved arguments "
+                        f"({str(err).splitlines()[0]}); the file is damaged, retrain it") from None
+    return model.to(device).eval(), ckpt
+
+
+# ---- evaluation -------------------------------------------------------------------------------
+
+@torch.inference_mode()
+def predict(model, x, mean, std, device, batch_size=1000, tta_flip=False) -> torch.Tensor:
+    """Logits (N, classes) as float32 on the CPU for uint8 images x (N, C, H, W).
+
+    tta_flip averages the logits of each image and its mirror image (test-time augmentation)."""
+    model.eval()
+    out = []
+    for i in range(0, len(x), batch_size):
+        xb = data.normalize(x[i:i + batch_size].to(device), mean, std)
+        with autocast(device):
+            logits = model(xb).float()
+            if tta_flip:
+                logits = (logits + model(xb.flip(3)).float()) / 2
+        out.append(logits.cpu())
+    return torch.cat(out)
+
+
+def metrics_from_logits(logits: torch.Tensor, y: torch.Tensor) -> dict:
+    return {"loss": F.cross_entropy(logits, y).item(),
+            "accuracy": (logits.argmax(1) == y).float().mean().item()}
+
+
+def evaluate(model, x, y, mean, std, device, tta_flip=False) -> dict:
+    return metrics_from_logits(predict(model, x, mean, std, device, tta_flip=tta_flip), y)
+
+
+# ---- training ---------------------------------------------------------------------------------
+
+@dataclass
+class TrainConfig:
+    epochs: int = 10
+    batch_size: int = 256
+    lr: float = 0.05              # peak learning rate of the one-cycle schedule
+    optimizer: str = "sgd"        # "sgd" (Nesterov momentum) or "adamw"
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    label_smoothing: float = 0.0
+    warmup: float = 0.2           # fraction of steps spent rising to the peak lr
+    flip: bool = False            # random horizontal flips
+    crop: int = 0                 # random shifts of up to `crop` pixels (pad + crop)
+    seed: int = 0
+
+
+def make_optimizer(model, cfg: TrainConfig):
+    # No weight decay on biases and norm parameters (1-D tensors), as is usual.
+    decay = [p for p in model.parameters() if p.ndim > 1]
+    no_decay = [p for p in model.parameters() if p.ndim <= 1]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay},
+              {"params": no_decay, "weight_decay": 0.0}]
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=True)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=cfg.lr)
+    raise UserError(f"unknown optimizer {cfg.optimizer!r}; use sgd or adamw")
+
+
+def make_scheduler(optimizer, cfg: TrainConfig, total_steps: int):
+    """One-cycle: linear warm-up to cfg.lr, then linear decay to ~0 (Smith & Topin 2017)."""
+    return torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=cfg.lr, total_steps=max(total_steps, 1), pct_start=cfg.warmup,
+        anneal_strategy="linear", cycle_momentum=False, div_factor=10, final_div_factor=100)
+
+
+class TrainingError(UserError):
+    pass
+
+
+def fit(model, x, y, cfg: TrainConfig, *, mean, std, device, evals=None, checkpoint=None,
+        meta=None, resume=False, desc="train") -> dict:
+    """Train `model` on uint8 images x (N, C, H, W) and labels y (N,); return the history.
+
+    evals: {"val": (x, y), ...} evaluated after every epoch (curves only: the caller decides
+    which split may be used for choices). After each epoch the model, optimizer, schedule
+    and history are saved atomically to `checkpoint` with `meta` (model name/args, classes...).
+    """
+    evals = evals or {}
+    rank, world = rank_and_world()
+    steps_per_epoch = max(len(x) // cfg.batch_size, 1)  # drop the last partial batch
+    optimizer = make_optimizer(model, cfg)
+    scheduler = make_scheduler(optimizer, cfg, cfg.epochs * steps_per_epoch)
+    history = {"step_loss": [], "step_lr": [], "epochs": []}
+    start = 0
+    if resume:
+        start, history = _resume(checkpoint, model, optimizer, scheduler, meta)
+    train_model = nn.parallel.DistributedDataParallel(model) if world > 1 else model
+    x, y = x.to(device), y.to(device)
+    for epoch in range(start, cfg.epochs):
+        t0 = time.perf_counter()
+        stats = train_epoch(train_model, x, y, optimizer, scheduler, cfg, epoch, steps_per_epoch,
+                            mean, std, device, desc)
+        history["step_loss"] += stats.pop("step_loss")
+        history["step_lr"] += stats.pop("step_lr")
+        row = {"epoch": epoch + 1, **stats}
+        for name, (xe, ye) in evals.items():
+            for key, value in evaluate(model, xe, ye, mean, std, device).items():
+                row[f"{name}_{key}"] = value
+        row["seconds"] = time.perf_counter() - t0
+        history["epochs"].append(row)
+        if rank == 0:
+            tqdm.write(format_epoch(row, cfg.epochs))
+            if checkpoint:
+                save_checkpoint(checkpoint, {
+                    **(meta or {}), "state_dict": unwrap(model).state_dict(), "epoch": epoch + 1,
+                    "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                    "config": asdict(cfg), "history": history})
+    return history
+
+
+def train_epoch(model, x, y, optimizer, scheduler, cfg, epoch, steps, mean, std, device, desc):
+    """One pass over a seeded permutation of the data; returns per-step losses and averages."""
+    rank, world = rank_and_world()
+    generator = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)  # shuffle + augment
+    torch.manual_seed(cfg.seed * 100_003 + epoch + 1)                          # dropout
+    order = torch.randperm(len(x), generator=generator)
+    model.train()
+    losses, lrs, correct, seen = [], [], torch.zeros((), device=device), 0
+    bar = tqdm(range(steps), desc=f"{desc} {epoch + 1}/{cfg.epochs}", leave=False,
+               disable=rank != 0, dynamic_ncols=True)
+    for step in bar:
+        idx = order[step * cfg.batch_size:(step + 1) * cfg.batch_size][rank::world].to(device)
+        xb = data.normalize(data.augment(x[idx], generator, cfg.flip, cfg.crop), mean, std)
+        with autocast(device):
+            logits = model(xb)                                      # (B, classes)
+            loss = F.cross_entropy(logits.float(), y[idx], label_smoothing=cfg.label_smoothing)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        lrs.append(scheduler.get_last_lr()[0])
+        scheduler.step()
+        losses.append(loss.detach())
+        correct += (logits.argmax(1) == y[idx]).sum()
+        seen += len(idx)
+        if step % 20 == 19 or step == steps - 1:  # sync with the device only now and then
+            recent = torch.stack(losses[-20:]).float()
+            _check_finite(recent, epoch, step, cfg)
+            bar.set_postfix(loss=f"{recent.mean():.3f}", lr=f"{lrs[-1]:.3g}")
+    step_loss = torch.stack(losses).float()
+    counts = torch.tensor([correct.item(), seen], dtype=torch.float64)
+    if world > 1:  # average the logged loss and sum the counts over processes
+        step_loss = step_loss.to(device)
+        dist.all_reduce(step_loss)
+        step_loss /= world
+        dist.all_reduce(counts)
+    return {"step_loss": step_loss.cpu().tolist(),
+            "step_lr": lrs,
+            "train_loss": step_loss.mean().item(), "train_accuracy": (counts[0] / counts[1]).item(),
+            "samples": int(counts[1])}
+
+
+def _check_finite(losses, epoch, step, cfg):
+    if not torch.isfinite(losses).all():
+        raise TrainingError(f"loss became {losses[~torch.isfinite(losses)][0].item()} near step {step + 1} "
+                            f"of epoch {epoch + 1}; training diverged: lower --lr (now {cfg.lr})")
+
+
+def _resume(checkpoint, model, optimizer, scheduler, meta):
+    if not checkpoint or not os.path.exists(checkpoint):
+        tqdm.write(f"--resume: no checkpoint at {checkpoint}, starting from scratch")
+        return 0, {"step_loss": [], "step_lr": [], "epochs": []}
+    ckpt = read_checkpoint(checkpoint)
+    if meta and ckpt.get("model") != meta.get("model"):
+        raise UserError(f"--resume: {checkpoint} holds {ckpt.get('model')}, not {meta.get('model')}; "
+                        "use the same architecture arguments or drop --resume")
+    unwrap(model).load_state_dict(ckpt["state_dict"])
+    optimizer.load_state_dict(ckpt["optimizer"])
+    scheduler.load_state_dict(ckpt["scheduler"])
+    tqdm.write(f"resuming from {checkpoint} after epoch {ckpt['epoch']}")
+    return ckpt["epoch"], ckpt["history"]
+
+
+def format_epoch(row: dict, epochs: int) -> str:
+    parts = [f"epoch {row['epoch']}/{epochs}",
+             f"train loss {row['train_loss']:.4f} acc {100 * row['train_accuracy']:.2f}%"]
+    for key in row:
+        if key.endswith("_loss") and key != "train_loss":
+            name = key[:-5]
+            parts.append(f"{name} loss {row[key]:.4f} acc {100 * row[f'{name}_accuracy']:.2f}%")
+    parts.append(f"{row['seconds']:.1f}s")
+    return "  ".join(parts)
