@@ -24,6 +24,9 @@ DATASETS = {
 }
 
 
+KEYS = ("x_train", "y_train", "x_test", "y_test", "classes")
+
+
 @dataclass
 class Dataset:
     name: str
@@ -58,9 +61,10 @@ def _read_npz(path: Path, name: str):
     fix = f"delete it and rerun to download it again, or replace it with a good copy"
     try:
         with np.load(path, allow_pickle=False) as d:
-            arrays = {k: d[k] for k in ("x_train", "y_train", "x_test", "y_test", "classes")}
-    except KeyError as err:
-        raise UserError(f"{path} lacks array {err}; expected x_train, y_train, x_test, y_test, classes; {fix}") from None
+            missing = [k for k in KEYS if k not in d.files]
+            if missing:
+                raise UserError(f"{path} lacks array {missing[0]!r}; expected {', '.join(KEYS)}; {fix}")
+            arrays = {k: d[k] for k in KEYS}
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as err:
         raise UserError(f"{path} is not a readable .npz file ({err}); {fix}") from None
     for split in ("train", "test"):

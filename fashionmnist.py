@@ -179,8 +179,8 @@ def main(argv=None):
     logits = predict(model, ds.x_test, ds.mean, ds.std, device)  # (10000, 10)
     results = test_results(logits, ds.y_test, ds.classes)
     metrics = {"model": args.model, "network": name, "parameters": n_params,
-               **{k: v for k, v in results.items() if k != "confusion_matrix"},
-               "wall_seconds": round(wall, 1), "device": str(device), "torch": torch.__version__,
+               **results,
+               "wall_seconds": round(wall, 1), "device": str(device), "torch": str(torch.__version__),
                "threads": torch.get_num_threads(), "seed": args.seed, "train_images": len(train_idx),
                "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}}
     if args.val:

@@ -103,8 +103,10 @@ def read_checkpoint(path) -> dict:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # truncated zip, pickle with forbidden globals, not a torch file
-        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise UserError(f"{path} is not a readable checkpoint ({first_line[:150]}); {fix}") from None
+        why = ("it holds Python objects that safe loading (weights_only=True) refuses"
+               if "Weights only load failed" in str(err) else (str(err).strip() or type(err).__name__)
+               .splitlines()[0][:150])
+        raise UserError(f"{path} is not a readable checkpoint ({why}); {fix}") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise UserError(f"{path} is not a convlens checkpoint (no '{CHECKPOINT_FORMAT}' marker); {fix}")
     return ckpt

@@ -1,0 +1,122 @@
+"""The data layer: npz cache, torchvision download path (network not touched), errors, split."""
+import urllib.error
+
+import numpy as np
+import pytest
+import torch
+
+import data
+from cli import UserError
+from conftest import FASHION_CLASSES, make_npz
+
+
+def test_npz_loads_as_nchw_uint8(tiny_data_dir):
+    ds = data.load_dataset("cifar10", tiny_data_dir)
+    raw = np.load(tiny_data_dir / "cifar10.npz")
+    assert ds.x_train.shape == (256, 3, 32, 32) and ds.x_train.dtype == torch.uint8
+    assert ds.y_test.dtype == torch.int64 and len(ds.y_test) == 128
+    # NCHW view of the HWC arrays, same pixels
+    assert torch.equal(ds.x_train.permute(0, 2, 3, 1), torch.from_numpy(raw["x_train"]))
+    np.testing.assert_allclose(ds.mean, (raw["x_train"] / 255).mean(axis=(0, 1, 2)), rtol=1e-6)
+    np.testing.assert_allclose(ds.std, (raw["x_train"] / 255).std(axis=(0, 1, 2), ddof=1), rtol=1e-6)
+    assert ds.classes[0] == "airplane"
+
+
+def write_idx(path, array):
+    """An uncompressed IDX file, the format torchvision's FashionMNIST reads from raw/."""
+    magic = {3: 0x0803, 1: 0x0801}[array.ndim]
+    header = magic.to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in array.shape)
+    path.write_bytes(header + array.astype(np.uint8).tobytes())
+
+
+def test_download_path_converts_torchvision_files(tmp_path, monkeypatch):
+    def no_network(*args, **kwargs):
+        raise AssertionError("the test must not touch the network")
+    monkeypatch.setattr(urllib.request, "urlopen", no_network)
+    raw = tmp_path / "torchvision" / "FashionMNIST" / "raw"
+    raw.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    x_train, x_test = rng.integers(0, 256, (20, 28, 28)), rng.integers(0, 256, (10, 28, 28))
+    y_train, y_test = rng.integers(0, 10, 20), rng.integers(0, 10, 10)
+    write_idx(raw / "train-images-idx3-ubyte", x_train)
+    write_idx(raw / "train-labels-idx1-ubyte", y_train)
+    write_idx(raw / "t10k-images-idx3-ubyte", x_test)
+    write_idx(raw / "t10k-labels-idx1-ubyte", y_test)
+
+    ds = data.load_dataset("fashion_mnist", tmp_path)
+    assert (tmp_path / "fashion_mnist.npz").exists()  # the cache was written
+    assert torch.equal(ds.x_train[:, 0], torch.from_numpy(x_train.astype(np.uint8)))
+    assert torch.equal(ds.y_test, torch.from_numpy(y_test))
+    assert ds.classes == FASHION_CLASSES
+    cached = np.load(tmp_path / "fashion_mnist.npz")
+    assert set(cached.files) == {"x_train", "y_train", "x_test", "y_test", "classes"}
+
+
+def test_offline_without_cache_says_where_to_put_the_file(tmp_path, monkeypatch):
+    def offline(self):
+        raise urllib.error.URLError("no network")
+    import torchvision
+    monkeypatch.setattr(torchvision.datasets.FashionMNIST, "download", offline)
+    with pytest.raises(UserError, match=r"could not download fashion_mnist.*Offline\? Put fashion_mnist.npz") as err:
+        data.load_dataset("fashion_mnist", tmp_path)
+    assert str(tmp_path / "fashion_mnist.npz") in str(err.value)
+    assert not (tmp_path / "fashion_mnist.npz").exists()
+
+
+def test_corrupt_npz(tmp_path):
+    (tmp_path / "fashion_mnist.npz").write_bytes(b"this is not a zip file")
+    with pytest.raises(UserError, match="not a readable .npz"):
+        data.load_dataset("fashion_mnist", tmp_path)
+
+
+def test_npz_missing_array(tmp_path):
+    np.savez(tmp_path / "fashion_mnist.npz", x_train=np.zeros((2, 28, 28), np.uint8))
+    with pytest.raises(UserError, match="lacks array 'y_train'"):
+        data.load_dataset("fashion_mnist", tmp_path)
+
+
+def test_npz_wrong_shape(tmp_path):
+    make_npz(tmp_path / "fashion_mnist.npz", (32, 32, 3), FASHION_CLASSES, 8, 8)  # CIFAR-shaped
+    with pytest.raises(UserError, match=r"expected \(N, 28, 28\) uint8"):
+        data.load_dataset("fashion_mnist", tmp_path)
+
+
+def test_unknown_dataset(tmp_path):
+    with pytest.raises(UserError, match="unknown dataset 'mnist'"):
+        data.load_dataset("mnist", tmp_path)
+
+
+def test_train_val_split_is_disjoint_seeded_and_sized():
+    train, val = data.train_val_split(50_000, 5_000, seed=3)
+    assert len(train) == 45_000 and len(val) == 5_000
+    assert len(set(train.tolist()) | set(val.tolist())) == 50_000
+    again, _ = data.train_val_split(50_000, 5_000, seed=3)
+    other, _ = data.train_val_split(50_000, 5_000, seed=4)
+    assert torch.equal(train, again) and not torch.equal(train, other)
+    with pytest.raises(UserError, match="--val"):
+        data.train_val_split(100, 100, 0)
+
+
+def test_random_crop_shifts_whole_images():
+    x = torch.arange(2 * 1 * 6 * 6, dtype=torch.uint8).view(2, 1, 6, 6) + 1
+    g = torch.Generator().manual_seed(0)
+    assert torch.equal(data.random_crop(x, 0, g), x)
+    out = data.random_crop(x, 2, g)
+    for i in range(2):  # every output is a window of the zero-padded input
+        padded = torch.nn.functional.pad(x[i], (2, 2, 2, 2))
+        windows = [padded[:, dy:dy + 6, dx:dx + 6] for dy in range(5) for dx in range(5)]
+        assert any(torch.equal(out[i], w) for w in windows)
+
+
+def test_random_flip_mirrors_about_half():
+    x = torch.rand(1000, 1, 2, 3)
+    out = data.random_flip(x, torch.Generator().manual_seed(0))
+    flipped = (out == x.flip(3)).flatten(1).all(1) & ~(out == x).flatten(1).all(1)
+    kept = (out == x).flatten(1).all(1)
+    assert torch.all(flipped | kept) and 400 < flipped.sum() < 600
+
+
+def test_normalize():
+    x = torch.tensor([[[[0, 255]]]], dtype=torch.uint8)
+    out = data.normalize(x, [0.5], [0.5])
+    assert torch.allclose(out, torch.tensor([[[[-1.0, 1.0]]]]))

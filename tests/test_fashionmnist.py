@@ -1,0 +1,78 @@
+"""Smoke runs of fashionmnist.py on a slice of the real data, and its bad-input errors."""
+import csv
+import json
+import urllib.error
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import data
+import fashionmnist
+from cli import run
+from training import load_checkpoint
+
+FILES = ["model.pt", "metrics.json", "history.csv", "steps.csv", "loss.png", "confusion_matrix.png",
+         "examples.png"]
+
+
+@pytest.mark.parametrize("model", ["ffn", "cnn"])
+def test_smoke_run_writes_every_output(model, real_data_dir, tmp_path):
+    out = tmp_path / model
+    fashionmnist.main(["--model", model, "--limit", "1024", "--epochs", "2", "--data-dir", str(real_data_dir),
+                       "--out-dir", str(out), "--hidden", "64", "--channels", "8", "16"])
+    assert sorted(p.name for p in out.iterdir()) == sorted(FILES)
+    for png in ("loss.png", "confusion_matrix.png", "examples.png"):
+        with Image.open(out / png) as im:
+            im.verify()
+    metrics = json.loads((out / "metrics.json").read_text())
+    cm = np.array(metrics["confusion_matrix"])
+    assert cm.shape == (10, 10) and cm.sum() == 10_000
+    assert metrics["test_accuracy"] == pytest.approx(np.trace(cm) / 10_000)
+    assert 0.3 < metrics["test_accuracy"] <= 1  # 2 short epochs on 1k images: well above chance (0.1)
+    assert metrics["parameters"] > 0 and metrics["train_images"] == 1024
+    assert set(metrics["per_class_accuracy"]) == set(data.load_dataset("fashion_mnist", real_data_dir).classes)
+    rows = list(csv.DictReader(open(out / "history.csv")))
+    assert [int(r["epoch"]) for r in rows] == [1, 2] and "test_loss" in rows[0]
+    steps = list(csv.DictReader(open(out / "steps.csv")))
+    assert len(steps) == 2 * (1024 // 256)
+    model_, ckpt = load_checkpoint(out / "model.pt")
+    assert ckpt["metrics"]["test_accuracy"] == metrics["test_accuracy"]
+    assert ckpt["model"]["name"] == {"ffn": "FFN", "cnn": "CNN"}[model]
+
+
+def run_cli(argv, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        run(lambda: fashionmnist.main(argv))
+    return exit_.value.code, capsys.readouterr().err.strip()
+
+
+def test_unknown_model_is_a_one_line_error(capsys):
+    code, err = run_cli(["--model", "resnet"], capsys)
+    assert code == 2 and "invalid choice: 'resnet'" in err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--epochs", "0"], "expected a number >= 1"),
+    (["--model", "cnn", "--kernel-size", "4"], "--kernel-size must be odd"),
+    (["--model", "cnn", "--channels", "8", "8", "8", "8", "8"], "at most 4"),
+    (["--dropout", "1.5"], "--dropout must be in [0, 1)"),
+])
+def test_bad_arguments(argv, message, capsys):
+    code, err = run_cli(argv, capsys)
+    assert code == 2 and message in err
+
+
+def test_missing_data_offline_is_a_one_line_error(tmp_path, monkeypatch, capsys):
+    def offline(name, root):
+        raise urllib.error.URLError("no network")
+    monkeypatch.setattr(data, "_torchvision_arrays", offline)
+    code, err = run_cli(["--data-dir", str(tmp_path), "--out-dir", str(tmp_path / "out")], capsys)
+    assert code == 2 and len(err.splitlines()) == 1
+    assert err.startswith("error: could not download fashion_mnist") and "fashion_mnist.npz" in err
+
+
+def test_corrupt_data_is_a_one_line_error(tmp_path, capsys):
+    (tmp_path / "fashion_mnist.npz").write_bytes(b"PK\x03\x04 broken")
+    code, err = run_cli(["--data-dir", str(tmp_path), "--out-dir", str(tmp_path / "out")], capsys)
+    assert code == 2 and "not a readable .npz" in err and len(err.splitlines()) == 1

@@ -1,0 +1,135 @@
+"""The shared training loop: determinism, checkpoints, resume, divergence, bad checkpoints."""
+import pytest
+import torch
+from torch import nn
+
+import training
+from cli import UserError
+from training import TrainConfig, build_model, fit, load_checkpoint, read_checkpoint, save_checkpoint
+
+SPEC = {"name": "CNN", "args": dict(in_channels=1, num_classes=10, image_size=28, channels=[4, 8],
+                                   hidden=[16], dropout=0.2)}
+
+
+def tiny_fit(ds, tmp_path=None, epochs=2, resume=False, name="model.pt"):
+    torch.manual_seed(0)
+    model = build_model(SPEC["name"], SPEC["args"])
+    cfg = TrainConfig(epochs=epochs, batch_size=64, lr=0.05, flip=True, crop=2, seed=1)
+    meta = {"model": SPEC, "dataset": ds.name, "classes": ds.classes, "mean": ds.mean, "std": ds.std}
+    history = fit(model, ds.x_train, ds.y_train, cfg, mean=ds.mean, std=ds.std, device=torch.device("cpu"),
+                  evals={"val": (ds.x_test, ds.y_test)}, checkpoint=tmp_path / name if tmp_path else None,
+                  meta=meta, resume=resume)
+    return model, history
+
+
+@pytest.fixture(scope="module")
+def fashion(tiny_data_dir):
+    import data
+    return data.load_dataset("fashion_mnist", tiny_data_dir)
+
+
+def test_training_learns_and_records_history(fashion):
+    model, history = tiny_fit(fashion, epochs=3)
+    epochs = history["epochs"]
+    assert len(epochs) == 3 and len(history["step_loss"]) == 3 * (256 // 64) == len(history["step_lr"])
+    assert epochs[-1]["train_loss"] < epochs[0]["train_loss"]
+    assert epochs[-1]["samples"] == 256 and "val_accuracy" in epochs[-1]
+    lrs = history["step_lr"]  # one-cycle: up to the peak, then down to ~0
+    assert 0.04 < max(lrs) <= 0.05 and lrs[0] < max(lrs) and lrs[-1] < 0.002
+
+
+def test_same_seed_same_numbers(fashion):
+    a, ha = tiny_fit(fashion)
+    b, hb = tiny_fit(fashion)
+    assert ha["step_loss"] == hb["step_loss"]
+    for (name, pa), pb in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(pa, pb), name
+
+
+def test_checkpoint_round_trips_to_identical_model(fashion, tmp_path):
+    model, _ = tiny_fit(fashion, tmp_path)
+    loaded, ckpt = load_checkpoint(tmp_path / "model.pt")
+    assert ckpt["classes"] == fashion.classes and ckpt["epoch"] == 2
+    x = torch.randn(5, 1, 28, 28)
+    model.eval()
+    assert torch.equal(model(x), loaded(x))
+    assert not loaded.training
+
+
+def test_resume_continues_exactly_where_it_stopped(fashion, tmp_path, monkeypatch):
+    full, full_history = tiny_fit(fashion, tmp_path, name="full.pt")
+    real_epoch = training.train_epoch
+
+    def crash_in_second_epoch(*args):
+        if args[6] == 1:  # epoch index
+            raise KeyboardInterrupt
+        return real_epoch(*args)
+    monkeypatch.setattr(training, "train_epoch", crash_in_second_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        tiny_fit(fashion, tmp_path, name="cut.pt")
+    assert read_checkpoint(tmp_path / "cut.pt")["epoch"] == 1  # the completed epoch was saved
+    monkeypatch.setattr(training, "train_epoch", real_epoch)
+    resumed, history = tiny_fit(fashion, tmp_path, resume=True, name="cut.pt")
+    assert history["step_loss"] == full_history["step_loss"]
+    for pa, pb in zip(full.state_dict().values(), resumed.state_dict().values()):
+        assert torch.equal(pa, pb)
+
+
+def test_nan_loss_stops_with_clear_error(fashion):
+    model = nn.Sequential(nn.Flatten(), nn.Linear(784, 10))
+    nn.init.constant_(model[1].weight, float("nan"))
+    cfg = TrainConfig(epochs=1, batch_size=64)
+    with pytest.raises(training.TrainingError, match="loss became nan.*lower --lr"):
+        fit(model, fashion.x_train, fashion.y_train, cfg, mean=fashion.mean, std=fashion.std,
+            device=torch.device("cpu"))
+
+
+def test_missing_checkpoint(tmp_path):
+    with pytest.raises(UserError, match="no checkpoint at"):
+        load_checkpoint(tmp_path / "nope.pt")
+
+
+def test_corrupt_checkpoint(tmp_path):
+    (tmp_path / "model.pt").write_bytes(b"\x00garbage" * 10)
+    with pytest.raises(UserError, match="not a readable checkpoint"):
+        load_checkpoint(tmp_path / "model.pt")
+
+
+def test_truncated_checkpoint(fashion, tmp_path):
+    tiny_fit(fashion, tmp_path, epochs=1)
+    blob = (tmp_path / "model.pt").read_bytes()
+    (tmp_path / "model.pt").write_bytes(blob[: len(blob) // 2])
+    with pytest.raises(UserError, match="not a readable checkpoint"):
+        load_checkpoint(tmp_path / "model.pt")
+
+
+def test_foreign_checkpoints(tmp_path):
+    torch.save(nn.Linear(2, 2).state_dict(), tmp_path / "plain_state_dict.pt")
+    with pytest.raises(UserError, match="not a convlens checkpoint"):
+        load_checkpoint(tmp_path / "plain_state_dict.pt")
+    torch.save(nn.Linear(2, 2), tmp_path / "pickled_module.pt")  # refused by weights_only=True
+    with pytest.raises(UserError, match="not a readable checkpoint"):
+        load_checkpoint(tmp_path / "pickled_module.pt")
+
+
+def test_checkpoint_of_unknown_model_or_wrong_weights(tmp_path):
+    save_checkpoint(tmp_path / "a.pt", {"model": {"name": "Transformer", "args": {}}, "state_dict": {}})
+    with pytest.raises(UserError, match="unknown model 'Transformer'"):
+        load_checkpoint(tmp_path / "a.pt")
+    save_checkpoint(tmp_path / "b.pt", {"model": SPEC, "state_dict": nn.Linear(2, 2).state_dict()})
+    with pytest.raises(UserError, match="weights do not fit a CNN"):
+        load_checkpoint(tmp_path / "b.pt")
+
+
+def test_interrupted_checkpoint_write_keeps_the_old_file(tmp_path, monkeypatch):
+    save_checkpoint(tmp_path / "model.pt", {"model": SPEC, "state_dict": {}, "epoch": 1})
+
+    def crash(obj, f, *args, **kwargs):
+        open(f, "wb").write(b"partial")
+        raise KeyboardInterrupt
+    monkeypatch.setattr(torch, "save", crash)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(tmp_path / "model.pt", {"model": SPEC, "state_dict": {}, "epoch": 2})
+    monkeypatch.undo()
+    assert read_checkpoint(tmp_path / "model.pt")["epoch"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["model.pt"]  # no temporary left behind
