@@ -27,6 +27,30 @@ def add_common_args(parser: argparse.ArgumentParser, out_dir: str | None = None)
     return parser
 
 
+def add_training_args(parser: argparse.ArgumentParser, batch_help: str = "images per step"):
+    """The training options fashionmnist.py and cifar10.py share; their defaults (None here) come
+    from each script's DEFAULTS table, because good values depend on the model."""
+    t = parser.add_argument_group("training (defaults depend on the model: see DEFAULTS in the script)")
+    t.add_argument("--epochs", type=positive_int)
+    t.add_argument("--batch-size", type=positive_int, help=batch_help)
+    t.add_argument("--lr", type=float, help="peak learning rate of the one-cycle schedule")
+    t.add_argument("--optimizer", choices=["sgd", "adamw"])
+    t.add_argument("--weight-decay", type=float)
+    t.add_argument("--label-smoothing", type=float)
+    t.add_argument("--flip", action=argparse.BooleanOptionalAction, help="random horizontal flips")
+    t.add_argument("--crop", type=int, help="random shifts of up to N pixels")
+    t.add_argument("--limit", type=positive_int, help="train on the first N training images (quick tests)")
+    t.add_argument("--resume", action="store_true", help="continue from the run folder's model.pt")
+    t.add_argument("--device", default="auto", help="auto (cuda, else mps, else cpu), or a torch device")
+    t.add_argument("--cpu-bf16", action=argparse.BooleanOptionalAction,
+                   help="bfloat16 autocast on the CPU (default: on where the CPU has native bfloat16, "
+                        "AVX512-BF16/AMX); CUDA always trains in bfloat16")
+    t.add_argument("--channels-last", action=argparse.BooleanOptionalAction,
+                   help="NHWC memory layout for convolutions (default: on)")
+    t.add_argument("--compile", action="store_true", help="torch.compile the model (pays off on a GPU)")
+    return t
+
+
 def positive_int(text: str) -> int:
     """argparse type: an integer >= 1."""
     try:

@@ -3,8 +3,14 @@ never inplace) so that visualization and guided backpropagation can hook each on
 
 - `CNN`: VGG-style blocks of (conv -> batch norm -> ReLU) x convs_per_block -> pool,
   then a dense head. The Fashion-MNIST CNN and the CIFAR-10 "dense" network.
-- `GAPNet`: ResNet-style stages of residual blocks, then global average pooling and one
-  linear layer, so class activation maps (Zhou et al. 2016, Eq. 2) apply exactly.
+- `GAPNet`: ResNet-style stages (conv -> pool -> batch norm -> ReLU, then residual blocks),
+  then global average pooling and one linear layer, so class activation maps
+  (Zhou et al. 2016, Eq. 2) apply exactly.
+
+`early_pool` (CNN) and GAPNet's stages pool straight after a stage's first convolution,
+before its batch norm and ReLU (the order of Keller Jordan's airbench): max pooling commutes
+with the per-channel ReLU, the norm layers and every later convolution of the stage then run
+on a quarter of the pixels, which is most of the cost of a small network on a CPU.
 """
 from collections import OrderedDict
 
@@ -21,12 +27,16 @@ def conv_bn_relu(c_in, c_out, kernel_size, batchnorm, stride=1):
     return layers
 
 
+def make_pool(kind):
+    return nn.MaxPool2d(2) if kind == "max" else nn.AvgPool2d(2)
+
+
 class CNN(nn.Module):
     """VGG-style: `features` (named conv1_1, bn1_1, relu1_1, ..., pool1, ...) and `classifier`."""
 
     def __init__(self, in_channels=1, num_classes=10, image_size=28, channels=(32, 64, 128),
                  convs_per_block=1, kernel_size=3, pool="max", hidden=(256,), dropout=0.3,
-                 batchnorm=True):
+                 batchnorm=True, early_pool=False):
         super().__init__()
         if pool not in ("max", "avg"):
             raise ValueError(f"pool must be 'max' or 'avg', got {pool!r}")
@@ -34,9 +44,11 @@ class CNN(nn.Module):
         for b, c_out in enumerate(channels, 1):
             for i in range(1, convs_per_block + 1):
                 for suffix, layer in conv_bn_relu(c_in, c_out, kernel_size, batchnorm):
+                    if early_pool and i == 1 and suffix != "conv":  # conv1_1, pool1, bn1_1, relu1_1, conv1_2...
+                        features.setdefault(f"pool{b}", make_pool(pool))
                     features[f"{suffix}{b}_{i}"] = layer
                 c_in = c_out
-            features[f"pool{b}"] = nn.MaxPool2d(2) if pool == "max" else nn.AvgPool2d(2)
+            features.setdefault(f"pool{b}", make_pool(pool))  # default order: after the last ReLU
             size //= 2  # each pool halves H and W (floor)
         self.features = nn.Sequential(features)
         head, width = OrderedDict(flatten=nn.Flatten()), c_in * size * size
@@ -72,21 +84,33 @@ class ResidualBlock(nn.Module):
 
 
 class GAPNet(nn.Module):
-    """Stem, then per stage: conv -> bn -> relu -> maxpool(2) -> `blocks` residual blocks;
-    then `gap` (global average pooling) and `fc`, a single linear layer: (N, C) -> (N, classes)."""
+    """Optional stem conv at full resolution; then per stage s:
+    conv{s} -> pool{s} (2x2 max) -> bn{s} -> relu{s} -> res{s}_1 ... res{s}_B (ResidualBlocks);
+    then `gap` (global average pooling), `flatten`, `dropout` and `fc`, a single linear layer
+    (N, C_last) -> (N, classes), so logits = fc(mean over H, W of features(x)) and the class
+    activation map of class c is sum_k fc.weight[c, k] * features(x)[k] (Zhou et al. 2016, Eq. 2).
+
+    blocks: residual blocks per stage, one number for every stage or one per stage.
+    stem: output channels of a 3x3 conv -> bn -> relu run before the first stage (0: none).
+    """
 
     def __init__(self, in_channels=3, num_classes=10, channels=(64, 128, 256), blocks=1,
-                 dropout=0.2, batchnorm=True):
+                 dropout=0.2, batchnorm=True, stem=0):
         super().__init__()
+        blocks = [blocks] * len(channels) if isinstance(blocks, int) else list(blocks)
+        if len(blocks) != len(channels):
+            raise ValueError(f"blocks has {len(blocks)} entries for {len(channels)} stages")
         layers, c_in = OrderedDict(), in_channels
-        for suffix, layer in conv_bn_relu(c_in, channels[0], 3, batchnorm):
-            layers[f"stem_{suffix}"] = layer
-        c_in = channels[0]
-        for s, c_out in enumerate(channels, 1):
+        if stem:
+            for suffix, layer in conv_bn_relu(c_in, stem, 3, batchnorm):
+                layers[f"stem_{suffix}"] = layer
+            c_in = stem
+        for s, (c_out, n_blocks) in enumerate(zip(channels, blocks), 1):
             for suffix, layer in conv_bn_relu(c_in, c_out, 3, batchnorm):
+                if suffix != "conv":
+                    layers.setdefault(f"pool{s}", nn.MaxPool2d(2))  # (N, C, H/2, W/2)
                 layers[f"{suffix}{s}"] = layer
-            layers[f"pool{s}"] = nn.MaxPool2d(2)
-            for b in range(1, blocks + 1):
+            for b in range(1, n_blocks + 1):
                 layers[f"res{s}_{b}"] = ResidualBlock(c_out, batchnorm)
             c_in = c_out
         self.features = nn.Sequential(layers)            # (N, C_last, H/2^S, W/2^S)

@@ -58,7 +58,7 @@ def load_dataset(name: str, data_dir) -> Dataset:
 
 def _read_npz(path: Path, name: str):
     shape = DATASETS[name][2]
-    fix = f"delete it and rerun to download it again, or replace it with a good copy"
+    fix = "delete it and rerun to download it again, or replace it with a good copy"
     try:
         with np.load(path, allow_pickle=False) as d:
             missing = [k for k in KEYS if k not in d.files]

@@ -10,7 +10,6 @@ history.csv (per epoch), steps.csv (per step), loss.png, confusion_matrix.png, e
 Test accuracy is measured once, after training, on the 10,000 test images.
 """
 import argparse
-import csv
 import time
 from pathlib import Path
 
@@ -21,9 +20,9 @@ from sklearn.metrics import confusion_matrix
 import cli
 import plots
 from data import load_dataset, train_val_split
-from training import (TrainConfig, build_model, count_parameters, fit, is_main_process,
+from training import (build_model, config_from_args, count_parameters, fit, is_main_process,
                       metrics_from_logits, pick_device, predict, read_checkpoint,
-                      save_checkpoint, seed_everything, setup_distributed)
+                      save_checkpoint, seed_everything, setup_distributed, write_history)
 
 # Defaults chosen on a 10k validation split held out from the training set (README: "How the
 # defaults were chosen"); the test set played no part.
@@ -43,20 +42,9 @@ def parse_args(argv=None):
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--model", choices=["ffn", "cnn"], default="cnn", help="which network to train")
     cli.add_common_args(p)
-    t = p.add_argument_group("training (defaults depend on --model; see DEFAULTS in this file)")
-    t.add_argument("--epochs", type=cli.positive_int)
-    t.add_argument("--batch-size", type=cli.positive_int)
-    t.add_argument("--lr", type=float, help="peak learning rate of the one-cycle schedule")
-    t.add_argument("--optimizer", choices=["sgd", "adamw"])
-    t.add_argument("--weight-decay", type=float)
-    t.add_argument("--label-smoothing", type=float)
-    t.add_argument("--flip", action=argparse.BooleanOptionalAction, help="random horizontal flips")
-    t.add_argument("--crop", type=int, help="random shifts of up to N pixels")
+    t = cli.add_training_args(p)
     t.add_argument("--val", type=int, default=0,
                    help="hold out N training images as a validation set, evaluated every epoch")
-    t.add_argument("--limit", type=cli.positive_int, help="train on the first N training images (quick tests)")
-    t.add_argument("--resume", action="store_true", help="continue from the run folder's model.pt")
-    t.add_argument("--device", default="auto", help="auto (cuda, else mps, else cpu), or a torch device")
     a = p.add_argument_group("architecture")
     a.add_argument("--hidden", type=cli.positive_int, nargs="+",
                    help="widths of the hidden dense layers (FFN: its depth and width; CNN: its head)")
@@ -99,13 +87,6 @@ def model_spec(args):
                        batchnorm=args.batchnorm)
 
 
-def train_config(args) -> TrainConfig:
-    return TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                       optimizer=args.optimizer, weight_decay=args.weight_decay,
-                       label_smoothing=args.label_smoothing, flip=args.flip, crop=args.crop,
-                       seed=args.seed)
-
-
 # ---- results: compute, then draw ----------------------------------------------------------------
 
 def test_results(logits, y, classes) -> dict:
@@ -137,18 +118,6 @@ def plot_examples(x_test, y_test, pred, probs, picks, classes, network):
     return plots.plot_examples(images, titles, f"{network}: a correctly and a wrongly classified test image")
 
 
-def write_history(out_dir: Path, history: dict):
-    rows = history["epochs"]
-    with cli.atomic_path(out_dir / "history.csv") as tmp, open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    with cli.atomic_path(out_dir / "steps.csv") as tmp, open(tmp, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["step", "loss", "lr"])
-        writer.writerows(zip(range(1, len(history["step_loss"]) + 1), history["step_loss"], history["step_lr"]))
-
-
 def main(argv=None):
     args = parse_args(argv)
     device = pick_device(args.device)
@@ -169,7 +138,7 @@ def main(argv=None):
             "mean": ds.mean, "std": ds.std}
     ckpt_path = args.out_dir / "model.pt"
     t0 = time.perf_counter()
-    history = fit(model, ds.x_train[train_idx], ds.y_train[train_idx], train_config(args),
+    history = fit(model, ds.x_train[train_idx], ds.y_train[train_idx], config_from_args(args, device),
                   mean=ds.mean, std=ds.std, device=device, evals=evals, checkpoint=ckpt_path,
                   meta=meta, resume=args.resume, desc=args.model)
     wall = time.perf_counter() - t0

@@ -1,0 +1,86 @@
+"""Accuracy and wall time of cifar10.py's default runs on the real CIFAR-10 data.
+
+Run:  python benchmarks/bench_cifar10.py [--data-dir ../shared/data] [--only gap gap-quick]
+                                         [--out benchmarks/results/cifar10.json]
+
+Each case runs `python cifar10.py ...` in a fresh process (so data loading and the final
+evaluation count) into a temporary folder, and reads its metrics.json. Targets: on a 2-core
+CPU each architecture's default run >= 85% test accuracy within 20 minutes of wall time, and
+`--preset quick` >= 75% within 5 minutes; on one CUDA GPU (`--preset gpu`) the GAP network >= 93%
+within 60 s (reported as a case only when a GPU is present). Wall times taken while other
+programs share the CPU are pessimistic: results record the load average before and after, and
+the process's CPU seconds. Results are written atomically; the exit status is 1 on a miss.
+"""
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+import cli  # noqa: E402
+
+# name: (cifar10.py arguments, target test accuracy, target wall seconds, needs CUDA)
+CASES = {
+    "dense": (["--arch", "dense"], 0.85, 20 * 60, False),
+    "gap": (["--arch", "gap"], 0.85, 20 * 60, False),
+    "gap-quick": (["--arch", "gap", "--preset", "quick"], 0.75, 5 * 60, False),
+    "dense-quick": (["--arch", "dense", "--preset", "quick"], 0.75, 5 * 60, False),
+    "gap-gpu": (["--arch", "gap", "--preset", "gpu"], 0.93, 60, True),
+}
+
+
+def run_case(name, data_dir) -> dict:
+    argv, target_acc, target_s, _ = CASES[name]
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = [sys.executable, str(ROOT / "cifar10.py"), *argv, "--data-dir", str(Path(data_dir).resolve()),
+               "--out-dir", tmp]
+        load_before = os.getloadavg()[0]
+        t0 = time.perf_counter()
+        subprocess.run(cmd, cwd=ROOT, check=True)
+        wall = time.perf_counter() - t0
+        metrics = json.loads((Path(tmp) / "metrics.json").read_text())
+    return {"command": "python cifar10.py " + " ".join(argv), "wall_seconds": round(wall, 1),
+            "train_seconds": metrics["train_seconds"], "process_cpu_seconds": metrics.get("process_cpu_seconds"),
+            "val_accuracy": metrics["val_accuracy"], "test_accuracy": metrics["test_accuracy"],
+            "test_accuracy_tta": metrics["test_accuracy_tta"], "parameters": metrics["parameters"],
+            "epochs": metrics["epochs"], "device": metrics["device"], "cpu_bf16": metrics["cpu_bf16"],
+            "load_average_before": round(load_before, 2), "load_average_after": round(os.getloadavg()[0], 2),
+            "target_test_accuracy": target_acc, "target_wall_seconds": target_s,
+            "met": metrics["test_accuracy"] >= target_acc and wall <= target_s}
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--data-dir", default=cli.DEFAULT_DATA_DIR)
+    p.add_argument("--only", nargs="+", choices=list(CASES), help="run these cases only")
+    p.add_argument("--out", default=str(ROOT / "benchmarks/results/cifar10.json"))
+    args = p.parse_args(argv)
+    names = args.only or [n for n, case in CASES.items() if not case[3] or torch.cuda.is_available()]
+    results = {}
+    for name in names:
+        if CASES[name][3] and not torch.cuda.is_available():
+            print(f"{name}: skipped (no CUDA GPU)")
+            continue
+        results[name] = r = run_case(name, args.data_dir)
+        print(f"{name:12s} test {100 * r['test_accuracy']:.2f}% (TTA {100 * r['test_accuracy_tta']:.2f}%)  "
+              f"val {100 * r['val_accuracy']:.2f}%  wall {r['wall_seconds']:.0f}s  "
+              f"(target >= {100 * r['target_test_accuracy']:.0f}% within {r['target_wall_seconds']}s: "
+              f"{'met' if r['met'] else 'MISSED'})", flush=True)
+    cli.write_json(args.out, {"machine": {"cpu_count": os.cpu_count(), "processor": platform.processor(),
+                                          "torch": str(torch.__version__),
+                                          "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None},
+                              "cases": results})
+    print(f"-> {args.out}")
+    sys.exit(0 if all(r["met"] for r in results.values()) else 1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,265 @@
+"""cifar10.py: both architectures, the run folder, the ablation, the split, torchrun/DDP and bad input.
+
+Script runs use the tiny fake cifar10.npz (256 train / 128 test images) and small widths."""
+import csv
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+import cifar10
+import hooks
+from cli import UserError, run
+from data import train_val_split
+from training import build_model, count_parameters, load_checkpoint
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL = ["--channels", "8", "16", "32", "--batch-size", "64", "--val-size", "56", "--epochs", "1"]
+RUN_FILES = {"model.pt", "metrics.json", "history.csv", "steps.csv", "loss.png", "architecture.txt"}
+
+
+def small_args(arch, *extra):
+    return cifar10.parse_args(["--arch", arch, "--channels", "8", "16", "32", *extra])
+
+
+def run_script(tiny_data_dir, out, *argv):
+    cifar10.main([*SMALL, "--data-dir", str(tiny_data_dir), "--out-dir", str(out), *argv])
+
+
+# ---- the two networks --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("arch", ["dense", "gap"])
+@pytest.mark.parametrize("batchnorm", [True, False])
+@pytest.mark.parametrize("dropout", [0.0, 0.3])
+def test_both_networks_build_for_every_setting(arch, batchnorm, dropout):
+    model = build_model(*cifar10.model_spec(small_args(arch), batchnorm, dropout))
+    assert model(torch.randn(5, 3, 32, 32)).shape == (5, 10)
+    types = [type(m) for m in model.modules()]
+    assert (nn.BatchNorm2d in types) == batchnorm
+    assert (nn.Dropout in types) == (dropout > 0)
+    assert not any(isinstance(m, nn.ReLU) and m.inplace for m in model.modules())
+
+
+def test_gap_head_is_global_average_pooling_and_one_linear_layer():
+    model = build_model(*cifar10.model_spec(small_args("gap"), True, 0.3)).eval()
+    names = [n for n, _ in model.named_children()]
+    assert names == ["features", "gap", "flatten", "dropout", "fc"]
+    assert isinstance(model.gap, nn.AdaptiveAvgPool2d) and isinstance(model.fc, nn.Linear)
+    assert sum(isinstance(m, nn.Linear) for m in model.modules()) == 1
+    assert any(isinstance(m, type(model.features.res2_1)) for m in model.features)  # residual blocks
+    x = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        features = model.features(x)                      # (4, 32, 4, 4)
+        assert torch.allclose(model(x), model.fc(features.mean((2, 3))), atol=1e-5)
+
+
+def test_dense_network_has_a_dense_head_and_airbench_order():
+    model = build_model(*cifar10.model_spec(small_args("dense", "--hidden", "64"), True, 0.2))
+    order = list(model.features._modules)
+    assert order[:4] == ["conv1_1", "pool1", "bn1_1", "relu1_1"]  # pool before norm and ReLU
+    linears = [m for m in model.classifier if isinstance(m, nn.Linear)]
+    assert [(m.in_features, m.out_features) for m in linears] == [(32 * 4 * 4, 64), (64, 10)]
+
+
+def test_cnn_defaults_unchanged_for_fashion_mnist():
+    import cnn
+    order = list(cnn.CNN().features._modules)
+    assert order[:4] == ["conv1_1", "bn1_1", "relu1_1", "pool1"]
+
+
+@pytest.mark.parametrize("arch", ["dense", "gap"])
+def test_architecture_table_has_every_layer_shape_and_the_total(arch):
+    name, margs = cifar10.model_spec(small_args(arch), True, 0.2)
+    model = build_model(name, margs)
+    before = [p.clone() for p in model.parameters()]
+    rows = cifar10.layer_table(model)
+    assert hooks.hook_count(model) == 0 and model.training
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+    assert sum(r["parameters"] for r in rows) == count_parameters(model)
+    assert rows[-1]["shape"] == [10]
+    convs = [r for r in rows if r["type"].startswith("Conv2d")]
+    assert len(convs) == sum(isinstance(m, nn.Conv2d) for m in model.modules())
+    text = cifar10.architecture_text(model, name, margs)
+    assert f"total parameters: {count_parameters(model):,}" in text
+    assert "| 32×4×4 |" in text  # the last stage's output shape
+    assert ("residual blocks" in text) == (arch == "gap")
+
+
+def test_networks_without_batch_norm_get_he_initialization():
+    torch.manual_seed(0)
+    model = build_model(*cifar10.model_spec(small_args("dense", "--channels", "64", "64", "64"), False, 0.0))
+    out_before = model.classifier.out.weight.clone()
+    cifar10.he_init(model)
+    conv = model.features.conv2_1                            # fan_in = 64 * 3 * 3
+    assert conv.weight.std().item() == pytest.approx(math.sqrt(2 / (64 * 9)), rel=0.05)
+    assert torch.equal(model.classifier.out.weight, out_before)  # the output layer keeps its default
+
+
+# ---- the split and the test set ---------------------------------------------------------------
+
+def test_train_validation_split_is_disjoint_seeded_and_45k_5k():
+    train, val = train_val_split(50_000, 5_000, seed=0)
+    assert len(train) == 45_000 and len(val) == 5_000
+    assert len(set(train.tolist()) | set(val.tolist())) == 50_000
+    assert torch.equal(val, train_val_split(50_000, 5_000, seed=0)[1])
+    assert not torch.equal(val, train_val_split(50_000, 5_000, seed=1)[1])
+
+
+def test_split_data_sizes_and_limits(tiny_data_dir):
+    from data import load_dataset
+    ds = load_dataset("cifar10", tiny_data_dir)
+    args = cifar10.parse_args(["--val-size", "56", "--limit", "100", "--test-limit", "50"])
+    splits = cifar10.split_data(ds, args)
+    assert [len(splits[k][0]) for k in ("train", "val", "test")] == [100, 56, 50]
+    train_idx, val_idx = train_val_split(256, 56, 0)
+    assert torch.equal(splits["val"][0], ds.x_train[val_idx])  # validation comes from the training set
+
+
+# ---- script runs ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("arch", ["dense", "gap"])
+def test_smoke_run_writes_every_output(arch, tiny_data_dir, tmp_path):
+    out = tmp_path / arch
+    run_script(tiny_data_dir, out, "--arch", arch, "--test-limit", "100")
+    assert {p.name for p in out.iterdir()} == RUN_FILES
+    with Image.open(out / "loss.png") as im:
+        im.verify()
+    metrics = json.loads((out / "metrics.json").read_text())
+    for key in ("val_accuracy", "test_accuracy", "test_accuracy_tta", "val_loss", "loss_gap"):
+        assert math.isfinite(metrics[key])
+    assert metrics["train_images"] == 200 and metrics["val_images"] == 56 and metrics["test_images"] == 100
+    rows = list(csv.DictReader(open(out / "history.csv")))
+    assert len(rows) == 1 and "val_accuracy" in rows[0]
+    assert not any(k.startswith("test") for k in rows[0])  # the test set is not looked at during training
+    assert float(rows[0]["val_accuracy"]) == pytest.approx(metrics["val_accuracy"], abs=1e-6)
+    model, ckpt = load_checkpoint(out / "model.pt")
+    assert ckpt["metrics"]["test_accuracy"] == metrics["test_accuracy"]
+    assert ckpt["model"]["name"] == {"dense": "CNN", "gap": "GAPNet"}[arch]
+    assert "total parameters" in (out / "architecture.txt").read_text()
+
+
+def test_default_out_dir_names_the_variant():
+    assert cifar10.parse_args(["--arch", "dense"]).out_dir == Path("runs/cifar10-dense")
+    assert cifar10.parse_args(["--no-batchnorm", "--dropout", "0"]).out_dir == Path("runs/cifar10-gap-nobn-nodrop")
+    assert cifar10.parse_args(["--preset", "quick"]).out_dir == Path("runs/cifar10-gap-quick")
+    assert cifar10.parse_args(["--arch", "dense", "--ablation"]).out_dir == Path("runs/cifar10-dense-ablation")
+
+
+def test_resume_after_an_interruption_matches_an_uninterrupted_run(tiny_data_dir, tmp_path, monkeypatch):
+    import training
+    run_script(tiny_data_dir, tmp_path / "straight", "--arch", "gap", "--epochs", "2")
+    real_epoch = training.train_epoch
+
+    def interrupted(*args, **kwargs):
+        if args[6] == 1:  # the epoch index: stop during the second epoch
+            raise KeyboardInterrupt
+        return real_epoch(*args, **kwargs)
+    monkeypatch.setattr(training, "train_epoch", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run_script(tiny_data_dir, tmp_path / "resumed", "--arch", "gap", "--epochs", "2")
+    monkeypatch.setattr(training, "train_epoch", real_epoch)
+    run_script(tiny_data_dir, tmp_path / "resumed", "--arch", "gap", "--epochs", "2", "--resume")
+    a, b = (json.loads((tmp_path / d / "metrics.json").read_text()) for d in ("straight", "resumed"))
+    assert [int(r["epoch"]) for r in csv.DictReader(open(tmp_path / "resumed" / "history.csv"))] == [1, 2]
+    assert a["val_loss"] == pytest.approx(b["val_loss"], abs=1e-6)
+    with pytest.raises(UserError, match="--resume: .* was trained with --epochs 2, not 3"):
+        run_script(tiny_data_dir, tmp_path / "resumed", "--arch", "gap", "--epochs", "3", "--resume")
+
+
+def test_ablation_writes_four_variants(tiny_data_dir, tmp_path):
+    run_script(tiny_data_dir, tmp_path, "--arch", "dense", "--ablation", "--test-limit", "64", "--lr", "0.05")
+    assert {"ablation.json", "ablation.md", "ablation.png"} <= {p.name for p in tmp_path.iterdir()}
+    for folder, *_ in cifar10.VARIANTS:
+        assert RUN_FILES <= {p.name for p in (tmp_path / folder).iterdir()}
+    table = [line for line in (tmp_path / "ablation.md").read_text().splitlines() if line.startswith("| ")]
+    assert len(table) == 1 + 4  # header + four variants
+    rows = json.loads((tmp_path / "ablation.json").read_text())["variants"]
+    assert [(r["batchnorm"], r["dropout"] > 0) for r in rows] == [(True, True), (True, False), (False, True),
+                                                                  (False, False)]
+    for r in rows:  # everything else equal: same data, epochs and seed
+        assert r["epochs"] == 1 and r["runs"][0]["seed"] == 0
+    with Image.open(tmp_path / "ablation.png") as im:
+        im.verify()
+    nobn = json.loads((tmp_path / "nobn-nodrop" / "metrics.json").read_text())
+    assert nobn["batchnorm"] is False and nobn["dropout"] == 0
+
+
+def test_ablation_summary_averages_seeds_and_reports_divergence():
+    runs = [{"seed": s, "val_accuracy": a, "val_accuracy_tta": a, "test_accuracy": a, "test_accuracy_tta": a,
+             "train_loss": 1.0, "val_loss": 1.2, "loss_gap": 0.2, "epochs": 3, "train_seconds": 10.0,
+             "history": [{"epoch": 1, "val_loss": 1.2, "val_accuracy": a, "train_loss": 1.0}]}
+            for s, a in ((0, 0.8), (1, 0.9))]
+    row = cifar10.summarize("bn-drop", "batch norm + dropout", True, 0.2, runs + [{"seed": 2, "diverged": "nan"}])
+    assert row["val_accuracy"] == pytest.approx(0.85) and row["val_accuracy_std"] == pytest.approx(0.0707, abs=1e-3)
+    assert row["diverged"] == 1 and row["seeds"] == 3
+    assert "85.00 ± 7.07" in cifar10.ablation_table([row], "gap")
+
+
+# ---- torchrun / DistributedDataParallel ---------------------------------------------------------
+
+def test_torchrun_two_processes_match_one_process(tiny_data_dir, tmp_path):
+    argv = [*SMALL, "--arch", "gap", "--data-dir", str(tiny_data_dir), "--test-limit", "64", "--device", "cpu"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                    str(ROOT / "cifar10.py"), *argv, "--out-dir", str(tmp_path / "ddp")],
+                   cwd=ROOT, env=env, check=True, capture_output=True, timeout=120)
+    cifar10.main([*argv, "--out-dir", str(tmp_path / "one")])
+    ddp, one = (json.loads((tmp_path / d / "metrics.json").read_text()) for d in ("ddp", "one"))
+    assert ddp["world_size"] == 2 and one["world_size"] == 1
+    assert {p.name for p in (tmp_path / "ddp").iterdir()} == RUN_FILES  # one set of outputs, no extras
+    h_ddp, h_one = (list(csv.DictReader(open(tmp_path / d / "history.csv"))) for d in ("ddp", "one"))
+    assert [r["samples"] for r in h_ddp] == [r["samples"] for r in h_one]  # same global batches
+    assert math.isfinite(float(h_ddp[0]["train_loss"])) and math.isfinite(ddp["val_loss"])
+
+
+# ---- bad input -------------------------------------------------------------------------------------
+
+def main_exit(argv, capsys):
+    with pytest.raises(SystemExit) as exc:
+        run(lambda: cifar10.main(argv))
+    err = capsys.readouterr().err.strip().splitlines()
+    return exc.value.code, err[-1]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--arch", "resnet"], "invalid choice: 'resnet'"),
+    (["--arch", "dense", "--blocks", "1"], "--blocks applies to --arch gap only"),
+    (["--ablation", "--no-batchnorm"], "--ablation trains with and without batch norm"),
+    (["--dropout", "1.5"], "--dropout must be in [0, 1)"),
+    (["--seeds", "3"], "--seeds is for --ablation"),
+    (["--channels", "8", "8", "8", "8", "8", "8"], "use at most 5"),
+])
+def test_bad_arguments_give_one_line_errors(argv, message, capsys):
+    code, last = main_exit(argv, capsys)
+    assert code == 2 and message in last
+
+
+def test_limit_larger_than_the_data(tiny_data_dir, tmp_path, capsys):
+    code, last = main_exit(["--data-dir", str(tiny_data_dir), "--val-size", "56", "--limit", "1000",
+                            "--out-dir", str(tmp_path)], capsys)
+    assert code == 2 and last == ("error: --limit 1000 is more than the 200 training images left after holding "
+                                  "out --val-size 56; use --limit 200 or less")
+    code, last = main_exit(["--data-dir", str(tiny_data_dir), "--test-limit", "999", "--val-size", "56",
+                            "--out-dir", str(tmp_path)], capsys)
+    assert code == 2 and "--test-limit 999 is more than the 128 test images" in last
+    code, last = main_exit(["--data-dir", str(tiny_data_dir), "--val-size", "256", "--out-dir", str(tmp_path)],
+                           capsys)
+    assert code == 2 and "--val-size 256 leaves no training images" in last
+    assert not any(tmp_path.iterdir())  # nothing written
+
+
+def test_missing_data_is_a_clear_error(tmp_path, capsys, monkeypatch):
+    import data
+
+    def offline(*a, **k):
+        raise UserError("could not download cifar10 through torchvision (offline)")
+    monkeypatch.setattr(data, "download", offline)
+    code, last = main_exit(["--data-dir", str(tmp_path / "nothing"), "--out-dir", str(tmp_path)], capsys)
+    assert code == 2 and last.startswith("error: could not download cifar10")
