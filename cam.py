@@ -1,0 +1,90 @@
+"""Class activation maps (CAM) and Grad-CAM of a trained convlens network, on correctly and
+wrongly classified test images.
+
+    python cam.py --checkpoint runs/cifar10-gap/model.pt        # CAM (GAP network)
+    python cam.py --checkpoint runs/cifar10-dense/model.pt      # Grad-CAM (dense head: CAM does not apply)
+    python cam.py --checkpoint runs/cifar10-gap/model.pt --method gradcam --layer features.res2_1.relu2
+    python cam.py --checkpoint runs/cifar10-gap/model.pt --index 3 17 42 --target cat
+    python cam.py --checkpoint runs/cifar10-gap/model.pt --sanity    # + randomization sanity check
+
+CAM (Zhou et al. 2016, Eq. 2) needs global average pooling followed by one linear layer
+(GAPNet); Grad-CAM (Selvaraju et al. 2017) works on any CNN and is the default elsewhere.
+Both are computed by saliency.py (one forward/backward pass per batch, hooks always removed).
+
+Writes to the checkpoint's folder (or --out-dir): cam.png or gradcam.png (a grid: each test
+image, and the map overlaid on it, titled with the predicted and true class and the
+confidence), cam.json or gradcam.json (which images, predictions); with --sanity also
+sanity.png and sanity.json (same as guided_backprop.py --sanity: every method that applies).
+"""
+import argparse
+
+import cli
+import plots
+import saliency
+
+METHODS = {"cam": "CAM", "gradcam": "Grad-CAM"}
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    saliency.add_args(p)
+    p.add_argument("--method", choices=["auto", "cam", "gradcam"], default="auto",
+                   help="auto: CAM on a GAP network, else Grad-CAM")
+    p.add_argument("--layer", help="Grad-CAM layer (a module name); default: the last conv layer's ReLU")
+    return p.parse_args(argv)
+
+
+def choose_method(model, method: str) -> str:
+    """'cam' or 'gradcam'; a UserError for CAM on a network without GAP + one linear layer."""
+    if method == "cam":
+        saliency.cam_layers(model)  # raises, suggesting --method gradcam
+    if method == "auto":
+        method = "cam" if saliency.is_gap_network(model) else "gradcam"
+    return method
+
+
+def compute_maps(model, x, method, target=None, layer=None):
+    """(N, H, W) maps in [0, 1] for display: CAM min-max scaled per image as Zhou et al.;
+    Grad-CAM (>= 0) likewise, so 0 is the weakest and 1 the strongest evidence."""
+    if method == "cam":
+        maps = saliency.class_activation_map(model, x, target)
+    else:
+        maps = saliency.grad_cam(model, x, target, layer)
+    return saliency.minmax(saliency.upsample(maps, x.shape[-2:])).cpu()
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    ex = saliency.load_examples(args)
+    method = choose_method(ex.model, args.method)
+    if args.layer and method == "cam":
+        raise cli.UserError("--layer applies to Grad-CAM only (CAM uses the maps that enter global average "
+                            "pooling); add --method gradcam")
+    network = type(ex.model).__name__
+    note = ""
+    if method == "gradcam" and not saliency.is_gap_network(ex.model):
+        note = (f"CAM does not apply to {network} (no global average pooling + single linear layer), "
+                "so this is Grad-CAM")
+        print(note)
+    layer = args.layer or (saliency.default_layer(ex.model, ex.x) if method == "gradcam" else None)
+    maps = compute_maps(ex.model, ex.x, method, ex.target, layer)    # (N, H, W)
+
+    name = METHODS[method]
+    where = f" of {layer}" if layer else ""
+    titles, colors = saliency.titles(ex)
+    fig = saliency.plot_grid(ex.images, [("image", "image", None), (f"{name}", "overlay", maps)],
+                             titles, colors,
+                             f"{network} ({ex.ckpt['dataset']}): {name}{where}, correctly (green) and wrongly "
+                             f"(red) classified test images" + (f"\n{note}" if note else ""))
+    plots.save(fig, ex.out_dir / f"{method}.png")
+    cli.write_json(ex.out_dir / f"{method}.json",
+                   saliency.examples_json(ex, method=name, layer=layer, checkpoint=args.checkpoint,
+                                          seed=args.seed, note=note or None))
+    print(f"{name} of {len(ex.index)} test images -> {ex.out_dir / f'{method}.png'}")
+    if args.sanity:
+        saliency.run_sanity(ex, args.seed, args.sanity_n, args.layer)
+
+
+if __name__ == "__main__":
+    cli.run(main)

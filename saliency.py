@@ -1,0 +1,537 @@
+"""Saliency maps shared by cam.py and guided_backprop.py: what the network looked at.
+
+- CAM, class activation maps (Zhou et al. 2016, "Learning Deep Features for Discriminative
+  Localization", Eq. 2): M_c(x, y) = sum_k w_k^c f_k(x, y), the last conv layer's feature maps
+  f_k weighted by the single linear layer's weights for class c. Exact only when the network
+  ends in global average pooling and one linear layer (GAPNet), checked structurally and
+  numerically.
+- Grad-CAM (Selvaraju et al. 2017, Eqs. 1-2): alpha_k^c = mean_(x,y) dy^c/dA_k(x, y),
+  map = ReLU(sum_k alpha_k^c A_k). Works on any CNN; on a GAP network it is CAM / (h w) where
+  CAM is positive (the gradient of y^c with respect to A_k(x, y) is w_k^c / (h w)).
+- Guided backpropagation (Springenberg et al. 2015, "Striving for Simplicity", Sec. 3.4): the
+  gradient of the class score with respect to the image where each ReLU passes back only
+  positive gradients at positive inputs; guided Grad-CAM multiplies it by the upsampled
+  Grad-CAM (Selvaraju et al. 2017, Sec. 3.1).
+- The cascading model-parameter randomization test (Adebayo et al. 2018, "Sanity Checks for
+  Saliency Maps", Sec. 3.1): re-initialize the layers from the top down, one more each step,
+  and measure how much each method's maps change (Spearman rank correlation).
+
+Every map is computed for a whole batch in one forward and one backward pass (images are
+independent in eval mode, so the gradient of the summed target scores gives each image its
+own gradient), in eval mode with frozen parameters. Hooks come off and each module's mode and
+each parameter's requires_grad flag are restored in `finally` blocks, also on error.
+Compute functions return tensors; `plot_grid` and `plot_sanity` draw them.
+"""
+import argparse
+import contextlib
+import copy
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy.stats import spearmanr
+from torch import nn
+from torch.overrides import TorchFunctionMode
+
+import cli
+import hooks
+import plots
+from data import load_dataset, normalize
+from training import load_checkpoint, pick_device, predict, seed_everything
+
+plt = plots.plt
+
+
+# ---- model state: eval mode, frozen parameters, always restored ---------------------------------
+
+@contextlib.contextmanager
+def explaining(model: nn.Module):
+    """Eval mode (dropout off, batch norm on its running statistics) and frozen parameters while
+    inside; every module's training flag and every parameter's requires_grad restored after."""
+    modes = [(m, m.training) for m in model.modules()]
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    try:
+        model.eval()
+        for p in model.parameters():
+            p.requires_grad_(False)  # only input/activation gradients are needed
+        yield model
+    finally:
+        for m, training in modes:
+            m.training = training
+        for p, requires_grad in flags:
+            p.requires_grad_(requires_grad)
+
+
+def resolve_targets(logits: torch.Tensor, target=None) -> torch.Tensor:
+    """Class index per image (N,): the prediction when `target` is None, else `target`
+    (an int for every image, or one per image)."""
+    n, classes = logits.shape
+    if target is None:
+        return logits.argmax(1)
+    target = torch.as_tensor(target, dtype=torch.long, device=logits.device)
+    target = target.expand(n) if target.ndim == 0 else target
+    if target.shape != (n,) or bool(((target < 0) | (target >= classes)).any()):
+        raise cli.UserError(f"target classes must be {n} numbers in 0..{classes - 1}, got {target.tolist()}")
+    return target
+
+
+def _target_score(logits, target):
+    """Sum over the batch of each image's target logit: one backward pass gives every image
+    its own gradient because, in eval mode, no image's logits depend on another image."""
+    t = resolve_targets(logits, target)
+    return logits.gather(1, t[:, None]).sum()
+
+
+def relu_modules(model: nn.Module) -> list:
+    """The model's nn.ReLU modules; a UserError for inplace ones (their outputs overwrite the
+    inputs that hooks and guided backpropagation need)."""
+    relus = [(name, m) for name, m in model.named_modules() if isinstance(m, nn.ReLU)]
+    inplace = [name for name, m in relus if m.inplace]
+    if inplace:
+        raise cli.UserError(f"nn.ReLU(inplace=True) at {inplace[0]!r}: saliency maps need the ReLU inputs "
+                            "intact; build the model with nn.ReLU(inplace=False) (weights load unchanged)")
+    return [m for _, m in relus]
+
+
+def check_layer(model: nn.Module, layer: str):
+    names = [n for n, _ in model.named_modules() if n]
+    if layer not in names:
+        relus = [n for n, m in model.named_modules() if isinstance(m, nn.ReLU)]
+        raise cli.UserError(f"--layer {layer!r} is not a submodule of this model; ReLU layers: "
+                            f"{', '.join(relus) or 'none'}")
+
+
+@torch.no_grad()
+def default_layer(model: nn.Module, x: torch.Tensor):
+    """Name of the last nn.ReLU (in run order) whose output is a (N, C, H, W) feature map: the
+    last conv layer's activation, Grad-CAM's usual layer. None when there is none (an FFN)."""
+    names = [n for n, m in model.named_modules() if isinstance(m, nn.ReLU)]
+    with explaining(model), hooks.record_outputs(model, names) as out:
+        model(x[:1])
+    maps = [n for n, a in out.items() if a.ndim == 4]
+    return maps[-1] if maps else None
+
+
+def upsample(maps: torch.Tensor, size) -> torch.Tensor:
+    """(N, h, w) -> (N, H, W), bilinear (Zhou et al. 2016 upsample CAMs to the image size)."""
+    return F.interpolate(maps[:, None], size=tuple(size), mode="bilinear", align_corners=False)[:, 0]
+
+
+# ---- CAM ---------------------------------------------------------------------------------------
+
+def cam_layers(model: nn.Module):
+    """(feature extractor, linear layer) names when the model ends in global average pooling
+    and one linear layer (children ... -> features -> AdaptiveAvgPool2d(1) -> [Flatten]
+    -> [Dropout] -> Linear, and no other Linear anywhere); else a UserError naming the fix."""
+    children = list(model.named_children())
+    linears = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+    i = len(children) - 1
+    fc = children[i][0] if children and isinstance(children[i][1], nn.Linear) else None
+    i -= 1
+    while i >= 0 and isinstance(children[i][1], (nn.Flatten, nn.Dropout, nn.Identity)):
+        i -= 1
+    gap = i >= 1 and isinstance(children[i][1], nn.AdaptiveAvgPool2d) \
+        and children[i][1].output_size in (1, (1, 1))
+    if fc is None or not gap or len(linears) != 1:
+        found = f"{len(linears)} linear layers ({', '.join(linears)})" if linears else "no linear layer"
+        raise cli.UserError(
+            f"CAM needs global average pooling followed by exactly one linear layer (Zhou et al. 2016); "
+            f"this {type(model).__name__} has {found}{'' if gap else ' and no global average pooling'}. "
+            f"Use --method gradcam, which works on any CNN")
+    return children[i - 1][0], fc
+
+
+def is_gap_network(model: nn.Module) -> bool:
+    try:
+        cam_layers(model)
+    except cli.UserError:
+        return False
+    return True
+
+
+@torch.no_grad()
+def class_activation_map(model: nn.Module, x: torch.Tensor, target=None) -> torch.Tensor:
+    """CAM (Zhou et al. 2016, Eq. 2) of normalized images x (N, C, H, W) for `target` (default:
+    the predicted class): (N, h, w) at the feature maps' resolution, signed (no ReLU in Eq. 2)."""
+    features, fc_name = cam_layers(model)
+    fc = model.get_submodule(fc_name)
+    with explaining(model), hooks.record_outputs(model, [features]) as out:
+        logits = model(x)                                   # (N, classes)
+        f = out[features]                                   # (N, K, h, w)
+        # Eq. 2 holds only if the logits are fc(GAP(f)); check it on this batch, so a forward
+        # that uses its modules in another order fails loudly instead of drawing a wrong map.
+        if f.ndim != 4 or not torch.allclose(fc(f.mean((2, 3))), logits, rtol=1e-4, atol=1e-4):
+            raise cli.UserError(f"{type(model).__name__}'s logits are not {fc_name}(mean of {features}'s "
+                                f"maps), so CAM does not apply; use --method gradcam")
+        w = fc.weight[resolve_targets(logits, target)]      # (N, K): w_k^c
+        return torch.einsum("nk,nkhw->nhw", w, f)           # (N, h, w): sum_k w_k^c f_k(x, y)
+
+
+# ---- Grad-CAM ----------------------------------------------------------------------------------
+
+def grad_cam(model: nn.Module, x: torch.Tensor, target=None, layer: str | None = None) -> torch.Tensor:
+    """Grad-CAM (Selvaraju et al. 2017, Eqs. 1-2) of `layer`'s output A (default: the last conv
+    layer's ReLU) for images x (N, C, H, W): (N, h, w) = ReLU(sum_k alpha_k^c A_k)."""
+    relu_modules(model)
+    layer = layer or default_layer(model, x)
+    if layer is None:
+        raise cli.UserError(f"{type(model).__name__} has no convolutional feature maps for Grad-CAM "
+                            "(it flattens the image first); use a CNN or GAPNet checkpoint")
+    check_layer(model, layer)
+    with explaining(model), hooks.record_outputs(model, [layer]) as out:
+        x = x.detach().requires_grad_(True)  # parameters are frozen: the graph starts at x
+        logits = model(x)
+        A = out[layer]                                      # (N, K, h, w)
+        if A.ndim != 4:
+            raise cli.UserError(f"--layer {layer!r} outputs shape {tuple(A.shape)}, not (N, C, H, W) "
+                                "feature maps; pick a conv layer's ReLU")
+        (dA,) = torch.autograd.grad(_target_score(logits, target), A)
+        alpha = dA.mean((2, 3), keepdim=True)               # (N, K, 1, 1): Eq. 1
+        return F.relu((alpha * A).sum(1)).detach()          # (N, h, w): Eq. 2
+
+
+# ---- guided backpropagation ----------------------------------------------------------------------
+
+def _guided_relu_hook(module, grad_input, grad_output):
+    # nn.ReLU's own backward gives grad_in = grad_out * [input > 0]; keeping only its positive
+    # part adds the guided rule [grad_out > 0] (Springenberg et al. 2015, Fig. 1).
+    return (grad_input[0].clamp(min=0),)
+
+
+RELU_FUNCTIONS = {F.relu, F.relu_, torch.relu, torch.relu_, torch.Tensor.relu, torch.Tensor.relu_}
+
+
+class _FunctionalReluDetector(TorchFunctionMode):
+    """Notes ReLUs computed outside an nn.ReLU module (F.relu(x), x.relu(), ...): guided
+    backpropagation cannot reach them, so their maps would silently be wrong."""
+
+    def __init__(self):
+        super().__init__()
+        self.depth, self.found = 0, None  # depth > 0: inside an nn.ReLU module's forward
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if func in RELU_FUNCTIONS and self.depth == 0 and self.found is None:
+            self.found = getattr(func, "__qualname__", str(func))
+        return func(*args, **(kwargs or {}))
+
+
+def input_gradient(model: nn.Module, x: torch.Tensor, target=None, guided: bool = True) -> torch.Tensor:
+    """d y^c / d x (N, C, H, W) for normalized images x; with guided=True every nn.ReLU passes
+    back only positive gradients (guided backpropagation), else the plain gradient
+    (Simonyan et al. 2014's saliency, the baseline of the sanity check)."""
+    relus = relu_modules(model)
+    detector, handles = _FunctionalReluDetector(), []
+    with explaining(model):
+        try:
+            if guided:
+                for m in relus:
+                    handles.append(m.register_full_backward_hook(_guided_relu_hook))
+                    handles.append(m.register_forward_pre_hook(lambda *_: setattr(detector, "depth", detector.depth + 1)))
+                    handles.append(m.register_forward_hook(lambda *_: setattr(detector, "depth", detector.depth - 1)))
+            x = x.detach().requires_grad_(True)
+            with detector if guided else contextlib.nullcontext():
+                logits = model(x)
+            if detector.found:
+                raise cli.UserError(f"{type(model).__name__} computes a ReLU with {detector.found} instead of an "
+                                    "nn.ReLU module, so guided backpropagation cannot modify its gradient; "
+                                    "use nn.ReLU modules (inplace=False)")
+            (grad,) = torch.autograd.grad(_target_score(logits, target), x)
+        finally:
+            for handle in handles:
+                handle.remove()
+    return grad
+
+
+def guided_backprop(model, x, target=None) -> torch.Tensor:
+    """Guided backpropagation (Springenberg et al. 2015, Sec. 3.4): (N, C, H, W)."""
+    return input_gradient(model, x, target, guided=True)
+
+
+def guided_grad_cam(model, x, target=None, layer=None) -> torch.Tensor:
+    """Guided Grad-CAM (Selvaraju et al. 2017, Sec. 3.1): guided backpropagation times the
+    Grad-CAM map upsampled to the image, (N, C, H, W)."""
+    cam = upsample(grad_cam(model, x, target, layer), x.shape[-2:])    # (N, H, W)
+    return guided_backprop(model, x, target) * cam[:, None]
+
+
+# ---- display scaling (per image) ---------------------------------------------------------------
+
+def minmax(maps: torch.Tensor) -> torch.Tensor:
+    """Each map (N, ...) scaled to [0, 1] (Zhou et al.'s display of CAMs); constant maps -> 0."""
+    flat = maps.flatten(1)
+    lo, hi = flat.min(1).values, flat.max(1).values
+    scale = (hi - lo).clamp(min=1e-12).view(-1, *[1] * (maps.ndim - 1))
+    return (maps - lo.view_as(scale)) / scale
+
+
+def robust_max(maps: torch.Tensor, q=0.995) -> torch.Tensor:
+    # The 99.5th percentile rather than the max, so a few extreme pixels don't wash out the rest.
+    return maps.abs().flatten(1).float().quantile(q, dim=1).clamp(min=1e-12).view(-1, *[1] * (maps.ndim - 1))
+
+
+def signed_image(grad: torch.Tensor) -> torch.Tensor:
+    """Gradients (N, C, H, W) as images in [0, 1] with zero at mid-gray."""
+    return (0.5 + 0.5 * grad / robust_max(grad)).clamp(0, 1)
+
+
+def magnitude(grad: torch.Tensor) -> torch.Tensor:
+    """(N, C, H, W) -> (N, H, W): sum over channels of |gradient| (Adebayo et al. 2018's
+    absolute-value visualization), the heatmap and the sanity check's measure."""
+    return grad.abs().sum(1)
+
+
+# ---- choosing examples ---------------------------------------------------------------------------
+
+def choose_examples(pred: torch.Tensor, y: torch.Tensor, n: int, seed: int):
+    """Indices of n test images, half correctly and half wrongly classified (fewer wrong ones
+    only if there are not enough), drawn with `seed`; correct ones first. Returns (idx, correct)."""
+    g = torch.Generator().manual_seed(seed)
+    right, wrong = (pred == y).nonzero()[:, 0], (pred != y).nonzero()[:, 0]
+    n_wrong = min(n // 2, len(wrong))
+    n_right = min(n - n_wrong, len(right))
+    n_wrong = min(n - n_right, len(wrong))
+    draw = lambda pool, k: pool[torch.randperm(len(pool), generator=g)[:k]].sort().values
+    idx = torch.cat([draw(right, n_right), draw(wrong, n_wrong)])
+    return idx, pred[idx] == y[idx]
+
+
+# ---- what both scripts do ----------------------------------------------------------------------
+
+def add_args(parser: argparse.ArgumentParser):
+    """Arguments shared by cam.py and guided_backprop.py."""
+    parser.add_argument("--checkpoint", required=True, help="model.pt written by fashionmnist.py or cifar10.py")
+    cli.add_common_args(parser)
+    parser.add_argument("--n", type=cli.positive_int, default=8,
+                        help="test images to show: half correctly, half wrongly classified (drawn with --seed)")
+    parser.add_argument("--index", type=int, nargs="+", help="show these test images instead")
+    parser.add_argument("--target", help="explain this class (name or number) instead of each prediction")
+    parser.add_argument("--sanity", action="store_true",
+                        help="also run the cascading randomization sanity check (sanity.png, sanity.json)")
+    parser.add_argument("--sanity-n", type=cli.positive_int, default=32,
+                        help="test images in the sanity check's fixed batch")
+    parser.add_argument("--device", default="auto", help="auto (cuda, else mps, else cpu), or a torch device")
+    return parser
+
+
+@dataclass
+class Examples:
+    model: nn.Module
+    ckpt: dict
+    classes: list
+    images: torch.Tensor    # (N, C, H, W) uint8, for display
+    x: torch.Tensor         # (N, C, H, W) normalized, on the device
+    index: torch.Tensor     # (N,) test-set indices
+    y: torch.Tensor         # (N,) true classes
+    pred: torch.Tensor      # (N,) predicted classes (full-precision forward)
+    prob: torch.Tensor      # (N,) softmax probability of the prediction
+    target: torch.Tensor | None  # (N,) the explained class when --target is given
+    x_test: torch.Tensor    # the whole uint8 test set (the sanity check draws from it)
+    y_test: torch.Tensor
+    out_dir: Path
+    device: torch.device
+
+
+def parse_target(text, classes):
+    if text is None:
+        return None
+    lower = [c.lower() for c in classes]
+    if text.lower() in lower:
+        return lower.index(text.lower())
+    if text.isdigit() and int(text) < len(classes):
+        return int(text)
+    raise cli.UserError(f"--target {text!r} is neither a class name nor a number 0..{len(classes) - 1}; "
+                        f"classes: {', '.join(classes)}")
+
+
+def load_examples(args) -> Examples:
+    """Checkpoint, test set, and the images to explain (--index, or --n chosen with --seed)."""
+    seed_everything(args.seed)
+    device = pick_device(args.device)
+    model, ckpt = load_checkpoint(args.checkpoint, device)
+    ds = load_dataset(ckpt["dataset"], args.data_dir)
+    classes, n_test = ckpt["classes"], len(ds.x_test)
+    target = parse_target(args.target, classes)
+    if args.index:
+        bad = [i for i in args.index if not 0 <= i < n_test]
+        if bad:
+            raise cli.UserError(f"--index {bad[0]} is outside the test set (0..{n_test - 1})")
+        index = torch.tensor(args.index)
+    else:  # predictions on the whole test set, to draw correct and wrong ones
+        pred = predict(model, ds.x_test, ckpt["mean"], ckpt["std"], device).argmax(1)
+        index, _ = choose_examples(pred, ds.y_test, args.n, args.seed)
+    images = ds.x_test[index]
+    x = normalize(images.to(device), ckpt["mean"], ckpt["std"])
+    with explaining(model), torch.no_grad():
+        probs = model(x).float().softmax(1).cpu()           # (N, classes), full precision
+    out_dir = Path(args.out_dir) if args.out_dir else Path(args.checkpoint).parent
+    return Examples(model, ckpt, classes, images, x, index, ds.y_test[index], probs.argmax(1),
+                    probs.max(1).values, None if target is None else torch.full((len(index),), target),
+                    ds.x_test, ds.y_test, out_dir, device)
+
+
+def titles(ex: Examples) -> tuple[list, list]:
+    """Per example: 'correct/wrong #index', predicted class and confidence, true class (and
+    the explained class when --target differs); green for correct, red for wrong."""
+    out, colors = [], []
+    for i in range(len(ex.index)):
+        ok = bool(ex.pred[i] == ex.y[i])
+        lines = [f"{'correct' if ok else 'wrong'}  #{int(ex.index[i])}",
+                 f"pred: {ex.classes[ex.pred[i]]} {100 * ex.prob[i]:.0f}%",
+                 f"true: {ex.classes[ex.y[i]]}"]
+        if ex.target is not None:
+            lines.append(f"map for: {ex.classes[ex.target[i]]}")
+        out.append("\n".join(lines))
+        colors.append("tab:green" if ok else "tab:red")
+    return out, colors
+
+
+def examples_json(ex: Examples, **info) -> dict:
+    return {**info, "model": ex.ckpt["model"]["name"], "dataset": ex.ckpt["dataset"],
+            "examples": [{"index": int(ex.index[i]), "true": ex.classes[ex.y[i]],
+                          "predicted": ex.classes[ex.pred[i]], "confidence": round(float(ex.prob[i]), 4),
+                          "correct": bool(ex.pred[i] == ex.y[i]),
+                          "explained": ex.classes[ex.target[i] if ex.target is not None else ex.pred[i]]}
+                         for i in range(len(ex.index))]}
+
+
+# ---- the sanity check: cascading model-parameter randomization ----------------------------------
+
+def methods_for(model: nn.Module, x: torch.Tensor, layer: str | None = None) -> dict:
+    """{name: (model, x, target) -> (N, H, W) map} for every method that applies to `model`,
+    as compared in the sanity check (gradient maps reduced to their magnitude, as Adebayo et al.)."""
+    size = x.shape[-2:]
+    conv_layer = layer or default_layer(model, x)
+    methods = {}
+    if is_gap_network(model):
+        methods["CAM"] = lambda m, x, t: upsample(class_activation_map(m, x, t), size)
+    if conv_layer is not None:
+        methods["Grad-CAM"] = lambda m, x, t: upsample(grad_cam(m, x, t, conv_layer), size)
+    methods["guided backprop"] = lambda m, x, t: magnitude(guided_backprop(m, x, t))
+    if conv_layer is not None:
+        methods["guided Grad-CAM"] = lambda m, x, t: magnitude(guided_grad_cam(m, x, t, conv_layer))
+    methods["gradient"] = lambda m, x, t: magnitude(input_gradient(m, x, t, guided=False))
+    return methods
+
+
+def randomization_units(model: nn.Module, x: torch.Tensor) -> list:
+    """Layers with weights in forward order, each a list of module names: a conv or linear
+    layer together with the batch norm right after it (re-initialized as one)."""
+    with torch.no_grad(), explaining(model), hooks.record_outputs(model) as out:
+        model(x[:1])
+    modules = dict(model.named_modules())
+    units = []
+    for name in out:  # leaf modules in the order they ran
+        m = modules[name]
+        if isinstance(m, (nn.Conv2d, nn.Linear)) or (isinstance(m, nn.modules.batchnorm._BatchNorm) and not units):
+            units.append([name])
+        elif isinstance(m, nn.modules.batchnorm._BatchNorm):
+            units[-1].append(name)
+    return units
+
+
+def rank_correlation(a: torch.Tensor, b: torch.Tensor) -> np.ndarray:
+    """Spearman rank correlation of each pair of maps (N, ...) -> (N,). A constant map carries
+    no ranking, so its correlation is taken as 0 (scipy would return nan)."""
+    a, b = a.flatten(1).double().cpu().numpy(), b.flatten(1).double().cpu().numpy()
+    out = np.zeros(len(a))
+    for i in range(len(a)):
+        if np.ptp(a[i]) > 0 and np.ptp(b[i]) > 0:
+            out[i] = spearmanr(a[i], b[i]).statistic
+    return out
+
+
+def cascading_randomization(model: nn.Module, x: torch.Tensor, methods: dict, seed: int = 0) -> dict:
+    """Adebayo et al. 2018, Sec. 3.1: re-initialize the layers from the top (the output layer)
+    down, cumulatively, and after each step compare every method's maps of the fixed batch x
+    with the trained model's (Spearman rank correlation per image, then mean and std).
+    Works on a deep copy: `model` itself is untouched. The explained class stays the trained
+    model's prediction throughout."""
+    with torch.no_grad(), explaining(model):
+        target = model(x).argmax(1)                         # (N,)
+    trained = {name: fn(model, x, target) for name, fn in methods.items()}
+    randomized = copy.deepcopy(model)
+    units = randomization_units(model, x)[::-1]             # top first
+    no_change = {name: {"mean": 1.0, "std": 0.0} for name in methods}  # identical maps
+    steps = [{"randomized": 0, "layer": "none", **no_change}]
+    for k, unit in enumerate(units, 1):
+        with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
+            torch.manual_seed(seed * 1000 + k)  # reproducible, without touching the global RNG
+            for name in unit:
+                randomized.get_submodule(name).reset_parameters()  # default init; batch norm -> identity
+        step = {"randomized": k, "layer": "+".join(unit)}
+        for name, fn in methods.items():
+            rho = rank_correlation(trained[name], fn(randomized, x, target))   # (N,)
+            step[name] = {"mean": float(rho.mean()), "std": float(rho.std())}
+        steps.append(step)
+    return {"test": "cascading model-parameter randomization (Adebayo et al. 2018, Sec. 3.1)",
+            "images": len(x), "seed": seed, "methods": list(methods),
+            "correlation": "Spearman rank correlation per image between the trained and the randomized "
+                           "model's maps, then mean and std over images; gradient methods on sum_c |map|",
+            "steps": steps}
+
+
+def run_sanity(ex: Examples, seed: int, n: int, layer=None) -> dict:
+    """The sanity check on a fixed seeded batch of n test images; writes sanity.json and .png."""
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.randperm(len(ex.x_test), generator=g)[:n].sort().values
+    x = normalize(ex.x_test[idx].to(ex.device), ex.ckpt["mean"], ex.ckpt["std"])
+    result = cascading_randomization(ex.model, x, methods_for(ex.model, x, layer), seed)
+    result["test_indices"] = idx.tolist()
+    cli.write_json(ex.out_dir / "sanity.json", result)
+    plots.save(plot_sanity(result, type(ex.model).__name__), ex.out_dir / "sanity.png")
+    last = result["steps"][-1]
+    print("sanity check, rank correlation with the trained model's maps after randomizing all "
+          f"{last['randomized']} layers: " + ", ".join(f"{m} {last[m]['mean']:.2f}" for m in result["methods"]))
+    return result
+
+
+# ---- figures -----------------------------------------------------------------------------------
+
+def plot_grid(images, rows, titles, colors, suptitle):
+    """One column per example. images: (N, C, H, W) uint8; rows: [(label, kind, maps)] with kind
+    "image" (maps unused), "overlay" ((N, H, W) in [0, 1], drawn over the image, blue low to red
+    high), "heatmap" ((N, H, W) in [0, 1]) or "rgb" ((N, C, H, W) in [0, 1])."""
+    n = len(images)
+    fig, axes = plt.subplots(len(rows), n, figsize=(1.55 * n + 0.8, 1.6 * len(rows) + 1.1), squeeze=False)
+    for r, (label, kind, maps) in enumerate(rows):
+        for i in range(n):
+            ax, image = axes[r, i], np.asarray(images[i])
+            if kind == "image":
+                plots.show_image(ax, image)
+            elif kind == "overlay":
+                plots.show_image(ax, image)
+                ax.imshow(np.asarray(maps[i]), cmap="jet", alpha=0.5, vmin=0, vmax=1)
+            elif kind == "heatmap":
+                plots.show_image(ax, np.asarray(maps[i]), cmap="inferno", vmin=0, vmax=1)
+            else:  # "rgb": vmin/vmax matter only for a single channel (drawn in gray)
+                plots.show_image(ax, np.asarray(maps[i]), **({"vmin": 0, "vmax": 1} if maps.shape[1] == 1 else {}))
+            if r == 0:
+                ax.set_title(titles[i], fontsize=7, color=colors[i])
+        axes[r, 0].set_ylabel(label, fontsize=9)
+    fig.suptitle(suptitle, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def plot_sanity(result: dict, network: str):
+    """Mean rank correlation (band: +-1 std over images) vs the number of layers randomized."""
+    steps = result["steps"]
+    k = [s["randomized"] for s in steps]
+    fig, ax = plt.subplots(figsize=(max(6.5, 0.45 * len(k) + 2), 4.8))
+    for method in result["methods"]:
+        mean = np.array([s[method]["mean"] for s in steps])
+        std = np.array([s[method]["std"] for s in steps])
+        line, = ax.plot(k, mean, "o-", ms=4, label=method)
+        ax.fill_between(k, mean - std, mean + std, color=line.get_color(), alpha=0.12)
+    ax.axhline(0, color="gray", lw=0.8)
+    ax.set_xticks(k, [s["layer"].split("+")[0] for s in steps], rotation=60, ha="right", fontsize=7)
+    ax.set(xlabel="randomized from the output layer down to (cumulative)",
+           ylabel="Spearman rank correlation\nwith the trained model's maps", ylim=(-0.5, 1.05),
+           title=f"{network}: cascading randomization sanity check (Adebayo et al. 2018)\n"
+                 f"{result['images']} test images; a method that passes drops toward 0")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
