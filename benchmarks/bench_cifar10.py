@@ -12,13 +12,7 @@ programs share the CPU are pessimistic: results record the load average before a
 the process's CPU seconds. Results are written atomically; the exit status is 1 on a miss.
 """
 import argparse
-import json
-import os
-import platform
-import subprocess
 import sys
-import tempfile
-import time
 from pathlib import Path
 
 import torch
@@ -26,6 +20,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 import cli  # noqa: E402
+from benchmarks.common import machine, run_script  # noqa: E402
 
 # name: (cifar10.py arguments, target test accuracy, target wall seconds, needs CUDA)
 CASES = {
@@ -39,22 +34,14 @@ CASES = {
 
 def run_case(name, data_dir) -> dict:
     argv, target_acc, target_s, _ = CASES[name]
-    with tempfile.TemporaryDirectory() as tmp:
-        cmd = [sys.executable, str(ROOT / "cifar10.py"), *argv, "--data-dir", str(Path(data_dir).resolve()),
-               "--out-dir", tmp]
-        load_before = os.getloadavg()[0]
-        t0 = time.perf_counter()
-        subprocess.run(cmd, cwd=ROOT, check=True)
-        wall = time.perf_counter() - t0
-        metrics = json.loads((Path(tmp) / "metrics.json").read_text())
-    return {"command": "python cifar10.py " + " ".join(argv), "wall_seconds": round(wall, 1),
-            "train_seconds": metrics["train_seconds"], "process_cpu_seconds": metrics.get("process_cpu_seconds"),
-            "val_accuracy": metrics["val_accuracy"], "test_accuracy": metrics["test_accuracy"],
-            "test_accuracy_tta": metrics["test_accuracy_tta"], "parameters": metrics["parameters"],
-            "epochs": metrics["epochs"], "device": metrics["device"], "cpu_bf16": metrics["cpu_bf16"],
-            "load_average_before": round(load_before, 2), "load_average_after": round(os.getloadavg()[0], 2),
+    r = run_script("cifar10.py", argv, data_dir)
+    m = r.pop("metrics")
+    return {**r, "train_seconds": m["train_seconds"], "process_cpu_seconds": m.get("process_cpu_seconds"),
+            "val_accuracy": m["val_accuracy"], "test_accuracy": m["test_accuracy"],
+            "test_accuracy_tta": m["test_accuracy_tta"], "parameters": m["parameters"],
+            "epochs": m["epochs"], "device": m["device"], "cpu_bf16": m["cpu_bf16"],
             "target_test_accuracy": target_acc, "target_wall_seconds": target_s,
-            "met": metrics["test_accuracy"] >= target_acc and wall <= target_s}
+            "met": m["test_accuracy"] >= target_acc and r["wall_seconds"] <= target_s}
 
 
 def main(argv=None):
@@ -74,10 +61,7 @@ def main(argv=None):
               f"val {100 * r['val_accuracy']:.2f}%  wall {r['wall_seconds']:.0f}s  "
               f"(target >= {100 * r['target_test_accuracy']:.0f}% within {r['target_wall_seconds']}s: "
               f"{'met' if r['met'] else 'MISSED'})", flush=True)
-    cli.write_json(args.out, {"machine": {"cpu_count": os.cpu_count(), "processor": platform.processor(),
-                                          "torch": str(torch.__version__),
-                                          "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None},
-                              "cases": results})
+    cli.write_json(args.out, {"machine": machine(), "cases": results})
     print(f"-> {args.out}")
     sys.exit(0 if all(r["met"] for r in results.values()) else 1)
 
