@@ -551,7 +551,8 @@ def main(argv=None):
         save(plot_layer_filters(layer_filters(c, rgb=c is conv and c.in_channels == 3), name, c.in_channels,
                                 network, args.max_channels), file_name("filters", name))
     save(plot_gabor(gabor_kernels(conv.weight), trained_fits, report, network), "gabor.png")
-    cli.write_json(out / "gabor.json", {"checkpoint": str(args.checkpoint), "layer": layer, **report})
+    cli.write_json(out / "gabor.json", {"checkpoint": str(args.checkpoint), "layer": layer,
+                                        "layers": layers, **report})  # layers: the report's page order
     written.append("gabor.json")
 
     print(f"{network}: sample {caption.splitlines()[0]}, {caption.splitlines()[1]}")

@@ -20,7 +20,7 @@ FILES = ["model.pt", "metrics.json", "history.csv", "steps.csv", "loss.png", "co
 def test_smoke_run_writes_every_output(model, real_data_dir, tmp_path):
     out = tmp_path / model
     fashionmnist.main(["--model", model, "--limit", "1024", "--epochs", "2", "--data-dir", str(real_data_dir),
-                       "--out-dir", str(out), "--hidden", "64", "--channels", "8", "16"])
+                       "--out-dir", str(out), "--hidden", "64", "--channels", "8", "16", "--batch-size", "128"])
     assert sorted(p.name for p in out.iterdir()) == sorted(FILES)
     for png in ("loss.png", "confusion_matrix.png", "examples.png"):
         with Image.open(out / png) as im:
@@ -35,7 +35,7 @@ def test_smoke_run_writes_every_output(model, real_data_dir, tmp_path):
     rows = list(csv.DictReader(open(out / "history.csv")))
     assert [int(r["epoch"]) for r in rows] == [1, 2] and "test_loss" in rows[0]
     steps = list(csv.DictReader(open(out / "steps.csv")))
-    assert len(steps) == 2 * (1024 // 256)
+    assert len(steps) == 2 * (1024 // 128)
     model_, ckpt = load_checkpoint(out / "model.pt")
     assert ckpt["metrics"]["test_accuracy"] == metrics["test_accuracy"]
     assert ckpt["model"]["name"] == {"ffn": "FFN", "cnn": "CNN"}[model]

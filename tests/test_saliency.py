@@ -14,6 +14,7 @@ import guided_backprop
 import hooks
 import saliency
 from cnn import CNN, GAPNet
+from conftest import reference
 from data import load_dataset
 from training import TrainConfig, fit
 
@@ -51,7 +52,7 @@ def _batch(seed=0, n=6, size=16):
 
 @pytest.mark.parametrize("name", ["gapnet", "cnn"])
 def test_guided_backprop_equals_captum(name, request):
-    from captum.attr import GuidedBackprop
+    GuidedBackprop = reference("captum.attr").GuidedBackprop
     model = request.getfixturevalue(name)
     x, t = _batch()
     ours = saliency.guided_backprop(model, x, t)
@@ -64,15 +65,15 @@ def test_guided_backprop_equals_captum(name, request):
 
 @pytest.mark.parametrize("name", ["gapnet", "cnn"])
 def test_grad_cam_equals_captum_and_pytorch_grad_cam(name, request):
-    from captum.attr import LayerAttribution, LayerGradCam
-    from pytorch_grad_cam import GradCAM
-    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+    captum_attr = reference("captum.attr")
+    GradCAM = reference("pytorch_grad_cam").GradCAM
+    ClassifierOutputTarget = reference("pytorch_grad_cam.utils.model_targets").ClassifierOutputTarget
     model = request.getfixturevalue(name)
     x, t = _batch(1)
     layer = saliency.default_layer(model, x)
     ours = saliency.upsample(saliency.grad_cam(model, x, t, layer), x.shape[-2:])      # (N, H, W)
-    ref = LayerGradCam(model, model.get_submodule(layer)).attribute(x, target=t, relu_attributions=True)
-    ref = LayerAttribution.interpolate(ref, x.shape[-2:], "bilinear")[:, 0]
+    ref = captum_attr.LayerGradCam(model, model.get_submodule(layer)).attribute(x, target=t, relu_attributions=True)
+    ref = captum_attr.LayerAttribution.interpolate(ref, x.shape[-2:], "bilinear")[:, 0]
     assert ours.max() > 0
     torch.testing.assert_close(ours, ref, rtol=1e-4, atol=1e-6)
     with GradCAM(model=model, target_layers=[model.get_submodule(layer)]) as gc:
@@ -82,7 +83,7 @@ def test_grad_cam_equals_captum_and_pytorch_grad_cam(name, request):
 
 
 def test_cam_equals_torchcam_and_is_proportional_to_grad_cam(gapnet):
-    from torchcam.methods import CAM
+    CAM = reference("torchcam.methods").CAM
     x, t = _batch(2)
     ours = saliency.class_activation_map(gapnet, x, t)                                  # (N, h, w)
     with CAM(gapnet, target_layer="features", fc_layer="fc", input_shape=(3, 16, 16)) as extractor:

@@ -1,0 +1,446 @@
+"""Run every convlens script in order, each in its own process, then build the report.
+
+    python report/run_all.py --preset quick             # a laptop CPU: shorter training (PRESETS)
+    python report/run_all.py --preset full              # the README's numbers: every script's defaults
+    python report/run_all.py --preset quick --dry-run   # which steps would run, which are up to date
+    python report/run_all.py --preset quick --force     # rerun every step
+    python report/run_all.py --limit 128 --runs-dir /tmp/runs --report /tmp/report.pdf   # tiny: tests
+
+Steps, in order: fashionmnist.py ffn and cnn; kernel_vis.py on the Fashion-MNIST CNN; cifar10.py
+dense and gap; the batch norm x dropout ablation of both (--lr 0.1: without batch norm the nets do
+not train at the default 0.4, see cifar10.py); kernel_vis.py on both CIFAR-10 checkpoints; cam.py
+--sanity and guided_backprop.py on both; report/dataset.py; report/mytorch_check.py; report/build.py.
+
+Like make: a step is skipped when it finished before with the same command, all its declared
+outputs exist, and none is older than its inputs (its script, the module doing its work, the data
+file, the outputs of the steps it reads). So a rerun after an interruption resumes: finished steps
+are skipped and an interrupted training continues from its last epoch (--resume). After editing a
+shared module (training.py, cnn.py, ...) pass --force. A failed step does not stop the others;
+only the steps that read its outputs are blocked, and the exit status is 1.
+
+Time on a 2-core CPU, estimated from the scripts' own documented times (not yet measured end to
+end): quick about 40 minutes (half of it the ablation), full about 1 h 45 min. --limit runs 16 fresh
+Python processes of 3-5 s each (importing torch, scipy, matplotlib): about 1.5-2 minutes.
+
+Writes runs/logs/<step>.log (the step's output) and <step>.json (its command and state), and
+runs/run_all.json (the summary table, after every step; report/build.py takes the total time from it).
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # the convlens modules live at the repo root
+import cli  # noqa: E402  (light: no torch, so planning and skipping stay instant)
+
+# Extra arguments per preset and script kind; "full" keeps every script's own defaults but the ablation's.
+PRESETS = {
+    "quick": {"fashionmnist": ["--epochs", "3"],
+              "cifar10": ["--preset", "quick"],
+              "ablation": ["--preset", "quick", "--epochs", "2"],
+              "mytorch": ["--repeats", "1"]},
+    # The ablation trains 4 networks per arch, so even "full" uses the quick preset's epochs for it.
+    "full": {"ablation": ["--preset", "quick"]},
+}
+# --limit N (tests): every training step sees N images for one epoch and every network is tiny, so a
+# step costs little more than starting Python; the numbers then mean nothing.
+# Two first-layer kernels: kernel_vis.py's Gabor fits (about 0.3 s a kernel) dominate its time.
+TINY_NETS = {"fashionmnist-ffn": ["--hidden", "32"],
+             "fashionmnist-cnn": ["--channels", "2", "4", "--hidden", "16"],
+             "cifar10-dense": ["--channels", "2", "4", "8", "--hidden", "16"],
+             "cifar10-gap": ["--channels", "2", "4", "8"]}
+
+
+def tiny_args(kind: str, n: int) -> list:
+    limit = ["--limit", str(n), "--epochs", "1"]
+    return {"fashionmnist": limit,
+            "cifar10": [*limit, "--val-size", str(n), "--test-limit", str(n)],
+            "ablation": [*limit, "--val-size", str(n), "--test-limit", str(n)],
+            "kernels": ["--max-channels", "8"],
+            "cam": ["--n", "4", "--sanity-n", "8"],
+            "guided": ["--n", "4"],
+            "dataset": ["--limit", str(n)],
+            "mytorch": ["--repeats", "1"]}.get(kind, [])
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--preset", choices=list(PRESETS), default="quick",
+                   help="quick: shorter training for a laptop CPU; full: every script's defaults")
+    p.add_argument("--limit", type=cli.positive_int,
+                   help="tiny mode for tests: N images, one epoch, small networks")
+    p.add_argument("--runs-dir", type=Path, default=Path("runs"), help="where every step writes")
+    p.add_argument("--report", type=Path, default=Path("report/report.pdf"), help="the PDF to build")
+    p.add_argument("--data-dir", default=cli.DEFAULT_DATA_DIR,
+                   help="folder holding fashion_mnist.npz and cifar10.npz ($CONVLENS_DATA_DIR or ./data)")
+    p.add_argument("--seed", type=int, default=0, help="passed to every script that takes one")
+    p.add_argument("--force", action="store_true", help="rerun every step, up to date or not")
+    p.add_argument("--dry-run", "-n", action="store_true", help="list what would run, run nothing")
+    args = p.parse_args(argv)
+    args.runs_dir, args.report = args.runs_dir.resolve(), args.report.resolve()
+    if args.runs_dir.exists() and not args.runs_dir.is_dir():
+        raise cli.UserError(f"--runs-dir {args.runs_dir} is a file; pass a folder")
+    return args
+
+
+# ---- the steps -------------------------------------------------------------------------------------
+
+@dataclass
+class Step:
+    name: str
+    argv: list                  # after the python executable: script path, then its arguments
+    outputs: list               # files the step must leave behind (Paths)
+    inputs: list = field(default_factory=list)  # files it reads besides the outputs of `needs`
+    needs: list = field(default_factory=list)   # steps whose outputs it reads (blocked if one fails)
+    after_all: bool = False     # runs last, whatever failed, and reads every earlier step's outputs
+    resumable: bool = False     # takes --resume to continue an interrupted run
+    tiny: bool = False          # --limit mode: one thread per process
+    key: object = None          # (Step) -> short text for the summary, read from its outputs
+
+
+def plan(args) -> list:
+    """Every step with its command, for args.preset / args.limit / args.runs_dir."""
+    runs, data = args.runs_dir, Path(args.data_dir).resolve()
+    preset = PRESETS[args.preset]
+
+    def extra(kind, name=None):
+        if args.limit:
+            return tiny_args(kind, args.limit) + TINY_NETS.get(name, [])
+        return preset.get(kind, [])
+
+    def script(path, *more):
+        return [str(ROOT / path), *more]
+
+    seed, data_arg = ["--seed", str(args.seed)], ["--data-dir", str(data)]
+    steps = []
+    for model in ("ffn", "cnn"):
+        out = runs / f"fashionmnist-{model}"
+        steps.append(Step(
+            f"fashionmnist-{model}",
+            script("fashionmnist.py", "--model", model, "--out-dir", str(out), *seed, *data_arg,
+                   *extra("fashionmnist", f"fashionmnist-{model}")),
+            [out / f for f in ("model.pt", "metrics.json", "loss.png", "confusion_matrix.png", "examples.png")],
+            [ROOT / "fashionmnist.py", ROOT / f"{model}.py", data / "fashion_mnist.npz"],
+            resumable=True, key=key_fashion))
+    steps.append(kernels_step("kernels-fashionmnist-cnn", runs / "fashionmnist-cnn", "fashionmnist-cnn",
+                              seed, data_arg, extra("kernels"), script))
+    for arch in ("dense", "gap"):
+        out = runs / f"cifar10-{arch}"
+        steps.append(Step(
+            f"cifar10-{arch}",
+            script("cifar10.py", "--arch", arch, "--out-dir", str(out), *seed, *data_arg,
+                   *extra("cifar10", f"cifar10-{arch}")),
+            [out / f for f in ("model.pt", "metrics.json", "loss.png", "architecture.txt")],
+            [ROOT / "cifar10.py", ROOT / "cnn.py", data / "cifar10.npz"], resumable=True, key=key_cifar))
+    for arch in ("dense", "gap"):
+        out = runs / f"cifar10-{arch}-ablation"
+        steps.append(Step(
+            f"ablation-{arch}",
+            script("cifar10.py", "--arch", arch, "--ablation", "--lr", "0.1", "--out-dir", str(out), *seed,
+                   *data_arg, *extra("ablation", f"cifar10-{arch}")),
+            [out / f for f in ("ablation.json", "ablation.md", "ablation.png")],
+            [ROOT / "cifar10.py", ROOT / "cnn.py", data / "cifar10.npz"], resumable=True, key=key_ablation))
+    for arch in ("dense", "gap"):
+        steps.append(kernels_step(f"kernels-cifar10-{arch}", runs / f"cifar10-{arch}", f"cifar10-{arch}",
+                                  seed, data_arg, extra("kernels"), script))
+    for arch in ("dense", "gap"):
+        folder, method = runs / f"cifar10-{arch}", "cam" if arch == "gap" else "gradcam"
+        steps.append(Step(
+            f"cam-cifar10-{arch}",
+            script("cam.py", "--checkpoint", str(folder / "model.pt"), "--sanity", *seed, *data_arg,
+                   *extra("cam")),
+            [folder / f"{method}.png", folder / f"{method}.json", folder / "sanity.json", folder / "sanity.png"],
+            [ROOT / "cam.py", ROOT / "saliency.py", folder / "model.pt"], [f"cifar10-{arch}"], key=key_sanity))
+    for arch in ("dense", "gap"):
+        folder = runs / f"cifar10-{arch}"
+        steps.append(Step(
+            f"guided-backprop-cifar10-{arch}",
+            script("guided_backprop.py", "--checkpoint", str(folder / "model.pt"), *seed, *data_arg,
+                   *extra("guided")),
+            [folder / "guided_backprop.png", folder / "guided_backprop.json"],
+            [ROOT / "guided_backprop.py", ROOT / "saliency.py", folder / "model.pt"], [f"cifar10-{arch}"],
+            key=key_examples))
+    out = runs / "dataset"
+    steps.append(Step("dataset", script("report/dataset.py", "--out-dir", str(out), *data_arg, *extra("dataset")),
+                      [out / f for f in ("dataset.json", "class_balance.png", "near_duplicates.png")],
+                      [ROOT / "report/dataset.py", data / "fashion_mnist.npz", data / "cifar10.npz"],
+                      key=key_dataset))
+    out = runs / "mytorch"
+    steps.append(Step("mytorch", script("report/mytorch_check.py", "--out-dir", str(out), *seed, *extra("mytorch")),
+                      [out / "check.json"],
+                      [ROOT / "report/mytorch_check.py", ROOT / "mytorch/conv.py", ROOT / "mytorch/check.py"],
+                      key=key_mytorch))
+    steps.append(Step("report", script("report/build.py", "--runs-dir", str(runs), "--out", str(args.report)),
+                      [args.report], [ROOT / "report/build.py"], after_all=True, key=key_report))
+    for step in steps:
+        step.tiny = bool(args.limit)
+    return steps
+
+
+def kernels_step(name, folder, need, seed, data_arg, more, script) -> Step:
+    kernels = folder / "kernels"
+    return Step(name, script("kernel_vis.py", "--checkpoint", str(folder / "model.pt"), *seed, *data_arg, *more),
+                [kernels / f for f in ("kernels.png", "filtered.png", "feature_maps.png", "gabor.png", "gabor.json")],
+                [ROOT / "kernel_vis.py", folder / "model.pt"], [need], key=key_gabor)
+
+
+# ---- key figures for the summary (read from the step's outputs; "" when unreadable) ---------------
+
+def read_json(path) -> dict:
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def output(step, name) -> dict:
+    return read_json(next(p for p in step.outputs if p.name == name))
+
+
+def pct(x) -> str:
+    return f"{100 * x:.2f}%"
+
+
+def key_fashion(step):
+    m = output(step, "metrics.json")
+    return f"test {pct(m['test_accuracy'])}, {m['parameters']:,} parameters" if m else ""
+
+
+def key_cifar(step):
+    m = output(step, "metrics.json")
+    return f"val {pct(m['val_accuracy'])}, test {pct(m['test_accuracy'])}" if m else ""
+
+
+def key_ablation(step):
+    rows = output(step, "ablation.json").get("variants", [])
+    return "val " + ", ".join(f"{r['variant']} {100 * r['val_accuracy']:.1f}%" for r in rows) if rows else ""
+
+
+def key_gabor(step):
+    g = output(step, "gabor.json")
+    if not g:
+        return ""
+    return (f"Gabor-like {100 * g['trained']['share_above_threshold']:.0f}% "
+            f"(untrained {100 * g['untrained']['share_above_threshold']:.0f}%)")
+
+
+def key_sanity(step):
+    s = output(step, "sanity.json")
+    if not s:
+        return ""
+    last = s["steps"][-1]
+    return "all layers random: rho " + ", ".join(f"{m} {last[m]['mean']:.2f}" for m in s["methods"][:2])
+
+
+def key_examples(step):
+    ex = output(step, "guided_backprop.json").get("examples", [])
+    return f"{len(ex)} images, {sum(not e['correct'] for e in ex)} wrong" if ex else ""
+
+
+def key_dataset(step):
+    ds = output(step, "dataset.json").get("datasets", [])
+    return "; ".join(f"{d['title']}: {d['exact_duplicates']} exact, {d['near_duplicates']} near" for d in ds)
+
+
+def key_mytorch(step):
+    c = output(step, "check.json")
+    return f"{c['passed']}/{c['total']} cases pass" if c else ""
+
+
+def key_report(step):
+    size = step.outputs[0].stat().st_size if step.outputs[0].exists() else 0
+    return f"{size / 1e6:.1f} MB" if size else ""
+
+
+def key_text(step) -> str:
+    try:
+        return step.key(step) if step.key else ""
+    except (KeyError, IndexError, TypeError, ValueError, StopIteration):
+        return ""  # an output of an older format: the summary just leaves it out
+
+
+# ---- deciding and running ------------------------------------------------------------------------------
+
+def stamp_path(runs: Path, step: Step) -> Path:
+    return runs / "logs" / f"{step.name}.json"
+
+
+def why_run(step: Step, stamp: dict, rerun: set, earlier_outputs: list, force: bool) -> str | None:
+    """Why `step` must run (a short reason), or None when it is up to date."""
+    if force:
+        return "--force"
+    if stamp.get("argv") != step.argv:
+        return "never finished with this command" if stamp else "never ran"
+    if stamp.get("state") != "done":
+        return f"last attempt {stamp.get('state')}"
+    missing = [p for p in step.outputs if not p.exists()]
+    if missing:
+        return f"{missing[0].name} is missing"
+    upstream = [n for n in step.needs if n in rerun] or (sorted(rerun) if step.after_all else [])
+    if upstream:
+        return f"{upstream[0]} reruns"
+    oldest = min(p.stat().st_mtime for p in step.outputs)
+    newer = [p for p in [*step.inputs, *earlier_outputs] if p.exists() and p.stat().st_mtime > oldest]
+    return f"{newer[0].name} is newer than its outputs" if newer else None
+
+
+def command(step: Step, stamp: dict) -> list:
+    """The step's command; + --resume when its last attempt with this very command was cut off."""
+    resume = step.resumable and stamp.get("state") == "running" and stamp.get("argv") == step.argv
+    return [sys.executable, *step.argv, *(["--resume"] if resume else [])]
+
+
+def child_env(tiny: bool) -> dict:
+    env = dict(os.environ, PYTHONUNBUFFERED="1", MPLBACKEND="Agg")
+    env.setdefault("TQDM_MININTERVAL", "10")  # progress bars in a log file: a line every 10 s is plenty
+    if tiny:  # tiny tensors gain nothing from threads; on a busy 2-core CPU 2 threads made cam.py 4x slower
+        env.setdefault("OMP_NUM_THREADS", "1")
+    return env
+
+
+class Progress:
+    """One line per step: '[i/n] name', live elapsed seconds while it runs on a terminal."""
+
+    def __init__(self, n: int, t0: float):
+        self.n, self.t0, self.live = n, t0, sys.stdout.isatty()
+
+    def tick(self, i, name, started):
+        if self.live:
+            print(f"\r\x1b[K[{i:>2}/{self.n}] {name:<32} running {time.perf_counter() - started:6.0f}s "
+                  f"(total {fmt_time(time.perf_counter() - self.t0)})", end="", flush=True)
+
+    def done(self, i, name, row):
+        end = "\r\x1b[K" if self.live else ""  # over the live line
+        print(f"{end}[{i:>2}/{self.n}] {name:<32} {row['status']:<8} {row['seconds']:7.1f}s "
+              f"(total {fmt_time(time.perf_counter() - self.t0)})  {row['key'] or row.get('reason', '')}",
+              flush=True)
+
+
+def fmt_time(seconds: float) -> str:
+    m, s = divmod(int(round(seconds)), 60)
+    return f"{m // 60}:{m % 60:02d}:{s:02d}" if m >= 60 else f"{m}:{s:02d}"
+
+
+def run_step(step: Step, cmd: list, log: Path, on_tick) -> int:
+    """Run cmd with stdout and stderr into `log`; the exit status."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "w") as f:
+        f.write(f"$ {' '.join(cmd)}\n")
+        f.flush()
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT, env=child_env(step.tiny))
+        try:
+            while proc.poll() is None:
+                on_tick()
+                time.sleep(0.2)
+        except KeyboardInterrupt:  # the child got the same Ctrl-C; let it finish its atomic writes
+            proc.wait()
+            raise
+    return proc.returncode
+
+
+def execute(steps: list, runs: Path, force=False, dry_run=False, summary=None) -> list:
+    """Run the steps in order (make-like skipping, failures block only their dependents); return the
+    summary rows. summary(rows) is called after every step (to write run_all.json)."""
+    t0, rows, rerun, failed, outputs = time.perf_counter(), [], set(), set(), []
+    progress = Progress(len(steps), t0)
+    for i, step in enumerate(steps, 1):
+        stamp_file = stamp_path(runs, step)
+        stamp = read_json(stamp_file)
+        row = {"step": step.name, "status": "", "seconds": 0.0, "key": "", "log": str(runs / "logs" / f"{step.name}.log"),
+               "command": " ".join(step.argv)}
+        blocked = [n for n in step.needs if n in failed]
+        reason = None if blocked else why_run(step, stamp, rerun, outputs if step.after_all else [], force)
+        if blocked:
+            row.update(status="blocked", reason=f"needs {blocked[0]}, which failed")
+            failed.add(step.name)
+        elif reason is None:
+            row.update(status="skipped", made_seconds=stamp.get("seconds", 0.0), key=key_text(step),
+                       reason="up to date")
+        elif dry_run:
+            row.update(status="would run", reason=reason)
+            rerun.add(step.name)
+        else:
+            started = time.perf_counter()
+            row.update(run_one(step, stamp, stamp_file, row["log"], started,
+                               lambda: progress.tick(i, step.name, started)))
+            (failed if row["status"] == "failed" else rerun).add(step.name)
+        outputs += step.outputs
+        rows.append(row)
+        if not dry_run:  # a dry run prints just the table
+            progress.done(i, step.name, row)
+        if summary and not dry_run:
+            summary(rows, steps[i:])
+    return rows
+
+
+def run_one(step, stamp, stamp_file, log, started, on_tick) -> dict:
+    """Run one step, keeping its stamp: 'running' before (so a cut-off run resumes), then 'done' or 'failed'."""
+    cmd = command(step, stamp)
+    prior = stamp.get("seconds", 0.0) if "--resume" in cmd else 0.0  # time already spent before the cut
+    cli.write_json(stamp_file, {"argv": step.argv, "state": "running", "seconds": prior})
+    try:
+        code = run_step(step, cmd, Path(log), on_tick)
+    except KeyboardInterrupt:
+        cli.write_json(stamp_file, {"argv": step.argv, "state": "running",
+                                    "seconds": round(prior + time.perf_counter() - started, 1)})
+        raise
+    seconds = round(time.perf_counter() - started, 1)
+    missing = [p.name for p in step.outputs if not p.exists()]
+    ok = code == 0 and not missing
+    reason = "" if ok else (f"exit status {code}" if code else f"did not write {', '.join(missing)}")
+    cli.write_json(stamp_file, {"argv": step.argv, "state": "done" if ok else "failed",
+                                "seconds": round(prior + seconds, 1), "finished": time.strftime("%Y-%m-%d %H:%M:%S")})
+    return {"status": "ran" if ok else "failed", "seconds": seconds, "made_seconds": round(prior + seconds, 1),
+            "key": key_text(step) if ok else "", "reason": reason}
+
+
+# ---- summary -----------------------------------------------------------------------------------------
+
+def summary_json(args, rows, pending) -> dict:
+    made = [r.get("made_seconds", 0.0) for r in rows if r["status"] in ("ran", "skipped")]
+    return {"preset": args.preset, "limit": args.limit, "seed": args.seed, "data_dir": str(args.data_dir),
+            "runs_dir": str(args.runs_dir),
+            "total_seconds": round(sum(made), 1),  # compute time of the outputs now in runs/, skipped steps included
+            "this_run_seconds": round(sum(r["seconds"] for r in rows), 1),
+            "steps": rows + [{"step": s.name, "status": "pending"} for s in pending],
+            "failures": [r["step"] for r in rows if r["status"] in ("failed", "blocked")]}
+
+
+def table(rows) -> str:
+    lines = [f"{'step':<32} {'status':<9} {'seconds':>8}  key figure", "-" * 90]
+    lines += [f"{r['step']:<32} {r['status']:<9} {r['seconds']:8.1f}  {r['key'] or r.get('reason', '')}"
+              for r in rows]
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    steps = plan(args)
+    summary_file = args.runs_dir / "run_all.json"
+    write = lambda rows, pending: cli.write_json(summary_file, summary_json(args, rows, pending))
+    mode = f"--limit {args.limit}" if args.limit else f"--preset {args.preset}"
+    print(f"{len(steps)} steps, {mode}, into {args.runs_dir}" + (" (dry run)" if args.dry_run else ""))
+    rows = execute(steps, args.runs_dir, args.force, args.dry_run, write)
+    print("\n" + table(rows))
+    if args.dry_run:
+        return
+    total = summary_json(args, rows, [])
+    print(f"\ncompute time of these results: {fmt_time(total['total_seconds'])} "
+          f"(this run: {fmt_time(total['this_run_seconds'])}); summary -> {summary_file}")
+    if total["failures"]:
+        logs = ", ".join(f"{r['step']} ({r.get('reason')}; {r['log']})" for r in rows
+                         if r["status"] == "failed")
+        print(f"error: {len(total['failures'])} step(s) did not finish: {', '.join(total['failures'])}. "
+              f"Failed: {logs}", file=sys.stderr)
+        sys.exit(1)
+    print(f"report -> {args.report}")
+
+
+if __name__ == "__main__":
+    cli.run(main)
