@@ -27,7 +27,7 @@ from training import (build_model, config_from_args, count_parameters, fit, is_m
 # Defaults chosen on a 10k validation split held out from the training set (README: "How the
 # defaults were chosen"); the test set played no part.
 DEFAULTS = {
-    "ffn": dict(epochs=30, batch_size=512, lr=3e-3, optimizer="adamw", weight_decay=5e-2,
+    "ffn": dict(epochs=22, batch_size=512, lr=3e-3, optimizer="adamw", weight_decay=5e-2,
                 label_smoothing=0.1, flip=True, crop=0,
                 hidden=[1024, 1024], dropout=0.3),
     "cnn": dict(epochs=18, batch_size=256, lr=0.1, optimizer="sgd", weight_decay=5e-4,

@@ -4,12 +4,14 @@ Run:  python benchmarks/bench_cifar10.py [--data-dir ../shared/data] [--only gap
                                          [--out benchmarks/results/cifar10.json]
 
 Each case runs `python cifar10.py ...` in a fresh process (so data loading and the final
-evaluation count) into a temporary folder, and reads its metrics.json. Targets: on a 2-core
+evaluation count) into a temporary folder, and reads its metrics.json; with --from-runs runs/ it
+trains nothing and reads the default runs (dense, gap) of `python report/run_all.py --preset full`,
+checked against their command in runs/logs/. Targets: on a 2-core
 CPU each architecture's default run >= 85% test accuracy within 20 minutes of wall time, and
 `--preset quick` >= 75% within 5 minutes; on one CUDA GPU (`--preset gpu`) the GAP network >= 93%
 within 60 s (reported as a case only when a GPU is present). Wall times taken while other
 programs share the CPU are pessimistic: results record the load average before and after, and
-the process's CPU seconds. Results are written atomically; the exit status is 1 on a miss.
+the process's CPU seconds. Results are written atomically (cases not rerun are kept); the exit status is 1 on a miss.
 """
 import argparse
 import sys
@@ -20,7 +22,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 import cli  # noqa: E402
-from benchmarks.common import machine, run_script  # noqa: E402
+from benchmarks.common import from_run, run_script, write_results  # noqa: E402
 
 # name: (cifar10.py arguments, target test accuracy, target wall seconds, needs CUDA)
 CASES = {
@@ -32,9 +34,12 @@ CASES = {
 }
 
 
-def run_case(name, data_dir) -> dict:
+def run_case(name, data_dir, from_runs=None) -> dict:
     argv, target_acc, target_s, _ = CASES[name]
-    r = run_script("cifar10.py", argv, data_dir)
+    if from_runs:
+        r = from_run("cifar10.py", argv, from_runs, f"cifar10-{name}")
+    else:
+        r = run_script("cifar10.py", argv, data_dir)
     m = r.pop("metrics")
     return {**r, "train_seconds": m["train_seconds"], "process_cpu_seconds": m.get("process_cpu_seconds"),
             "val_accuracy": m["val_accuracy"], "test_accuracy": m["test_accuracy"],
@@ -48,20 +53,24 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data-dir", default=cli.DEFAULT_DATA_DIR)
     p.add_argument("--only", nargs="+", choices=list(CASES), help="run these cases only")
+    p.add_argument("--from-runs", metavar="RUNS_DIR",
+                   help="read the dense and gap runs of report/run_all.py --preset full instead of training")
     p.add_argument("--out", default=str(ROOT / "benchmarks/results/cifar10.json"))
     args = p.parse_args(argv)
     names = args.only or [n for n, case in CASES.items() if not case[3] or torch.cuda.is_available()]
+    if args.from_runs:
+        names = [n for n in names if n in ("dense", "gap")]  # the only CIFAR-10 runs run_all makes
     results = {}
     for name in names:
         if CASES[name][3] and not torch.cuda.is_available():
             print(f"{name}: skipped (no CUDA GPU)")
             continue
-        results[name] = r = run_case(name, args.data_dir)
+        results[name] = r = run_case(name, args.data_dir, args.from_runs)
         print(f"{name:12s} test {100 * r['test_accuracy']:.2f}% (TTA {100 * r['test_accuracy_tta']:.2f}%)  "
               f"val {100 * r['val_accuracy']:.2f}%  wall {r['wall_seconds']:.0f}s  "
               f"(target >= {100 * r['target_test_accuracy']:.0f}% within {r['target_wall_seconds']}s: "
               f"{'met' if r['met'] else 'MISSED'})", flush=True)
-    cli.write_json(args.out, {"machine": machine(), "cases": results})
+    write_results(args.out, results)
     print(f"-> {args.out}")
     sys.exit(0 if all(r["met"] for r in results.values()) else 1)
 

@@ -13,11 +13,9 @@ misses it (or every case, with --phases) also gets a per-phase breakdown of
 mytorch's time. Results go to a JSON file; the exit status is 1 on a miss.
 """
 import argparse
-import json
 import os
 import platform
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -27,6 +25,7 @@ from threadpoolctl import threadpool_info, threadpool_limits
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+import cli  # noqa: E402
 from mytorch import Conv2D  # noqa: E402
 
 TARGET_RATIO = 2.0
@@ -117,18 +116,6 @@ def print_phases(layer, A, dLdZ, warmup, repeats):
     return {name: 1e3 * s for name, s in zip(phases, seconds)}
 
 
-def write_json_atomically(data, path):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-
-
 def blas_threads():
     return [pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"]
 
@@ -169,12 +156,12 @@ def main(argv=None):
                     layer, A, dLdZ, args.warmup, args.repeats)
             results.append(result)
         threads = dict(torch=torch.get_num_threads(), numpy_blas=blas_threads())
-    write_json_atomically(dict(
+    cli.write_json(args.out, dict(
         target_ratio=TARGET_RATIO, dtype="float32", repeats=args.repeats, warmup=args.warmup,
         threads=threads, cpu_count=os.cpu_count(), load_average=os.getloadavg()[0],
         machine=platform.machine(),
         python=platform.python_version(), numpy=np.__version__, torch=torch.__version__,
-        cases=results), args.out)
+        cases=results))
     print(f"wrote {args.out}")
     return 0 if all(r["passed"] for r in results) else 1
 

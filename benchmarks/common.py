@@ -10,6 +10,8 @@ from pathlib import Path
 
 import torch
 
+import cli
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -28,6 +30,51 @@ def run_script(script: str, argv: list, data_dir, out_dir=None) -> dict:
         metrics = json.loads((out / "metrics.json").read_text())
     return {"command": f"python {script} " + " ".join(argv), "metrics": metrics, "wall_seconds": round(wall, 1),
             "load_average_before": round(load_before, 2), "load_average_after": round(os.getloadavg()[0], 2)}
+
+
+def _strip(argv: list, flags=("--out-dir", "--seed", "--data-dir")) -> list:
+    """argv without the flags (and their values) that say where, not what, a run computes."""
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a in flags:
+            skip = True
+        else:
+            out.append(a)
+    return out
+
+
+def from_run(script: str, argv: list, runs_dir, step: str) -> dict:
+    """The same figures as run_script, read from a finished `report/run_all.py` step instead of
+    training again: its stamp runs/logs/<step>.json must say it finished ("done") with exactly
+    `python <script> <argv>` (plus --out-dir/--seed/--data-dir); wall time is the stamp's, the time
+    run_all measured around the whole process (with the time before an interruption, if resumed)."""
+    stamp_file = Path(runs_dir) / "logs" / f"{step}.json"
+    if not stamp_file.exists():
+        raise SystemExit(f"error: {stamp_file} not found: run `python report/run_all.py --preset full` first")
+    stamp = json.loads(stamp_file.read_text())
+    ran = stamp.get("argv", [])
+    if stamp.get("state") != "done" or not ran or Path(ran[0]).name != Path(script).name \
+            or _strip(ran[1:]) != list(argv):
+        raise SystemExit(f"error: {stamp_file} is not a finished `python {script} {' '.join(argv)}` run "
+                         f"(state {stamp.get('state')!r}, command {' '.join(ran[1:])!r}); rerun it or drop --from-runs")
+    folder = Path(ran[ran.index("--out-dir") + 1])
+    metrics = json.loads((folder / "metrics.json").read_text())
+    return {"command": f"python {script} " + " ".join(argv), "metrics": metrics,
+            "wall_seconds": stamp["seconds"], "source": str(stamp_file), "finished": stamp.get("finished"),
+            "load_average_before": None, "load_average_after": None}
+
+
+def write_results(path, cases: dict) -> dict:
+    """Write {"machine", "cases"} atomically, keeping the cases of earlier runs that this one did
+    not measure (so `--only ffn` updates ffn alone); each case carries the time it was measured."""
+    path = Path(path)
+    old = json.loads(path.read_text()).get("cases", {}) if path.exists() else {}
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+    results = {"machine": machine(), "cases": {**old, **{k: {**v, "measured": stamp} for k, v in cases.items()}}}
+    cli.write_json(path, results)
+    return results
 
 
 def machine() -> dict:

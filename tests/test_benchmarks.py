@@ -1,0 +1,37 @@
+"""benchmarks/common.from_run: figures are taken from a run_all step only when it is the very run."""
+import json
+
+import pytest
+
+from benchmarks.common import from_run
+
+
+def stamp(runs, step, argv, state="done", seconds=12.5):
+    (runs / "logs").mkdir(parents=True, exist_ok=True)
+    (runs / "logs" / f"{step}.json").write_text(json.dumps({"argv": argv, "state": state, "seconds": seconds}))
+
+
+def test_from_run_reads_a_finished_default_run(tmp_path):
+    out = tmp_path / "fashionmnist-cnn"
+    out.mkdir()
+    (out / "metrics.json").write_text(json.dumps({"test_accuracy": 0.93}))
+    stamp(tmp_path, "fashionmnist-cnn", ["/x/fashionmnist.py", "--model", "cnn", "--out-dir", str(out),
+                                         "--seed", "0", "--data-dir", "/d"])
+    r = from_run("fashionmnist.py", ["--model", "cnn"], tmp_path, "fashionmnist-cnn")
+    assert r["metrics"] == {"test_accuracy": 0.93} and r["wall_seconds"] == 12.5
+
+
+@pytest.mark.parametrize("argv, state", [
+    (["/x/fashionmnist.py", "--model", "cnn", "--epochs", "3", "--out-dir", "o"], "done"),  # not the defaults
+    (["/x/fashionmnist.py", "--model", "cnn", "--out-dir", "o"], "running"),               # cut off
+    (["/x/cifar10.py", "--model", "cnn", "--out-dir", "o"], "done"),                        # another script
+])
+def test_from_run_refuses_any_other_run(tmp_path, argv, state):
+    stamp(tmp_path, "fashionmnist-cnn", argv, state)
+    with pytest.raises(SystemExit, match="is not a finished `python fashionmnist.py --model cnn` run"):
+        from_run("fashionmnist.py", ["--model", "cnn"], tmp_path, "fashionmnist-cnn")
+
+
+def test_from_run_without_runs_says_what_to_run(tmp_path):
+    with pytest.raises(SystemExit, match="run_all.py --preset full"):
+        from_run("cifar10.py", ["--arch", "gap"], tmp_path, "cifar10-gap")
