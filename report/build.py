@@ -614,8 +614,11 @@ def cifar_section(d) -> Section:
               f"{gp['parameters']:,} against {dn['parameters']:,} parameters.")
     for arch in ("dense", "gap"):
         m = d["cifar"][arch]["metrics"]
+        smoothing = f", label smoothing {m['config'].get('label_smoothing')}" if m else ""
         sec.fig(d["cifar"][arch]["loss"], f"CIFAR-10 {ARCH_NAMES[arch]}: training loss per step and validation loss "
-                                          "per epoch (problem 2 (e))"
+                                          "per epoch (problem 2 (e)). The training loss is measured on augmented "
+                                          f"batches with dropout on{smoothing}, so it lies above the validation "
+                                          "loss, which is plain cross-entropy in eval mode"
                 + (f"; final validation accuracy {pct(m['val_accuracy'])}, test {pct(m['test_accuracy'])}." if m else "."))
     return sec
 

@@ -18,9 +18,9 @@ are skipped and an interrupted training continues from its last epoch (--resume)
 shared module (training.py, cnn.py, ...) pass --force. A failed step does not stop the others;
 only the steps that read its outputs are blocked, and the exit status is 1.
 
-Time on a 2-core CPU, estimated from the scripts' own documented times (not yet measured end to
-end): quick about 40 minutes (half of it the ablation), full about 1 h 45 min. --limit runs 16 fresh
-Python processes of 3-5 s each (importing torch, scipy, matplotlib): about 1.5-2 minutes.
+Time measured on this project's 2-core CPU (README "Results"): full 1 h 19 min, quick QUICKTIME.
+--limit runs 16 fresh Python processes of 3-5 s each (importing torch, scipy, matplotlib): about
+1.5-2 minutes.
 
 Writes runs/logs/<step>.log (the step's output) and <step>.json (its command and state), and
 runs/run_all.json (the summary table, after every step; report/build.py takes the total time from it).
