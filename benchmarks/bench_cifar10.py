@@ -6,7 +6,8 @@ Run:  python benchmarks/bench_cifar10.py [--data-dir ../shared/data] [--only gap
 Each case runs `python cifar10.py ...` in a fresh process (so data loading and the final
 evaluation count) into a temporary folder, and reads its metrics.json; with --from-runs runs/ it
 trains nothing and reads the default runs (dense, gap) of `python report/run_all.py --preset full`,
-checked against their command in runs/logs/. Targets: on a 2-core
+checked against their command in runs/logs/ (`--from-runs runs/quick --only dense-quick gap-quick`
+reads those of `run_all.py --preset quick --runs-dir runs/quick`). Targets: on a 2-core
 CPU each architecture's default run >= 85% test accuracy within 20 minutes of wall time, and
 `--preset quick` >= 75% within 5 minutes; on one CUDA GPU (`--preset gpu`) the GAP network >= 93%
 within 60 s (reported as a case only when a GPU is present). Wall times taken while other
@@ -37,7 +38,7 @@ CASES = {
 def run_case(name, data_dir, from_runs=None) -> dict:
     argv, target_acc, target_s, _ = CASES[name]
     if from_runs:
-        r = from_run("cifar10.py", argv, from_runs, f"cifar10-{name}")
+        r = from_run("cifar10.py", argv, from_runs, f"cifar10-{name.split('-')[0]}")  # run_all's step name
     else:
         r = run_script("cifar10.py", argv, data_dir)
     m = r.pop("metrics")
@@ -58,8 +59,8 @@ def main(argv=None):
     p.add_argument("--out", default=str(ROOT / "benchmarks/results/cifar10.json"))
     args = p.parse_args(argv)
     names = args.only or [n for n, case in CASES.items() if not case[3] or torch.cuda.is_available()]
-    if args.from_runs:
-        names = [n for n in names if n in ("dense", "gap")]  # the only CIFAR-10 runs run_all makes
+    if args.from_runs and not args.only:  # run_all --preset full makes these; --preset quick: --only *-quick
+        names = ["dense", "gap"]
     results = {}
     for name in names:
         if CASES[name][3] and not torch.cuda.is_available():

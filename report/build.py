@@ -360,9 +360,13 @@ def answer_ablation(arch: str, table: dict, lr) -> list:
     gaps = {k: r["loss_gap"] for k, r in ok.items()}
     if "bn-drop" in gaps and "bn-nodrop" in gaps:
         shrink = gaps["bn-nodrop"] - gaps["bn-drop"]
+        if max(gaps["bn-drop"], gaps["bn-nodrop"]) <= 0:  # no overfitting to reduce
+            verdict = ("neither overfits yet (the validation loss is below the training loss, which is "
+                       "measured on augmented batches with dropout on), so dropout has nothing to regularize here.")
+        else:
+            verdict = "dropout " + ("narrows the gap." if shrink > 0.01 else "does not narrow it here.")
         text.append(f"Overfitting, as the final validation minus training loss: {gaps['bn-drop']:.3f} with dropout, "
-                    f"{gaps['bn-nodrop']:.3f} without (batch norm on): dropout "
-                    + ("narrows the gap." if shrink > 0.01 else "does not narrow it here."))
+                    f"{gaps['bn-nodrop']:.3f} without (batch norm on): " + verdict)
     best = max(ok.values(), key=lambda r: r["val_accuracy"]) if ok else None
     if best:
         text.append(f"Best variant: {best['label']}, {pct(best['val_accuracy'])} validation and "

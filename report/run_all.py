@@ -18,7 +18,7 @@ are skipped and an interrupted training continues from its last epoch (--resume)
 shared module (training.py, cnn.py, ...) pass --force. A failed step does not stop the others;
 only the steps that read its outputs are blocked, and the exit status is 1.
 
-Time measured on this project's 2-core CPU (README "Results"): full 1 h 19 min, quick QUICKTIME.
+Time measured on this project's 2-core CPU (README "Results"): full 1 h 19 min, quick 28 min 34 s.
 --limit runs 16 fresh Python processes of 3-5 s each (importing torch, scipy, matplotlib): about
 1.5-2 minutes.
 

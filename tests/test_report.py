@@ -221,6 +221,9 @@ def test_written_answers_follow_the_measured_numbers():
     answer = " ".join(build.answer_ablation("gap", table, 0.1))
     assert "Batch norm helps: +9.95 points" in answer and "Dropout: -0.05 points" in answer
     assert "no clear effect" in answer and "dropout narrows the gap" in answer
+    table["variants"][0]["loss_gap"], table["variants"][1]["loss_gap"] = -0.5, -0.4  # val loss < train loss
+    answer = " ".join(build.answer_ablation("gap", table, 0.1))
+    assert "neither overfits yet" in answer and "narrow" not in answer
 
     steps = [{"randomized": 0, "layer": "none"}, {"randomized": 1, "layer": "fc", "CAM": {"mean": 0.5}},
              {"randomized": 2, "layer": "fc+conv1", "CAM": {"mean": 0.05}}]
