@@ -59,8 +59,11 @@ def from_run(script: str, argv: list, runs_dir, step: str) -> dict:
             or _strip(ran[1:]) != list(argv):
         raise SystemExit(f"error: {stamp_file} is not a finished `python {script} {' '.join(argv)}` run "
                          f"(state {stamp.get('state')!r}, command {' '.join(ran[1:])!r}); rerun it or drop --from-runs")
-    folder = Path(ran[ran.index("--out-dir") + 1])
-    metrics = json.loads((folder / "metrics.json").read_text())
+    metrics_file = Path(ran[ran.index("--out-dir") + 1]) / "metrics.json"
+    if metrics_file.stat().st_mtime > stamp_file.stat().st_mtime:  # another run wrote there since
+        raise SystemExit(f"error: {metrics_file} is newer than {stamp_file}, so its numbers are not that run's; "
+                         "rerun the step or drop --from-runs")
+    metrics = json.loads(metrics_file.read_text())
     return {"command": f"python {script} " + " ".join(argv), "metrics": metrics,
             "wall_seconds": stamp["seconds"], "source": str(stamp_file), "finished": stamp.get("finished"),
             "load_average_before": None, "load_average_after": None}

@@ -1,5 +1,6 @@
 """benchmarks/common.from_run: figures are taken from a run_all step only when it is the very run."""
 import json
+import os
 
 import pytest
 
@@ -35,3 +36,14 @@ def test_from_run_refuses_any_other_run(tmp_path, argv, state):
 def test_from_run_without_runs_says_what_to_run(tmp_path):
     with pytest.raises(SystemExit, match="run_all.py --preset full"):
         from_run("cifar10.py", ["--arch", "gap"], tmp_path, "cifar10-gap")
+
+
+def test_from_run_refuses_metrics_written_after_the_run(tmp_path):
+    out = tmp_path / "fashionmnist-ffn"
+    out.mkdir()
+    stamp(tmp_path, "fashionmnist-ffn", ["/x/fashionmnist.py", "--model", "ffn", "--out-dir", str(out)])
+    (out / "metrics.json").write_text(json.dumps({"test_accuracy": 0.9}))  # e.g. a later benchmark run
+    stamp_file = tmp_path / "logs" / "fashionmnist-ffn.json"
+    os.utime(stamp_file, (0, os.stat(out / "metrics.json").st_mtime - 10))
+    with pytest.raises(SystemExit, match="is newer than"):
+        from_run("fashionmnist.py", ["--model", "ffn"], tmp_path, "fashionmnist-ffn")
