@@ -1,9 +1,8 @@
 """Shared fixtures: small fake datasets the tests make, and the real shared data when present."""
+import importlib
 import os
 import sys
 from pathlib import Path
-
-import importlib
 
 import numpy as np
 import pytest
