@@ -1,9 +1,11 @@
 """Small helpers every convlens script shares: one-line user errors, the common
-command-line arguments (--seed, --data-dir, --out-dir) and atomic file writes."""
+command-line arguments (--seed, --data-dir, --out-dir), atomic file writes, and the CPU's name
+(for the records of measured times)."""
 import argparse
 import contextlib
 import json
 import os
+import platform
 import sys
 import tempfile
 from pathlib import Path
@@ -100,3 +102,14 @@ def write_json(path, obj):
 def write_text(path, text: str):
     with atomic_path(path) as tmp:
         tmp.write_text(text)
+
+
+def cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo on Linux), else what platform knows; timings depend on it."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()

@@ -13,6 +13,7 @@ misses it (or every case, with --phases) also gets a per-phase breakdown of
 mytorch's time. Results go to a JSON file; the exit status is 1 on a miss.
 """
 import argparse
+import json
 import os
 import platform
 import sys
@@ -26,6 +27,7 @@ from threadpoolctl import threadpool_info, threadpool_limits
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 import cli  # noqa: E402
+from benchmarks.common import machine  # noqa: E402
 from mytorch import Conv2D  # noqa: E402
 
 TARGET_RATIO = 2.0
@@ -120,6 +122,17 @@ def blas_threads():
     return [pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"]
 
 
+def other_machines(path, here):
+    """The latest earlier run on each other CPU found in the results file at path, so that
+    measuring on one machine does not erase what was measured on another."""
+    if not path.exists():
+        return []
+    old = json.loads(path.read_text())
+    runs = old.pop("other_machines", []) + [old]
+    latest = {run["machine"]["cpu"]: run for run in runs if isinstance(run.get("machine"), dict)}
+    return [run for cpu, run in latest.items() if cpu != here["cpu"]]
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=30)
@@ -156,12 +169,11 @@ def main(argv=None):
                     layer, A, dLdZ, args.warmup, args.repeats)
             results.append(result)
         threads = dict(torch=torch.get_num_threads(), numpy_blas=blas_threads())
-    cli.write_json(args.out, dict(
-        target_ratio=TARGET_RATIO, dtype="float32", repeats=args.repeats, warmup=args.warmup,
-        threads=threads, cpu_count=os.cpu_count(), load_average=os.getloadavg()[0],
-        machine=platform.machine(),
-        python=platform.python_version(), numpy=np.__version__, torch=torch.__version__,
-        cases=results))
+    run = dict(target_ratio=TARGET_RATIO, dtype="float32", repeats=args.repeats,
+               warmup=args.warmup, threads=threads, machine=machine(),
+               load_average=os.getloadavg()[0], python=platform.python_version(),
+               numpy=np.__version__, torch=torch.__version__, cases=results)
+    cli.write_json(args.out, {**run, "other_machines": other_machines(args.out, run["machine"])})
     print(f"wrote {args.out}")
     return 0 if all(r["passed"] for r in results) else 1
 

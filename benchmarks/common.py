@@ -1,7 +1,6 @@
 """What the benchmarks share: run one script in a fresh process, time it, read its metrics.json."""
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -11,6 +10,7 @@ from pathlib import Path
 import torch
 
 import cli
+from training import cpu_bf16_supported
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -70,17 +70,23 @@ def from_run(script: str, argv: list, runs_dir, step: str) -> dict:
 
 
 def write_results(path, cases: dict) -> dict:
-    """Write {"machine", "cases"} atomically, keeping the cases of earlier runs that this one did
-    not measure (so `--only ffn` updates ffn alone); each case carries the time it was measured."""
+    """Write {"cases", "earlier"} atomically, keeping the cases of earlier runs that this one did
+    not measure (so `--only ffn` updates ffn alone). Each case carries when and on what machine it
+    was measured; a case measured again moves its old figures to "earlier", so the figures of
+    other machines stay on record."""
     path = Path(path)
-    old = json.loads(path.read_text()).get("cases", {}) if path.exists() else {}
-    stamp = time.strftime("%Y-%m-%d %H:%M:%S")
-    results = {"machine": machine(), "cases": {**old, **{k: {**v, "measured": stamp} for k, v in cases.items()}}}
+    old = json.loads(path.read_text()) if path.exists() else {}
+    stamp, here = time.strftime("%Y-%m-%d %H:%M:%S"), machine()
+    new = {k: {**v, "measured": stamp, "machine": here} for k, v in cases.items()}
+    replaced = [{"case": k, **v} for k, v in old.get("cases", {}).items() if k in new]
+    results = {"cases": {**old.get("cases", {}), **new}, "earlier": old.get("earlier", []) + replaced}
     cli.write_json(path, results)
     return results
 
 
 def machine() -> dict:
-    return {"cpu_count": os.cpu_count(), "processor": platform.processor() or platform.machine(),
+    """What the timings depend on: CPU model and count, whether it runs bfloat16 natively
+    (training then uses bf16 autocast, about 2x faster), torch, threads, GPU."""
+    return {"cpu": cli.cpu_model(), "cpu_count": os.cpu_count(), "cpu_bf16": cpu_bf16_supported(),
             "torch": str(torch.__version__), "threads": torch.get_num_threads(),
             "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None}

@@ -166,19 +166,9 @@ def environment() -> dict:
             return importlib.metadata.version(pkg)
         except importlib.metadata.PackageNotFoundError:
             return "not installed"
-    return {"cpu": cpu_model(), "cores": os.cpu_count(), "memory_gb": memory_gb(), "gpu": gpu_names(),
+    return {"cpu": cli.cpu_model(), "cores": os.cpu_count(), "memory_gb": memory_gb(), "gpu": gpu_names(),
             "os": f"{platform.system()} {platform.release()}", "python": platform.python_version(),
             **{pkg: version(pkg) for pkg in ("torch", "torchvision", "numpy", "matplotlib", "scipy", "scikit-learn")}}
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def memory_gb() -> float | None:

@@ -1,10 +1,11 @@
-"""benchmarks/common.from_run: figures are taken from a run_all step only when it is the very run."""
+"""benchmarks/common: figures are taken from a run_all step only when it is the very run, and
+write_results keeps what it does not replace."""
 import json
 import os
 
 import pytest
 
-from benchmarks.common import from_run
+from benchmarks.common import from_run, write_results
 
 
 def stamp(runs, step, argv, state="done", seconds=12.5):
@@ -47,3 +48,15 @@ def test_from_run_refuses_metrics_written_after_the_run(tmp_path):
     os.utime(stamp_file, (0, os.stat(out / "metrics.json").st_mtime - 10))
     with pytest.raises(SystemExit, match="is newer than"):
         from_run("fashionmnist.py", ["--model", "ffn"], tmp_path, "fashionmnist-ffn")
+
+
+def test_write_results_keeps_other_cases_and_moves_replaced_ones_to_earlier(tmp_path):
+    path = tmp_path / "results.json"
+    write_results(path, {"ffn": {"accuracy": 0.90}, "cnn": {"accuracy": 0.93}})
+    results = write_results(path, {"ffn": {"accuracy": 0.91}})
+    assert results == json.loads(path.read_text())
+    assert results["cases"]["ffn"]["accuracy"] == 0.91
+    assert results["cases"]["cnn"]["accuracy"] == 0.93  # not measured this time: kept
+    assert [(e["case"], e["accuracy"]) for e in results["earlier"]] == [("ffn", 0.90)]
+    for case in (*results["cases"].values(), *results["earlier"]):
+        assert case["machine"]["cpu"] and case["machine"]["cpu_count"] >= 1 and case["measured"]
