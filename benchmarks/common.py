@@ -72,14 +72,16 @@ def from_run(script: str, argv: list, runs_dir, step: str) -> dict:
 def write_results(path, cases: dict) -> dict:
     """Write {"cases", "earlier"} atomically, keeping the cases of earlier runs that this one did
     not measure (so `--only ffn` updates ffn alone). Each case carries when and on what machine it
-    was measured; a case measured again moves its old figures to "earlier", so the figures of
-    other machines stay on record."""
+    was measured; "earlier" keeps the latest figures of each case on every other CPU, so that
+    measuring on one machine does not erase what was measured on another."""
     path = Path(path)
     old = json.loads(path.read_text()) if path.exists() else {}
     stamp, here = time.strftime("%Y-%m-%d %H:%M:%S"), machine()
     new = {k: {**v, "measured": stamp, "machine": here} for k, v in cases.items()}
     replaced = [{"case": k, **v} for k, v in old.get("cases", {}).items() if k in new]
-    results = {"cases": {**old.get("cases", {}), **new}, "earlier": old.get("earlier", []) + replaced}
+    latest = {(e["case"], e["machine"]["cpu"]): e for e in old.get("earlier", []) + replaced}
+    earlier = [e for (case, cpu), e in latest.items() if not (case in new and cpu == here["cpu"])]
+    results = {"cases": {**old.get("cases", {}), **new}, "earlier": earlier}
     cli.write_json(path, results)
     return results
 

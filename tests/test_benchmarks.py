@@ -5,6 +5,7 @@ import os
 
 import pytest
 
+from benchmarks import common
 from benchmarks.common import from_run, write_results
 
 
@@ -50,13 +51,23 @@ def test_from_run_refuses_metrics_written_after_the_run(tmp_path):
         from_run("fashionmnist.py", ["--model", "ffn"], tmp_path, "fashionmnist-ffn")
 
 
-def test_write_results_keeps_other_cases_and_moves_replaced_ones_to_earlier(tmp_path):
+def test_write_results_keeps_other_cases_and_other_machines_figures(tmp_path, monkeypatch):
     path = tmp_path / "results.json"
+    cpu = {"name": "CPU A"}
+    monkeypatch.setattr(common, "machine", lambda: {"cpu": cpu["name"], "cpu_count": 2})
     write_results(path, {"ffn": {"accuracy": 0.90}, "cnn": {"accuracy": 0.93}})
+    write_results(path, {"ffn": {"accuracy": 0.89}})  # same CPU: supersedes 0.90
+    cpu["name"] = "CPU B"
     results = write_results(path, {"ffn": {"accuracy": 0.91}})
     assert results == json.loads(path.read_text())
     assert results["cases"]["ffn"]["accuracy"] == 0.91
-    assert results["cases"]["cnn"]["accuracy"] == 0.93  # not measured this time: kept
-    assert [(e["case"], e["accuracy"]) for e in results["earlier"]] == [("ffn", 0.90)]
-    for case in (*results["cases"].values(), *results["earlier"]):
-        assert case["machine"]["cpu"] and case["machine"]["cpu_count"] >= 1 and case["measured"]
+    assert results["cases"]["ffn"]["machine"]["cpu"] == "CPU B"
+    assert results["cases"]["cnn"]["accuracy"] == 0.93  # not measured again: kept
+    assert [(e["case"], e["accuracy"], e["machine"]["cpu"]) for e in results["earlier"]] == [
+        ("ffn", 0.89, "CPU A")]
+    assert all(case["measured"] for case in (*results["cases"].values(), *results["earlier"]))
+
+
+def test_machine_names_the_cpu():
+    here = common.machine()
+    assert here["cpu"] and here["cpu_count"] >= 1 and isinstance(here["cpu_bf16"], bool)
