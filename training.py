@@ -142,19 +142,14 @@ def load_checkpoint(path, device="cpu"):
 # ---- evaluation -------------------------------------------------------------------------------
 
 @torch.inference_mode()
-def predict(model, x, mean, std, device, batch_size=1000, tta_flip=False) -> torch.Tensor:
-    """Logits (N, classes) as float32 on the CPU for uint8 images x (N, C, H, W).
-
-    tta_flip averages the logits of each image and its mirror image (test-time augmentation)."""
+def predict(model, x, mean, std, device, batch_size=1000) -> torch.Tensor:
+    """Logits (N, classes) as float32 on the CPU for uint8 images x (N, C, H, W)."""
     model.eval()
     out = []
     for i in range(0, len(x), batch_size):
         xb = data.normalize(x[i:i + batch_size].to(device), mean, std)
         with autocast(device):
-            logits = model(xb).float()
-            if tta_flip:
-                logits = (logits + model(xb.flip(3)).float()) / 2
-        out.append(logits.cpu())
+            out.append(model(xb).float().cpu())
     return torch.cat(out)
 
 
@@ -163,8 +158,8 @@ def metrics_from_logits(logits: torch.Tensor, y: torch.Tensor) -> dict:
             "accuracy": (logits.argmax(1) == y).float().mean().item()}
 
 
-def evaluate(model, x, y, mean, std, device, tta_flip=False) -> dict:
-    return metrics_from_logits(predict(model, x, mean, std, device, tta_flip=tta_flip), y)
+def evaluate(model, x, y, mean, std, device) -> dict:
+    return metrics_from_logits(predict(model, x, mean, std, device), y)
 
 
 # ---- training ---------------------------------------------------------------------------------

@@ -8,9 +8,11 @@ evaluation count) into a temporary folder, and reads its metrics.json; with --fr
 trains nothing and reads the default runs (dense, gap) of `python report/run_all.py --preset full`,
 checked against their command in runs/logs/ (`--from-runs runs/quick --only dense-quick gap-quick`
 reads those of `run_all.py --preset quick --runs-dir runs/quick`). Targets: on a 2-core
-CPU each architecture's default run >= 85% test accuracy within 20 minutes of wall time, and
-`--preset quick` >= 75% within 5 minutes; on one CUDA GPU (`--preset gpu`) the GAP network >= 93%
-within 60 s (reported as a case only when a GPU is present). Wall times taken while other
+CPU each architecture's default run >= 85% test accuracy within 20 minutes of wall time (in
+float32 too), and `--preset quick` >= 75% within 5 minutes; `--preset large` (the default until
+2026-11-23) is held to the same 85% / 20 minutes, which it meets only on CPUs that run bfloat16
+natively (AMX), and runs only when named with --only. On one CUDA GPU (`--preset gpu`) the GAP
+network >= 93% within 60 s (reported as a case only when a GPU is present). Wall times taken while other
 programs share the CPU are pessimistic: results record the load average before and after, and
 the process's CPU seconds. Results are written atomically (cases not rerun are kept); the exit status is 1 on a miss.
 """
@@ -31,6 +33,8 @@ CASES = {
     "gap": (["--arch", "gap"], 0.85, 20 * 60, False),
     "gap-quick": (["--arch", "gap", "--preset", "quick"], 0.75, 5 * 60, False),
     "dense-quick": (["--arch", "dense", "--preset", "quick"], 0.75, 5 * 60, False),
+    "gap-large": (["--arch", "gap", "--preset", "large"], 0.85, 20 * 60, False),
+    "dense-large": (["--arch", "dense", "--preset", "large"], 0.85, 20 * 60, False),
     "gap-gpu": (["--arch", "gap", "--preset", "gpu"], 0.93, 60, True),
 }
 
@@ -58,7 +62,8 @@ def main(argv=None):
                    help="read the dense and gap runs of report/run_all.py --preset full instead of training")
     p.add_argument("--out", default=str(ROOT / "benchmarks/results/cifar10.json"))
     args = p.parse_args(argv)
-    names = args.only or [n for n, case in CASES.items() if not case[3] or torch.cuda.is_available()]
+    names = args.only or [n for n, case in CASES.items()
+                          if not n.endswith("-large") and (not case[3] or torch.cuda.is_available())]
     if args.from_runs and not args.only:  # run_all --preset full makes these; --preset quick: --only *-quick
         names = ["dense", "gap"]
     results = {}

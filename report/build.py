@@ -632,7 +632,7 @@ def ablation_section(d) -> Section:
     sec = Section("6. Batch norm and dropout ablation (problem 2 (c), (d))")
     sec.p("Each network was trained four times - batch norm on/off x dropout on/off - with everything else equal, "
           "the learning rate included. run_all.py sets it to 0.1 because, as cifar10.py documents, the networks "
-          "without batch norm do not train at its default 0.4.")
+          "without batch norm do not train at the quick preset's 0.4.")
     for arch in ("dense", "gap"):
         a = d["ablation"][arch]
         if a["table"]:

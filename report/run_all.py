@@ -8,7 +8,7 @@
 
 Steps, in order: fashionmnist.py ffn and cnn; kernel_vis.py on the Fashion-MNIST CNN; cifar10.py
 dense and gap; the batch norm x dropout ablation of both (--lr 0.1: without batch norm the nets do
-not train at the default 0.4, see cifar10.py); kernel_vis.py on both CIFAR-10 checkpoints; cam.py
+not train at the quick preset's 0.4, see cifar10.py); kernel_vis.py on both CIFAR-10 checkpoints; cam.py
 --sanity and guided_backprop.py on both; report/dataset.py; report/mytorch_check.py; report/build.py.
 
 Like make: a step is skipped when it finished before with the same command, all its declared
@@ -19,7 +19,8 @@ shared module (training.py, cnn.py, ...) pass --force. A failed step does not st
 only the steps that read its outputs are blocked, and the exit status is 1.
 
 Time measured on this project's 2-core CPU with AMX (README "Results"): full 1 h 19 min, quick 28 min 34 s
-(with the CIFAR-10 quick preset at 48-96-192, before it was narrowed to fit float32 CPUs too).
+(with the CIFAR-10 settings of then: today's --preset large as the default, and the quick preset
+at 48-96-192; both were made smaller on 2026-11-23 to fit their times on float32 CPUs too).
 --limit runs 16 fresh Python processes of 3-5 s each (importing torch, scipy, matplotlib): about
 1.5-2 minutes.
 

@@ -150,6 +150,18 @@ def test_default_out_dir_names_the_variant():
     assert cifar10.parse_args(["--no-batchnorm", "--dropout", "0"]).out_dir == Path("runs/cifar10-gap-nobn-nodrop")
     assert cifar10.parse_args(["--preset", "quick"]).out_dir == Path("runs/cifar10-gap-quick")
     assert cifar10.parse_args(["--arch", "dense", "--ablation"]).out_dir == Path("runs/cifar10-dense-ablation")
+    assert cifar10.parse_args(["--preset", "large"]).out_dir == Path("runs/cifar10-gap-large")
+
+
+@pytest.mark.parametrize("arch", ["dense", "gap"])
+def test_presets_grow_from_quick_to_default_to_large(arch):
+    from training import build_model, count_parameters
+    sizes = {}
+    for preset in ("quick", "default", "large"):
+        args = cifar10.parse_args(["--arch", arch, "--preset", preset])
+        name, kwargs = cifar10.model_spec(args, batchnorm=True, dropout=args.dropout)
+        sizes[preset] = count_parameters(build_model(name, kwargs))
+    assert sizes["quick"] < sizes["default"] < sizes["large"]
 
 
 def test_resume_after_an_interruption_matches_an_uninterrupted_run(tiny_data_dir, tmp_path, monkeypatch):
