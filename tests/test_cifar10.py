@@ -155,7 +155,6 @@ def test_default_out_dir_names_the_variant():
 
 @pytest.mark.parametrize("arch", ["dense", "gap"])
 def test_presets_grow_from_quick_to_default_to_large(arch):
-    from training import build_model, count_parameters
     sizes = {}
     for preset in ("quick", "default", "large"):
         args = cifar10.parse_args(["--arch", arch, "--preset", preset])
