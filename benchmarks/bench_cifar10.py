@@ -19,6 +19,7 @@ the process's CPU seconds. Results are written atomically (cases not rerun are k
 import argparse
 import sys
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
@@ -27,20 +28,27 @@ sys.path.insert(0, str(ROOT))
 import cli  # noqa: E402
 from benchmarks.common import from_run, run_script, write_results  # noqa: E402
 
-# name: (cifar10.py arguments, target test accuracy, target wall seconds, needs CUDA)
+class Case(NamedTuple):
+    argv: list            # cifar10.py arguments
+    target_accuracy: float
+    target_seconds: int   # wall time of the whole process
+    cuda: bool = False    # needs a CUDA GPU (skipped without one)
+    by_default: bool = True  # run when no --only names it
+
+
 CASES = {
-    "dense": (["--arch", "dense"], 0.85, 20 * 60, False),
-    "gap": (["--arch", "gap"], 0.85, 20 * 60, False),
-    "gap-quick": (["--arch", "gap", "--preset", "quick"], 0.75, 5 * 60, False),
-    "dense-quick": (["--arch", "dense", "--preset", "quick"], 0.75, 5 * 60, False),
-    "gap-large": (["--arch", "gap", "--preset", "large"], 0.85, 20 * 60, False),
-    "dense-large": (["--arch", "dense", "--preset", "large"], 0.85, 20 * 60, False),
-    "gap-gpu": (["--arch", "gap", "--preset", "gpu"], 0.93, 60, True),
+    "dense": Case(["--arch", "dense"], 0.85, 20 * 60),
+    "gap": Case(["--arch", "gap"], 0.85, 20 * 60),
+    "gap-quick": Case(["--arch", "gap", "--preset", "quick"], 0.75, 5 * 60),
+    "dense-quick": Case(["--arch", "dense", "--preset", "quick"], 0.75, 5 * 60),
+    "gap-large": Case(["--arch", "gap", "--preset", "large"], 0.85, 20 * 60, by_default=False),
+    "dense-large": Case(["--arch", "dense", "--preset", "large"], 0.85, 20 * 60, by_default=False),
+    "gap-gpu": Case(["--arch", "gap", "--preset", "gpu"], 0.93, 60, cuda=True),
 }
 
 
 def run_case(name, data_dir, from_runs=None) -> dict:
-    argv, target_acc, target_s, _ = CASES[name]
+    argv, target_acc, target_s = CASES[name][:3]
     if from_runs:
         r = from_run("cifar10.py", argv, from_runs, f"cifar10-{name.split('-')[0]}")  # run_all's step name
     else:
@@ -63,12 +71,12 @@ def main(argv=None):
     p.add_argument("--out", default=str(ROOT / "benchmarks/results/cifar10.json"))
     args = p.parse_args(argv)
     names = args.only or [n for n, case in CASES.items()
-                          if not n.endswith("-large") and (not case[3] or torch.cuda.is_available())]
+                          if case.by_default and (not case.cuda or torch.cuda.is_available())]
     if args.from_runs and not args.only:  # run_all --preset full makes these; --preset quick: --only *-quick
         names = ["dense", "gap"]
     results = {}
     for name in names:
-        if CASES[name][3] and not torch.cuda.is_available():
+        if CASES[name].cuda and not torch.cuda.is_available():
             print(f"{name}: skipped (no CUDA GPU)")
             continue
         results[name] = r = run_case(name, args.data_dir, args.from_runs)

@@ -242,6 +242,8 @@ def main_exit(argv, capsys):
 @pytest.mark.parametrize("argv, message", [
     (["--arch", "resnet"], "invalid choice: 'resnet'"),
     (["--arch", "dense", "--blocks", "1"], "--blocks applies to --arch gap only"),
+    (["--arch", "dense", "--low-res", "24"], "--low-res applies to --arch gap only"),
+    (["--low-res", "40"], "--low-res must be 0 (off) or from 8 to 31 pixels"),
     (["--ablation", "--no-batchnorm"], "--ablation trains with and without batch norm"),
     (["--dropout", "1.5"], "--dropout must be in [0, 1)"),
     (["--seeds", "3"], "--seeds is for --ablation"),

@@ -46,6 +46,27 @@ def test_same_seed_same_numbers(fashion):
         assert torch.equal(pa, pb), name
 
 
+def test_low_res_epochs_train_on_downsampled_images_then_full_size(fashion):
+    """Progressive resizing: the first half of 4 epochs sees 14x14 images, the rest 28x28;
+    evaluation is always at full size."""
+    torch.manual_seed(0)
+    model = build_model("GAPNet", dict(in_channels=1, num_classes=10, channels=[4, 8], blocks=[0, 0]))
+    sizes = []  # (epoch's training mode, input height) of every forward pass
+    handle = model.register_forward_pre_hook(lambda m, args: sizes.append((m.training, args[0].shape[-1])))
+    cfg = TrainConfig(epochs=4, batch_size=64, lr=0.05, low_res=14, low_res_fraction=0.5)
+    try:
+        fit(model, fashion.x_train, fashion.y_train, cfg, mean=fashion.mean, std=fashion.std,
+            device=torch.device("cpu"), evals={"val": (fashion.x_test, fashion.y_test)})
+    finally:
+        handle.remove()
+    steps = 256 // 64
+    train_sizes = [h for training, h in sizes if training]
+    assert train_sizes == [14] * (2 * steps) + [28] * (2 * steps)
+    assert {h for training, h in sizes if not training} == {28}
+    assert cfg.low_res_epochs == 2 and TrainConfig(epochs=1, low_res=14).low_res_epochs == 0
+    assert not model._forward_pre_hooks
+
+
 def test_checkpoint_round_trips_to_identical_model(fashion, tmp_path):
     model, _ = tiny_fit(fashion, tmp_path)
     loaded, ckpt = load_checkpoint(tmp_path / "model.pt")
