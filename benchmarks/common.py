@@ -73,17 +73,23 @@ def write_results(path, cases: dict) -> dict:
     """Write {"cases", "earlier"} atomically, keeping the cases of earlier runs that this one did
     not measure (so `--only ffn` updates ffn alone). Each case carries when and on what machine it
     was measured; "earlier" keeps the latest figures of each case on every other CPU, so that
-    measuring on one machine does not erase what was measured on another."""
+    measuring on one machine does not erase what was measured on another. A CPU is its model name
+    and whether it runs bfloat16 natively: virtual machines may report only "AMD EPYC" for chips
+    that train at 5x different speeds."""
     path = Path(path)
     old = json.loads(path.read_text()) if path.exists() else {}
     stamp, here = time.strftime("%Y-%m-%d %H:%M:%S"), machine()
     new = {k: {**v, "measured": stamp, "machine": here} for k, v in cases.items()}
     replaced = [{"case": k, **v} for k, v in old.get("cases", {}).items() if k in new]
-    latest = {(e["case"], e["machine"]["cpu"]): e for e in old.get("earlier", []) + replaced}
-    earlier = [e for (case, cpu), e in latest.items() if not (case in new and cpu == here["cpu"])]
+    latest = {(e["case"], cpu_key(e["machine"])): e for e in old.get("earlier", []) + replaced}
+    earlier = [e for (case, cpu), e in latest.items() if not (case in new and cpu == cpu_key(here))]
     results = {"cases": {**old.get("cases", {}), **new}, "earlier": earlier}
     cli.write_json(path, results)
     return results
+
+
+def cpu_key(machine: dict) -> tuple:
+    return machine["cpu"], machine.get("cpu_bf16")
 
 
 def machine() -> dict:

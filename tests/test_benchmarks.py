@@ -53,18 +53,20 @@ def test_from_run_refuses_metrics_written_after_the_run(tmp_path):
 
 def test_write_results_keeps_other_cases_and_other_machines_figures(tmp_path, monkeypatch):
     path = tmp_path / "results.json"
-    cpu = {"name": "CPU A"}
-    monkeypatch.setattr(common, "machine", lambda: {"cpu": cpu["name"], "cpu_count": 2})
+    cpu = {"name": "CPU A", "bf16": False}
+    monkeypatch.setattr(common, "machine", lambda: {"cpu": cpu["name"], "cpu_count": 2, "cpu_bf16": cpu["bf16"]})
     write_results(path, {"ffn": {"accuracy": 0.90}, "cnn": {"accuracy": 0.93}})
     write_results(path, {"ffn": {"accuracy": 0.89}})  # same CPU: supersedes 0.90
     cpu["name"] = "CPU B"
-    results = write_results(path, {"ffn": {"accuracy": 0.91}})
+    write_results(path, {"ffn": {"accuracy": 0.91}})
+    cpu["bf16"] = True  # same model name, another chip (virtual machines name only the family)
+    results = write_results(path, {"ffn": {"accuracy": 0.92}})
     assert results == json.loads(path.read_text())
-    assert results["cases"]["ffn"]["accuracy"] == 0.91
+    assert results["cases"]["ffn"]["accuracy"] == 0.92
     assert results["cases"]["ffn"]["machine"]["cpu"] == "CPU B"
     assert results["cases"]["cnn"]["accuracy"] == 0.93  # not measured again: kept
-    assert [(e["case"], e["accuracy"], e["machine"]["cpu"]) for e in results["earlier"]] == [
-        ("ffn", 0.89, "CPU A")]
+    assert [(e["case"], e["accuracy"], e["machine"]["cpu"], e["machine"]["cpu_bf16"])
+            for e in results["earlier"]] == [("ffn", 0.89, "CPU A", False), ("ffn", 0.91, "CPU B", False)]
     assert all(case["measured"] for case in (*results["cases"].values(), *results["earlier"]))
 
 

@@ -151,6 +151,16 @@ def test_default_out_dir_names_the_variant():
     assert cifar10.parse_args(["--preset", "quick"]).out_dir == Path("runs/cifar10-gap-quick")
     assert cifar10.parse_args(["--arch", "dense", "--ablation"]).out_dir == Path("runs/cifar10-dense-ablation")
     assert cifar10.parse_args(["--preset", "large"]).out_dir == Path("runs/cifar10-gap-large")
+    assert cifar10.parse_args(["--arch", "dense", "--dropout", "0"]).out_dir == Path("runs/cifar10-dense")  # its default
+    assert cifar10.parse_args(["--arch", "dense", "--dropout", "0.2"]).out_dir == Path("runs/cifar10-dense")
+
+
+def test_ablation_turns_dropout_on_where_the_default_has_none():
+    assert cifar10.DEFAULTS["dense", "default"]["dropout"] == 0  # so the ablation needs a rate of its own
+    assert cifar10.parse_args(["--arch", "dense"]).dropout == 0
+    assert cifar10.parse_args(["--arch", "dense", "--ablation"]).dropout == cifar10.ABLATION_DROPOUT > 0
+    assert cifar10.parse_args(["--arch", "dense", "--ablation", "--dropout", "0.3"]).dropout == 0.3
+    assert cifar10.parse_args(["--arch", "gap", "--ablation"]).dropout == cifar10.DEFAULTS["gap", "default"]["dropout"]
 
 
 @pytest.mark.parametrize("arch", ["dense", "gap"])
