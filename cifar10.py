@@ -28,7 +28,7 @@ ABLATION_DROPOUT for the "dropout on" variants. The ablation keeps everything el
 the learning rate included, equal: at a peak --lr of 0.4 (the quick preset's) the networks without
 batch norm do not train at all; add --lr 0.1 to compare at a rate all four can use.
 
-Writes to runs/cifar10-<arch>[-<preset>][-nobn][-nodrop]/ (or --out-dir): model.pt (checkpoint
+Writes to runs/cifar10-<arch>[-<preset>][-nobn][-nodrop|-drop]/ (or --out-dir): model.pt (checkpoint
 with final metrics), metrics.json, history.csv (per epoch), steps.csv (per step), loss.png
 (training and validation loss), architecture.txt (every layer, its output shape and parameters).
 --ablation writes runs/cifar10-<arch>[-<preset>]-ablation/: one run folder per variant (and seed),
@@ -180,13 +180,13 @@ def check_args(parser, args):
 
 
 def run_name(args) -> str:
-    """cifar10-<arch>[-<preset>] then -ablation, or [-nobn][-nodrop] for one run that turns off
-    what its preset has on."""
+    """cifar10-<arch>[-<preset>] then -ablation, or [-nobn][-nodrop|-drop] for one run that
+    switches off batch norm, or switches dropout against its preset (so it keeps its own folder)."""
     name = f"cifar10-{args.arch}" + ("" if args.preset == "default" else f"-{args.preset}")
     if args.ablation:
         return f"{name}-ablation"
-    nodrop = args.dropout == 0 and DEFAULTS[args.arch, args.preset]["dropout"] > 0
-    return name + ("" if args.batchnorm else "-nobn") + ("-nodrop" if nodrop else "")
+    drop, preset_drop = args.dropout > 0, DEFAULTS[args.arch, args.preset]["dropout"] > 0
+    return name + ("" if args.batchnorm else "-nobn") + ("" if drop == preset_drop else "-drop" if drop else "-nodrop")
 
 
 def model_spec(args, batchnorm: bool, dropout: float):

@@ -48,7 +48,7 @@ CASES = {
 
 
 def run_case(name, data_dir, from_runs=None) -> dict:
-    argv, target_acc, target_s = CASES[name][:3]
+    argv, target_acc, target_s = CASES[name].argv, CASES[name].target_accuracy, CASES[name].target_seconds
     if from_runs:
         r = from_run("cifar10.py", argv, from_runs, f"cifar10-{name.split('-')[0]}")  # run_all's step name
     else:

@@ -152,7 +152,7 @@ def test_default_out_dir_names_the_variant():
     assert cifar10.parse_args(["--arch", "dense", "--ablation"]).out_dir == Path("runs/cifar10-dense-ablation")
     assert cifar10.parse_args(["--preset", "large"]).out_dir == Path("runs/cifar10-gap-large")
     assert cifar10.parse_args(["--arch", "dense", "--dropout", "0"]).out_dir == Path("runs/cifar10-dense")  # its default
-    assert cifar10.parse_args(["--arch", "dense", "--dropout", "0.2"]).out_dir == Path("runs/cifar10-dense")
+    assert cifar10.parse_args(["--arch", "dense", "--dropout", "0.2"]).out_dir == Path("runs/cifar10-dense-drop")
 
 
 def test_ablation_turns_dropout_on_where_the_default_has_none():
