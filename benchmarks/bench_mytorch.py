@@ -27,11 +27,14 @@ from threadpoolctl import threadpool_info, threadpool_limits
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 import cli  # noqa: E402
-from benchmarks.common import machine  # noqa: E402
+from benchmarks.common import cpu_key, machine  # noqa: E402
 from mytorch import Conv2D  # noqa: E402
 
 TARGET_RATIO = 2.0
 ROUNDS = 5  # alternating timing blocks per case
+# Idle time before each block: after a call, OpenBLAS's and torch's OpenMP worker threads spin
+# for a while waiting for more work; on 2 cores they would steal the CPU from the other library.
+SETTLE_SECONDS = 0.5
 # name, N, C_in, C_out, H (= W)
 CASES = [
     ("conv1 3->32 @32x32", 64, 3, 32, 32),
@@ -57,6 +60,7 @@ def time_side_by_side(steps, warmup, repeats):
     times = [[] for _ in steps]
     for _ in range(ROUNDS):
         for step, record in zip(steps, times):
+            time.sleep(SETTLE_SECONDS)
             for _ in range(warmup):
                 step()
             for _ in range(max(1, repeats // ROUNDS)):
@@ -122,6 +126,13 @@ def blas_threads():
     return [pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"]
 
 
+def blas_kernels():
+    """The CPU kernels numpy's BLAS picked, e.g. OpenBLAS "Haswell" (AVX2) or "SkylakeX"
+    (AVX-512): OpenBLAS may not recognise a newer CPU and fall back to AVX2 kernels, about 1.5x
+    slower on AVX-512 chips; OPENBLAS_CORETYPE=SkylakeX then picks the AVX-512 ones."""
+    return [pool.get("architecture") for pool in threadpool_info() if pool["user_api"] == "blas"]
+
+
 def other_machines(path, here):
     """The latest earlier run on each other CPU found in the results file at path, so that
     measuring on one machine does not erase what was measured on another."""
@@ -129,8 +140,8 @@ def other_machines(path, here):
         return []
     old = json.loads(path.read_text())
     runs = old.pop("other_machines", []) + [old]
-    latest = {run["machine"]["cpu"]: run for run in runs if isinstance(run.get("machine"), dict)}
-    return [run for cpu, run in latest.items() if cpu != here["cpu"]]
+    latest = {cpu_key(run["machine"]): run for run in runs if isinstance(run.get("machine"), dict)}
+    return [run for cpu, run in latest.items() if cpu != cpu_key(here)]
 
 
 def main(argv=None):
@@ -150,7 +161,8 @@ def main(argv=None):
     with threadpool_limits(limits=args.threads, user_api="blas"):
         print(f"float32 forward+backward, median of {args.repeats} in {ROUNDS} blocks (each after "
               f"{args.warmup} warm-up calls); torch {torch.__version__} threads="
-              f"{torch.get_num_threads()}, numpy {np.__version__} BLAS threads={blas_threads()}, "
+              f"{torch.get_num_threads()}, numpy {np.__version__} BLAS threads={blas_threads()} "
+              f"kernels={blas_kernels()}, "
               f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
         print(f"{'case':<22} {'mytorch':>10} {'torch':>10} {'ratio':>6}  vs {TARGET_RATIO:g}x")
         for name, N, C_in, C_out, H in CASES:
@@ -170,7 +182,7 @@ def main(argv=None):
             results.append(result)
         threads = dict(torch=torch.get_num_threads(), numpy_blas=blas_threads())
     run = dict(target_ratio=TARGET_RATIO, dtype="float32", repeats=args.repeats,
-               warmup=args.warmup, threads=threads, machine=machine(),
+               warmup=args.warmup, threads=threads, numpy_blas_kernels=blas_kernels(), machine=machine(),
                load_average=os.getloadavg()[0], python=platform.python_version(),
                numpy=np.__version__, torch=torch.__version__, cases=results)
     cli.write_json(args.out, {**run, "other_machines": other_machines(args.out, run["machine"])})

@@ -22,6 +22,13 @@ default, like the rest of MyTorch). forward/backward compute in the dtype of
 the input ``A``, so Z and dL/dA keep A's dtype (float32 in, float32 out);
 dL/dW and dL/db are returned in the parameters' dtype so that an optimiser
 step ``W -= lr * dLdW`` keeps W's dtype.
+
+Memory: the large intermediates (A_pad, cols, Z_cols, dL/dcols, dL/dA_pad) live in
+scratch buffers that the layer keeps between calls while the input shape stays
+the same. A fresh array of that size (19 MB for cols at batch 64, 32 channels,
+16x16) comes from the OS page by page on first write, and glibc gives it back on
+free; those page faults cost a quarter to a third of a forward+backward (CIFAR-10's
+conv2 in benchmarks/bench_mytorch.py: 19.5-22.5 ms with fresh arrays, 15 ms reused). Z and dL/dA are always new arrays: the caller keeps them.
 """
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
@@ -94,6 +101,7 @@ class Conv2D:
         self.dLdW = np.zeros_like(self.W)
         self.dLdb = np.zeros_like(self.b) if bias else None
         self._cache = None
+        self._buffers = {}  # name -> scratch array reused across calls, see the module docstring
 
     def __repr__(self):
         return (f"Conv2D({self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
@@ -116,7 +124,9 @@ class Conv2D:
         cols = self._im2col(A, H_out, W_out)                   # (C_in*K_h*K_w, N*H_out*W_out)
         # Z[n,o,y,x] = sum_{(c,i,j)} W_mat[o,(c,i,j)] * cols[(c,i,j),(n,y,x)] + b[o],
         # computed as Z_cols (C_out, N, H_out, W_out), then moved to (N, C_out, H_out, W_out)
-        Z_cols = (self._W_mat(A.dtype) @ cols).reshape(C_out, N, H_out, W_out)
+        Z_cols = self._buffer("Z_cols", (C_out, N * H_out * W_out), A.dtype)
+        np.matmul(self._W_mat(A.dtype), cols, out=Z_cols)
+        Z_cols = Z_cols.reshape(C_out, N, H_out, W_out)
         Z = np.empty((N, C_out, H_out, W_out), dtype=A.dtype)
         if self.b is None:
             np.copyto(Z, Z_cols.transpose(1, 0, 2, 3))
@@ -136,8 +146,10 @@ class Conv2D:
             raise ValueError(f"dLdZ has shape {dLdZ.shape} but the last forward produced Z of "
                              f"shape {shape_Z}; pass the gradient of that Z")
         # dLdZ with channels first, so its columns (n,y,x) match those of cols
-        dLdZ_on = np.ascontiguousarray(dLdZ.transpose(1, 0, 2, 3))  # (C_out, N, H_out, W_out)
-        dLdZ_mat = dLdZ_on.reshape(self.out_channels, -1)             # (C_out, N*H_out*W_out)
+        N, C_out, H_out, W_out = shape_Z
+        dLdZ_on = self._buffer("dLdZ_on", (C_out, N, H_out, W_out), dtype)
+        np.copyto(dLdZ_on, dLdZ.transpose(1, 0, 2, 3))                # (C_out, N, H_out, W_out)
+        dLdZ_mat = dLdZ_on.reshape(C_out, -1)                         # (C_out, N*H_out*W_out)
         # dL/db[o] = sum_{n,y,x} dLdZ[n,o,y,x]                           # (C_out,)
         if self.b is not None:
             self.dLdb = dLdZ_mat.sum(axis=1).astype(self.b.dtype)
@@ -146,7 +158,8 @@ class Conv2D:
         #                 the faster BLAS call for this long inner dimension
         self.dLdW = (cols @ dLdZ_mat.T).T.reshape(self.W.shape).astype(self.W.dtype)
         # dL/dcols[(c,i,j),(n,y,x)] = sum_o W[o,c,i,j] * dLdZ[n,o,y,x]
-        dLdcols = self._W_mat(dtype).T @ dLdZ_mat               # (C_in*K_h*K_w, N*H_out*W_out)
+        dLdcols = self._buffer("dLdcols", cols.shape, dtype)    # (C_in*K_h*K_w, N*H_out*W_out)
+        np.matmul(self._W_mat(dtype).T, dLdZ_mat, out=dLdcols)
         # dL/dA[n,c,h,w] = sum of dL/dcols[(c,i,j),(n,y,x)] over h+p_h = y*s_h+i*d_h,
         #                  w+p_w = x*s_w+j*d_w                             # (N, C_in, H, W)
         return self._col2im(dLdcols, shape_A, shape_Z[2:])
@@ -154,6 +167,14 @@ class Conv2D:
     def _W_mat(self, dtype):
         """W as a (C_out, C_in*K_h*K_w) matrix in the compute dtype, rows matching cols."""
         return self.W.reshape(self.out_channels, -1).astype(dtype, copy=False)
+
+    def _buffer(self, name, shape, dtype, zeros=False):
+        """The scratch array `name`, reused while its shape and dtype stay the same. With
+        zeros=True a new one starts at zero (a reused one keeps what the caller left in it)."""
+        buf = self._buffers.get(name)
+        if buf is None or buf.shape != tuple(shape) or buf.dtype != dtype:
+            buf = self._buffers[name] = (np.zeros if zeros else np.empty)(shape, dtype)
+        return buf
 
     def _check_input(self, A):
         if A.ndim != 4:
@@ -184,14 +205,18 @@ class Conv2D:
         windows = sliding_window_view(A_pad, (span_h, span_w), axis=(2, 3))
         windows = windows[:, :, ::s_h, ::s_w, ::d_h, ::d_w]  # (N, C_in, H_out, W_out, K_h, K_w)
         # one contiguous copy, in the (c,i,j) x (n,y,x) order the matmul reads
-        return windows.transpose(1, 4, 5, 0, 2, 3).reshape(-1, A.shape[0] * H_out * W_out)
+        N, C_in, K_h, K_w = A.shape[0], A.shape[1], *self.kernel_size
+        cols = self._buffer("cols", (C_in * K_h * K_w, N * H_out * W_out), A.dtype)
+        np.copyto(cols.reshape(C_in, K_h, K_w, N, H_out, W_out), windows.transpose(1, 4, 5, 0, 2, 3))
+        return cols
 
     def _pad(self, A):
         p_h, p_w = self.padding
         if p_h == p_w == 0:
             return A
         N, C, H, W = A.shape
-        A_pad = np.zeros((N, C, H + 2 * p_h, W + 2 * p_w), dtype=A.dtype)
+        # the border is never written, so a reused buffer keeps its zeros
+        A_pad = self._buffer("A_pad", (N, C, H + 2 * p_h, W + 2 * p_w), A.dtype, zeros=True)
         A_pad[:, :, p_h:p_h + H, p_w:p_w + W] = A
         return A_pad
 
@@ -204,11 +229,12 @@ class Conv2D:
         (K_h, K_w), (s_h, s_w), (d_h, d_w) = self.kernel_size, self.stride, self.dilation
         (p_h, p_w), (N, C_in, H, W), (H_out, W_out) = self.padding, shape_A, shape_out
         dLdcols = dLdcols.reshape(C_in, K_h, K_w, N, H_out, W_out)
-        dLdA_pad = np.zeros((N, C_in, H + 2 * p_h, W + 2 * p_w), dtype=dLdcols.dtype)
+        dLdA_pad = self._buffer("dLdA_pad", (N, C_in, H + 2 * p_h, W + 2 * p_w), dLdcols.dtype)
+        dLdA_pad.fill(0)
         dLdA_pad_cn = dLdA_pad.transpose(1, 0, 2, 3)                 # (C_in, N, H_pad, W_pad) view
         for i in range(K_h):
             rows = slice(i * d_h, i * d_h + s_h * (H_out - 1) + 1, s_h)
             for j in range(K_w):
                 cols = slice(j * d_w, j * d_w + s_w * (W_out - 1) + 1, s_w)
                 dLdA_pad_cn[:, :, rows, cols] += dLdcols[:, i, j]     # (C_in, N, H_out, W_out)
-        return np.ascontiguousarray(dLdA_pad[:, :, p_h:p_h + H, p_w:p_w + W])
+        return dLdA_pad[:, :, p_h:p_h + H, p_w:p_w + W].copy()  # a new array: the buffer is reused

@@ -73,3 +73,13 @@ def test_write_results_keeps_other_cases_and_other_machines_figures(tmp_path, mo
 def test_machine_names_the_cpu():
     here = common.machine()
     assert here["cpu"] and here["cpu_count"] >= 1 and isinstance(here["cpu_bf16"], bool)
+
+
+def test_bench_mytorch_keeps_runs_from_a_same_named_cpu_without_bf16(tmp_path):
+    from benchmarks.bench_mytorch import other_machines
+    avx2, bf16, intel = ({"cpu": name, "cpu_bf16": flag} for name, flag in
+                         (("AMD EPYC", False), ("AMD EPYC", True), ("Intel Xeon", True)))
+    path = tmp_path / "mytorch.json"
+    path.write_text(json.dumps({"machine": avx2, "cases": [], "other_machines": [{"machine": intel}]}))
+    assert [run["machine"] for run in other_machines(path, bf16)] == [intel, avx2]
+    assert [run["machine"] for run in other_machines(path, avx2)] == [intel]

@@ -120,6 +120,23 @@ def test_gradients_match_central_differences():
     np.testing.assert_allclose(dLdb, numeric_gradient(layer.b), rtol=0, atol=1e-8)
 
 
+@pytest.mark.parametrize("padding", [0, 1])
+def test_reused_buffers_change_no_result(padding):
+    """The scratch buffers kept between calls: outputs of one call are not overwritten by the
+    next, a reused padded buffer keeps its zero border, and a new input shape gets new buffers."""
+    rng = np.random.default_rng(4)
+    layer = Conv2D(3, 4, 3, padding=padding, bias=True, rng=rng)
+    A1, A2, A3 = (rng.standard_normal(shape) for shape in [(2, 3, 7, 7), (2, 3, 7, 7), (1, 3, 9, 6)])
+    G1, G2, G3 = (rng.standard_normal(layer.output_shape(A.shape)) for A in (A1, A2, A3))
+    Z1, dLdA1 = layer.forward(A1), layer.backward(G1)
+    kept = Z1.copy(), dLdA1.copy()
+    assert_matches_torch(layer, A2, G2)  # same shape: the same buffers
+    assert_matches_torch(layer, A3, G3)  # another shape: new ones
+    for before, now in zip(kept, (Z1, dLdA1)):
+        np.testing.assert_array_equal(before, now)
+    assert_matches_torch(layer, A1, G1)  # back to the first shape, through the same buffers
+
+
 @pytest.mark.parametrize("param_dtype", [np.float32, np.float64], ids=["W32", "W64"])
 def test_float32_input_keeps_float32(param_dtype):
     rng = np.random.default_rng(2)
