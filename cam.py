@@ -15,6 +15,8 @@ Writes to the checkpoint's folder (or --out-dir): cam.png or gradcam.png (a grid
 image, and the map overlaid on it, titled with the predicted and true class and the
 confidence), cam.json or gradcam.json (which images, predictions); with --sanity also
 sanity.png and sanity.json (same as guided_backprop.py --sanity: every method that applies).
+A chosen selection gets its own name, e.g. cam-index-3-17-42-target-cat.png, so the standard
+figure (the report's) stays.
 """
 import argparse
 
@@ -27,7 +29,7 @@ METHODS = {"cam": "CAM", "gradcam": "Grad-CAM"}
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=cli.HelpFormatter)
     saliency.add_args(p)
     p.add_argument("--method", choices=["auto", "cam", "gradcam"], default="auto",
                    help="auto: CAM on a GAP network, else Grad-CAM")
@@ -62,13 +64,13 @@ def main(argv=None):
         raise cli.UserError("--layer applies to Grad-CAM only (CAM uses the maps that enter global average "
                             "pooling); add --method gradcam")
     network = type(ex.model).__name__
+    layer = args.layer or (saliency.default_layer(ex.model, ex.x) if method == "gradcam" else None)
+    maps = compute_maps(ex.model, ex.x, method, ex.target, layer)    # (N, H, W)
     note = ""
-    if method == "gradcam" and not saliency.is_gap_network(ex.model):
+    if args.method == "auto" and method == "gradcam":
         note = (f"CAM does not apply to {network} (no global average pooling + single linear layer), "
                 "so this is Grad-CAM")
         print(note)
-    layer = args.layer or (saliency.default_layer(ex.model, ex.x) if method == "gradcam" else None)
-    maps = compute_maps(ex.model, ex.x, method, ex.target, layer)    # (N, H, W)
 
     name = METHODS[method]
     where = f" of {layer}" if layer else ""
@@ -77,11 +79,12 @@ def main(argv=None):
                              titles, colors,
                              f"{network} ({ex.ckpt['dataset']}): {name}{where}, correctly (green) and wrongly "
                              f"(red) classified test images" + (f"\n{note}" if note else ""))
-    plots.save(fig, ex.out_dir / f"{method}.png")
-    cli.write_json(ex.out_dir / f"{method}.json",
+    stem = saliency.output_stem(method, args, ex)
+    plots.save(fig, ex.out_dir / f"{stem}.png")
+    cli.write_json(ex.out_dir / f"{stem}.json",
                    saliency.examples_json(ex, method=name, layer=layer, checkpoint=args.checkpoint,
                                           seed=args.seed, note=note or None))
-    print(f"{name} of {len(ex.index)} test images -> {ex.out_dir / f'{method}.png'}")
+    print(f"{name} of {len(ex.index)} test images -> {ex.out_dir / f'{stem}.png'}")
     if args.sanity:
         saliency.run_sanity(ex, args.seed, args.sanity_n, args.layer)
 

@@ -49,7 +49,7 @@ import hooks
 import plots
 from cnn import ResidualBlock
 from data import load_dataset, train_val_split
-from training import (TrainConfig, TrainingError, build_model, config_from_args, count_parameters,
+from training import (TrainingError, build_model, config_from_args, count_parameters,
                       fit, is_main_process, metrics_from_logits, pick_device, predict, rank_and_world,
                       read_checkpoint, save_checkpoint, seed_everything, setup_distributed,
                       write_history)
@@ -95,12 +95,12 @@ N_TRAIN, IMAGE = 50_000, (3, 32, 32)
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                formatter_class=cli.HelpFormatter,
                                 epilog="Training and architecture defaults depend on --arch and --preset "
                                        "(DEFAULTS in this file).")
     p.add_argument("--arch", choices=["dense", "gap"], default="gap",
                    help="dense: VGG-style convs + dense head; gap: residual stages + global average pooling "
-                        "+ one linear layer (default: gap)")
+                        "+ one linear layer")
     p.add_argument("--preset", choices=["default", "quick", "large", "gpu"], default="default",
                    help="default: 20 min on 2 CPU cores; quick: 5 min; large: 2-3 points more, 20 min only "
                         "with AMX (bf16), about 1 h in float32; gpu: for a CUDA GPU")
@@ -111,7 +111,7 @@ def parse_args(argv=None):
     cli.add_common_args(p)
     t = cli.add_training_args(p, batch_help="global batch (split across torchrun processes)")
     t.add_argument("--val-size", type=cli.positive_int, default=5000,
-                   help="training images held out for validation (default 5000: a 45,000/5,000 split)")
+                   help="training images held out for validation (5000: a 45,000/5,000 split)")
     t.add_argument("--test-limit", type=cli.positive_int,
                    help="evaluate on the first N test images only (quick tests; default all 10,000)")
     t.add_argument("--low-res", type=int,
@@ -166,12 +166,7 @@ def check_args(parser, args):
             parser.error(f"--low-res-fraction must be in [0, 1), got {args.low_res_fraction}")
     if args.arch == "dense" and any(h < 1 for h in args.hidden):
         parser.error(f"--hidden widths must be >= 1, got {args.hidden}")
-    if not 0 <= args.dropout < 1:
-        parser.error(f"--dropout must be in [0, 1), got {args.dropout}")
-    if not args.lr > 0:
-        parser.error(f"--lr must be positive, got {args.lr}")
-    if args.crop < 0 or args.weight_decay < 0 or not 0 <= args.label_smoothing < 1:
-        parser.error("--crop and --weight-decay must be >= 0 and --label-smoothing in [0, 1)")
+    cli.check_training_args(parser, args)
     if args.ablation and (not args.batchnorm or args.dropout == 0):
         parser.error("--ablation trains with and without batch norm and dropout itself; drop --no-batchnorm, "
                      "and give --dropout > 0 (the rate of the 'dropout on' variants)")
@@ -284,8 +279,6 @@ def train_run(args, splits, ds, device, out_dir: Path, *, batchnorm, dropout, se
             "mean": ds.mean, "std": ds.std}
     cfg = config_from_args(args, device, seed)
     ckpt_path = out_dir / "model.pt"
-    if args.resume:
-        check_resumable(ckpt_path, cfg)
     t0 = time.perf_counter()
     history = fit(model, *splits["train"], cfg, mean=ds.mean, std=ds.std, device=device,
                   evals={"val": splits["val"]}, checkpoint=ckpt_path, meta=meta, resume=args.resume, desc=desc)
@@ -325,18 +318,6 @@ def he_init(model):
     for m in layers[:-1]:  # the output layer keeps its small default weights
         torch.nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
         torch.nn.init.zeros_(m.bias)
-
-
-def check_resumable(ckpt_path: Path, cfg: TrainConfig):
-    """--resume continues an interrupted run: its schedules only fit the same epochs, batch size,
-    peak rate and resizing."""
-    if not ckpt_path.exists():
-        return  # fit says so and starts from scratch
-    saved = read_checkpoint(ckpt_path).get("config", {})
-    for key in ("epochs", "batch_size", "lr", "low_res", "low_res_fraction"):
-        if key in saved and saved[key] != getattr(cfg, key):
-            raise cli.UserError(f"--resume: {ckpt_path} was trained with --{key.replace('_', '-')} {saved[key]}, "
-                                f"not {getattr(cfg, key)}; pass the same value, or drop --resume to start over")
 
 
 def final_metrics(model, splits, ds, device, history) -> dict:

@@ -20,11 +20,21 @@ class UserError(Exception):
     Scripts print its message as one line and exit with status 2, no traceback."""
 
 
+class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """--help keeps the description's line breaks and shows each option's default, except where
+    there is none to show: None (the script's DEFAULTS table decides) and on/off flags."""
+
+    def _get_help_string(self, action):
+        if action.default is None or action.nargs == 0:
+            return action.help
+        return super()._get_help_string(action)
+
+
 def add_common_args(parser: argparse.ArgumentParser, out_dir: str | None = None):
     parser.add_argument("--seed", type=int, default=0, help="random seed (same seed, same device: same numbers)")
     parser.add_argument("--data-dir", default=DEFAULT_DATA_DIR,
                         help="folder holding fashion_mnist.npz / cifar10.npz, or where to download them "
-                             "(default: $CONVLENS_DATA_DIR or ./data)")
+                             "(default: $CONVLENS_DATA_DIR if set, else ./data; here %(default)s)")
     parser.add_argument("--out-dir", default=out_dir, help="where results and figures go")
     return parser
 
@@ -43,7 +53,7 @@ def add_training_args(parser: argparse.ArgumentParser, batch_help: str = "images
     t.add_argument("--crop", type=int, help="random shifts of up to N pixels")
     t.add_argument("--limit", type=positive_int, help="train on the first N training images (quick tests)")
     t.add_argument("--resume", action="store_true", help="continue from the run folder's model.pt")
-    t.add_argument("--device", default="auto", help="auto (cuda, else mps, else cpu), or a torch device")
+    t.add_argument("--device", default="auto", help="auto (cuda, else mps, else cpu), cpu, cuda, cuda:N or mps")
     t.add_argument("--cpu-bf16", action=argparse.BooleanOptionalAction,
                    help="bfloat16 autocast on the CPU (default: on where the CPU has native bfloat16, "
                         "AVX512-BF16/AMX); CUDA always trains in bfloat16")
@@ -51,6 +61,19 @@ def add_training_args(parser: argparse.ArgumentParser, batch_help: str = "images
                    help="NHWC memory layout for convolutions (default: on)")
     t.add_argument("--compile", action="store_true", help="torch.compile the model (pays off on a GPU)")
     return t
+
+
+def check_training_args(parser: argparse.ArgumentParser, args):
+    """Range checks of the shared training options, after the script's DEFAULTS are filled in."""
+    if not 0 <= args.dropout < 1:
+        parser.error(f"--dropout must be in [0, 1), got {args.dropout}")
+    if not args.lr > 0:
+        parser.error(f"--lr must be positive, got {args.lr}")
+    for key in ("crop", "weight_decay"):
+        if getattr(args, key) < 0:
+            parser.error(f"--{key.replace('_', '-')} must be >= 0, got {getattr(args, key)}")
+    if not 0 <= args.label_smoothing < 1:
+        parser.error(f"--label-smoothing must be in [0, 1), got {args.label_smoothing}")
 
 
 def positive_int(text: str) -> int:
@@ -86,6 +109,9 @@ def atomic_path(path):
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=path.suffix)
     os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private (0600); give it an ordinary file's mode
     try:
         yield Path(tmp)
         os.replace(tmp, path)

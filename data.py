@@ -59,6 +59,8 @@ def load_dataset(name: str, data_dir) -> Dataset:
 def _read_npz(path: Path, name: str):
     shape = DATASETS[name][2]
     fix = "delete it and rerun to download it again, or replace it with a good copy"
+    if not zipfile.is_zipfile(path):  # an .npz is a zip of .npy files
+        raise UserError(f"{path} is not a readable .npz file (not a zip archive); {fix}")
     try:
         with np.load(path, allow_pickle=False) as d:
             missing = [k for k in KEYS if k not in d.files]
@@ -66,7 +68,8 @@ def _read_npz(path: Path, name: str):
                 raise UserError(f"{path} lacks array {missing[0]!r}; expected {', '.join(KEYS)}; {fix}")
             arrays = {k: d[k] for k in KEYS}
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as err:
-        raise UserError(f"{path} is not a readable .npz file ({err}); {fix}") from None
+        why = "it holds pickled Python objects, which are never loaded" if "pickled" in str(err) else err
+        raise UserError(f"{path} is not a readable .npz file ({why}); {fix}") from None
     for split in ("train", "test"):
         x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
         if x.dtype != np.uint8 or x.shape[1:] != shape or y.shape != (len(x),):
@@ -92,8 +95,9 @@ def download(name: str, data_dir):
     try:
         arrays = _torchvision_arrays(tv_name, Path(data_dir) / "torchvision")
     except Exception as err:  # URLError, socket errors, HTTP errors, integrity failures
+        why = " ".join(str(err).split())[:300]  # torchvision's message spans lines: keep ours on one
         raise UserError(
-            f"could not download {name} through torchvision ({type(err).__name__}: {err}). "
+            f"could not download {name} through torchvision ({type(err).__name__}: {why}). "
             f"Offline? Put {file} (keras mnist.npz layout: x_train, y_train, x_test, y_test, classes) "
             f"at {path}, or pass --data-dir pointing at the folder that holds it") from None
     with atomic_path(path) as tmp:

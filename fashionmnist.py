@@ -32,14 +32,16 @@ DEFAULTS = {
                 hidden=[1024, 1024], dropout=0.3),
     "cnn": dict(epochs=18, batch_size=256, lr=0.1, optimizer="sgd", weight_decay=5e-4,
                 label_smoothing=0.1, flip=True, crop=2,
-                channels=[32, 64, 128], convs_per_block=2, early_pool=True, hidden=[256], dropout=0.3),
+                channels=[32, 64, 128], convs_per_block=2, kernel_size=3, pool="max", early_pool=True,
+                hidden=[256], dropout=0.3),
 }
+CNN_ONLY = ["channels", "convs_per_block", "kernel_size", "pool", "early_pool"]
 NAMES = {"ffn": "Feed-forward network", "cnn": "CNN"}
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=cli.HelpFormatter,
+                                epilog="Training and architecture defaults depend on --model (DEFAULTS in this file).")
     p.add_argument("--model", choices=["ffn", "cnn"], default="cnn", help="which network to train")
     cli.add_common_args(p)
     t = cli.add_training_args(p)
@@ -51,14 +53,18 @@ def parse_args(argv=None):
     a.add_argument("--channels", type=cli.positive_int, nargs="+",
                    help="CNN: output channels of each conv block (one 2x2 pool per block)")
     a.add_argument("--convs-per-block", type=cli.positive_int, help="CNN: convolutions per block")
-    a.add_argument("--kernel-size", type=cli.positive_int, default=3, help="CNN: odd kernel size")
-    a.add_argument("--pool", choices=["max", "avg"], default="max", help="CNN: pooling after each block")
+    a.add_argument("--kernel-size", type=cli.positive_int, help="CNN: odd kernel size")
+    a.add_argument("--pool", choices=["max", "avg"], help="CNN: pooling after each block")
     a.add_argument("--early-pool", action=argparse.BooleanOptionalAction,
                    help="CNN: pool right after each block's first conv, so its other convs run on a "
                         "quarter of the pixels (cnn.CNN early_pool)")
     a.add_argument("--dropout", type=float)
     a.add_argument("--no-batchnorm", dest="batchnorm", action="store_false", help="drop batch norm layers")
     args = p.parse_args(argv)
+    if args.model == "ffn":
+        given = [key for key in CNN_ONLY if getattr(args, key) is not None]
+        if given:
+            p.error(f"--{given[0].replace('_', '-')} applies to --model cnn only")
     for key, value in DEFAULTS[args.model].items():
         if getattr(args, key, None) is None:
             setattr(args, key, value)
@@ -73,10 +79,7 @@ def check_args(parser, args):
             parser.error(f"--kernel-size must be odd (got {args.kernel_size}) so 'same' padding keeps the size")
         if 28 >> len(args.channels) < 1:
             parser.error(f"--channels: {len(args.channels)} blocks halve 28 pixels below 1; use at most 4")
-    if not 0 <= args.dropout < 1:
-        parser.error(f"--dropout must be in [0, 1), got {args.dropout}")
-    if args.lr <= 0:
-        parser.error(f"--lr must be positive, got {args.lr}")
+    cli.check_training_args(parser, args)
 
 
 def model_spec(args):

@@ -15,7 +15,8 @@ saliency.py (hooks on the nn.ReLU modules, always removed).
 Writes to the checkpoint's folder (or --out-dir): guided_backprop.png, a grid with per test
 image: the image, Grad-CAM overlaid, the guided backpropagation map as an image (mid-gray is
 zero), its magnitude sum_c |map| as a heatmap, and guided Grad-CAM; guided_backprop.json; with
---sanity also sanity.png and sanity.json (the same as cam.py --sanity).
+--sanity also sanity.png and sanity.json (the same as cam.py --sanity). --index and --target
+runs get names of their own (guided_backprop-index-3-17-target-dog.png), as in cam.py.
 """
 import argparse
 
@@ -26,7 +27,7 @@ import saliency
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=cli.HelpFormatter)
     saliency.add_args(p)
     p.add_argument("--layer", help="Grad-CAM layer for guided Grad-CAM; default: the last conv layer's ReLU")
     return p.parse_args(argv)
@@ -67,11 +68,12 @@ def main(argv=None):
                              f"{network} ({ex.ckpt['dataset']}): guided backpropagation, correctly (green) and "
                              f"wrongly (red) classified test images"
                              + (f"\nGrad-CAM of {layer}; gray = zero gradient" if layer else ""))
-    plots.save(fig, ex.out_dir / "guided_backprop.png")
-    cli.write_json(ex.out_dir / "guided_backprop.json",
+    stem = saliency.output_stem("guided_backprop", args, ex)
+    plots.save(fig, ex.out_dir / f"{stem}.png")
+    cli.write_json(ex.out_dir / f"{stem}.json",
                    saliency.examples_json(ex, method="guided backpropagation", layer=layer,
                                           checkpoint=args.checkpoint, seed=args.seed))
-    print(f"guided backpropagation of {len(ex.index)} test images -> {ex.out_dir / 'guided_backprop.png'}")
+    print(f"guided backpropagation of {len(ex.index)} test images -> {ex.out_dir / f'{stem}.png'}")
     if args.sanity:
         saliency.run_sanity(ex, args.seed, args.sanity_n, args.layer)
 

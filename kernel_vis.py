@@ -60,7 +60,7 @@ MIN_GABOR_KERNEL = 5  # smallest kernel size for which the Gabor share means som
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=cli.HelpFormatter)
     p.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT,
                    help="model.pt of a CNN or GAPNet written by fashionmnist.py or cifar10.py")
     cli.add_common_args(p)

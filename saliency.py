@@ -25,6 +25,7 @@ Compute functions return tensors; `plot_grid` and `plot_sanity` draw them.
 import argparse
 import contextlib
 import copy
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -311,7 +312,7 @@ def add_args(parser: argparse.ArgumentParser):
                         help="also run the cascading randomization sanity check (sanity.png, sanity.json)")
     parser.add_argument("--sanity-n", type=cli.positive_int, default=32,
                         help="test images in the sanity check's fixed batch")
-    parser.add_argument("--device", default="auto", help="auto (cuda, else mps, else cpu), or a torch device")
+    parser.add_argument("--device", default="auto", help="auto (cuda, else mps, else cpu), cpu, cuda, cuda:N or mps")
     return parser
 
 
@@ -385,6 +386,17 @@ def titles(ex: Examples) -> tuple[list, list]:
         out.append("\n".join(lines))
         colors.append("tab:green" if ok else "tab:red")
     return out, colors
+
+
+def output_stem(base: str, args, ex: Examples) -> str:
+    """`base` for the standard figure (--n test images drawn with --seed); a chosen selection
+    (--index, --target) gets a name of its own, so it never replaces the figure the report uses."""
+    stem = base
+    if args.index:
+        stem += "-index-" + "-".join(map(str, args.index))
+    if ex.target is not None:
+        stem += "-target-" + re.sub(r"[^A-Za-z0-9]+", "_", ex.classes[int(ex.target[0])])
+    return stem
 
 
 def examples_json(ex: Examples, **info) -> dict:

@@ -18,6 +18,7 @@ import csv
 import dataclasses
 import os
 import time
+import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -39,13 +40,33 @@ CHECKPOINT_FORMAT = "convlens-checkpoint-v1"
 # ---- device, seeds, processes --------------------------------------------------------------
 
 def pick_device(name: str = "auto") -> torch.device:
+    """The --device to run on: "auto" takes CUDA (this process's LOCAL_RANK GPU under torchrun),
+    else Apple's MPS, else the CPU; a named device must exist here."""
     if name != "auto":
-        return torch.device(name)
+        return _named_device(name)
     if torch.cuda.is_available():
         return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
     if torch.backends.mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
+
+
+def _named_device(name: str) -> torch.device:
+    fix = "use --device auto, cpu, cuda, cuda:N or mps"
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UserError(f"--device {name!r} is not a device; {fix}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"--device {name}: torch finds no CUDA GPU here (torch.cuda.is_available() is "
+                        "False); use --device auto or cpu")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise UserError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA GPU(s); {fix}")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise UserError("--device mps: Apple's MPS is not available here; use --device auto or cpu")
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise UserError(f"--device {name}: convlens runs on the CPU, CUDA or MPS; {fix}")
+    return device
 
 
 def setup_distributed(device: torch.device):
@@ -118,6 +139,9 @@ def read_checkpoint(path) -> dict:
     fix = "train one with fashionmnist.py or cifar10.py, or pass --checkpoint with a convlens model.pt"
     if not os.path.isfile(path):
         raise UserError(f"no checkpoint at {path}; {fix}")
+    if not zipfile.is_zipfile(path):  # torch.save writes a zip archive
+        raise UserError(f"{path} is not a readable checkpoint (not the zip archive torch.save writes: "
+                        f"another kind of file, or cut short); {fix}")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # truncated zip, pickle with forbidden globals, not a torch file
@@ -259,7 +283,7 @@ def fit(model, x, y, cfg: TrainConfig, *, mean, std, device, evals=None, checkpo
     history = {"step_loss": [], "step_lr": [], "epochs": []}
     start = 0
     if resume:
-        start, history = _resume(checkpoint, model, optimizer, scheduler, meta)
+        start, history = _resume(checkpoint, model, optimizer, scheduler, meta, cfg, len(x))
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)  # in place: parameters keep their identity
     train_model = nn.parallel.DistributedDataParallel(model) if world > 1 else model
@@ -284,7 +308,7 @@ def fit(model, x, y, cfg: TrainConfig, *, mean, std, device, evals=None, checkpo
                 save_checkpoint(checkpoint, {
                     **(meta or {}), "state_dict": unwrap(model).state_dict(), "epoch": epoch + 1,
                     "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                    "config": asdict(cfg), "history": history})
+                    "config": asdict(cfg), "train_images": len(x), "history": history})
     return history
 
 
@@ -339,7 +363,7 @@ def _check_finite(losses, epoch, step, cfg):
                             f"of epoch {epoch + 1}; training diverged: lower --lr (now {cfg.lr})")
 
 
-def _resume(checkpoint, model, optimizer, scheduler, meta):
+def _resume(checkpoint, model, optimizer, scheduler, meta, cfg, n_train):
     if not checkpoint or not os.path.exists(checkpoint):
         tqdm.write(f"--resume: no checkpoint at {checkpoint}, starting from scratch")
         return 0, {"step_loss": [], "step_lr": [], "epochs": []}
@@ -347,11 +371,26 @@ def _resume(checkpoint, model, optimizer, scheduler, meta):
     if meta and ckpt.get("model") != meta.get("model"):
         raise UserError(f"--resume: {checkpoint} holds {ckpt.get('model')}, not {meta.get('model')}; "
                         "use the same architecture arguments or drop --resume")
+    _check_resumable(checkpoint, ckpt, cfg, n_train)
     unwrap(model).load_state_dict(ckpt["state_dict"])
     optimizer.load_state_dict(ckpt["optimizer"])
     scheduler.load_state_dict(ckpt["scheduler"])
     tqdm.write(f"resuming from {checkpoint} after epoch {ckpt['epoch']}")
     return ckpt["epoch"], ckpt["history"]
+
+
+def _check_resumable(checkpoint, ckpt, cfg, n_train):
+    """The saved one-cycle schedule and resizing only fit the same epochs, batch size, peak rate,
+    resizing and number of training images (steps per epoch)."""
+    fix = "pass the same value, or drop --resume to start over"
+    saved = ckpt.get("config", {})
+    for key in ("epochs", "batch_size", "lr", "low_res", "low_res_fraction"):
+        if key in saved and saved[key] != getattr(cfg, key):
+            raise UserError(f"--resume: {checkpoint} was trained with --{key.replace('_', '-')} {saved[key]}, "
+                            f"not {getattr(cfg, key)}; {fix}")
+    if ckpt.get("train_images", n_train) != n_train:
+        raise UserError(f"--resume: {checkpoint} was trained on {ckpt['train_images']:,} images, not {n_train:,}; "
+                        f"pass the same --limit (and --val or --val-size), or drop --resume to start over")
 
 
 def format_epoch(row: dict, epochs: int) -> str:

@@ -42,7 +42,7 @@ SWEEP = (2, 4, 6, 8, 10, 15, 20)  # also counted, to show how much the threshold
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=cli.HelpFormatter)
     p.add_argument("--data-dir", default=cli.DEFAULT_DATA_DIR,
                    help="folder holding fashion_mnist.npz and cifar10.npz ($CONVLENS_DATA_DIR or ./data)")
     p.add_argument("--out-dir", type=Path, default=Path("runs/dataset"), help="where results and figures go")

@@ -74,7 +74,7 @@ def tiny_args(kind: str, n: int) -> list:
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=cli.HelpFormatter)
     p.add_argument("--preset", choices=list(PRESETS), default="quick",
                    help="quick: shorter training for a laptop CPU; full: every script's defaults")
     p.add_argument("--limit", type=cli.positive_int,
@@ -397,11 +397,22 @@ def run_one(step, stamp, stamp_file, log, started, on_tick) -> dict:
     seconds = round(time.perf_counter() - started, 1)
     missing = [p.name for p in step.outputs if not p.exists()]
     ok = code == 0 and not missing
-    reason = "" if ok else (f"exit status {code}" if code else f"did not write {', '.join(missing)}")
+    reason = "" if ok else (f"exit status {code}{last_error(Path(log))}" if code
+                            else f"did not write {', '.join(missing)}")
     cli.write_json(stamp_file, {"argv": step.argv, "state": "done" if ok else "failed",
                                 "seconds": round(prior + seconds, 1), "finished": time.strftime("%Y-%m-%d %H:%M:%S")})
     return {"status": "ran" if ok else "failed", "seconds": seconds, "made_seconds": round(prior + seconds, 1),
             "key": key_text(step) if ok else "", "reason": reason}
+
+
+def last_error(log: Path) -> str:
+    """': <the script's one-line error>' from the end of its log, or '' (then read the log)."""
+    try:
+        lines = log.read_text(errors="replace").splitlines()
+    except OSError:
+        return ""
+    found = [line for line in reversed(lines) if line.startswith("error:")]
+    return f": {found[0][len('error:'):].strip()[:300]}" if found else ""
 
 
 # ---- summary -----------------------------------------------------------------------------------------
@@ -438,10 +449,9 @@ def main(argv=None):
     print(f"\ncompute time of these results: {fmt_time(total['total_seconds'])} "
           f"(this run: {fmt_time(total['this_run_seconds'])}); summary -> {summary_file}")
     if total["failures"]:
-        logs = ", ".join(f"{r['step']} ({r.get('reason')}; {r['log']})" for r in rows
-                         if r["status"] == "failed")
+        first = next(r for r in rows if r["status"] == "failed")
         print(f"error: {len(total['failures'])} step(s) did not finish: {', '.join(total['failures'])}. "
-              f"Failed: {logs}", file=sys.stderr)
+              f"First failure: {first['step']} ({first.get('reason')}; log {first['log']})", file=sys.stderr)
         sys.exit(1)
     print(f"report -> {args.report}")
 

@@ -19,8 +19,9 @@ FILES = ["model.pt", "metrics.json", "history.csv", "steps.csv", "loss.png", "co
 @pytest.mark.parametrize("model", ["ffn", "cnn"])
 def test_smoke_run_writes_every_output(model, real_data_dir, tmp_path):
     out = tmp_path / model
+    cnn_args = ["--channels", "8", "16"] if model == "cnn" else []
     fashionmnist.main(["--model", model, "--limit", "1024", "--epochs", "2", "--data-dir", str(real_data_dir),
-                       "--out-dir", str(out), "--hidden", "64", "--channels", "8", "16", "--batch-size", "128"])
+                       "--out-dir", str(out), "--hidden", "64", *cnn_args, "--batch-size", "128"])
     assert sorted(p.name for p in out.iterdir()) == sorted(FILES)
     for png in ("loss.png", "confusion_matrix.png", "examples.png"):
         with Image.open(out / png) as im:
@@ -57,15 +58,24 @@ def test_unknown_model_is_a_one_line_error(capsys):
     (["--model", "cnn", "--kernel-size", "4"], "--kernel-size must be odd"),
     (["--model", "cnn", "--channels", "8", "8", "8", "8", "8"], "at most 4"),
     (["--dropout", "1.5"], "--dropout must be in [0, 1)"),
+    (["--crop", "-2"], "--crop must be >= 0"),
+    (["--weight-decay", "-1"], "--weight-decay must be >= 0"),
+    (["--label-smoothing", "1.5"], "--label-smoothing must be in [0, 1)"),
+    (["--model", "ffn", "--kernel-size", "5"], "--kernel-size applies to --model cnn only"),
+    (["--device", "bogus"], "--device 'bogus' is not a device"),
 ])
 def test_bad_arguments(argv, message, capsys):
     code, err = run_cli(argv, capsys)
     assert code == 2 and message in err
 
 
-def test_missing_data_offline_is_a_one_line_error(tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("error", [
+    urllib.error.URLError("no network"),
+    RuntimeError("Error downloading train-images-idx3-ubyte.gz:\nTried http://x, got:\n<urlopen error -3>"),
+])
+def test_missing_data_offline_is_a_one_line_error(error, tmp_path, monkeypatch, capsys):
     def offline(name, root):
-        raise urllib.error.URLError("no network")
+        raise error
     monkeypatch.setattr(data, "_torchvision_arrays", offline)
     code, err = run_cli(["--data-dir", str(tmp_path), "--out-dir", str(tmp_path / "out")], capsys)
     assert code == 2 and len(err.splitlines()) == 1

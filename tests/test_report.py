@@ -168,7 +168,8 @@ def test_skips_up_to_date_steps_and_reruns_touched_ones_and_their_dependents(tmp
 
 def test_a_failing_step_blocks_only_its_dependents_and_exits_nonzero(tmp_path, monkeypatch, capsys):
     (tmp_path / "in.txt").write_text("x")
-    steps = [run_all.Step("broken", ["-c", "import sys; print('boom'); sys.exit(3)"], [tmp_path / "never.txt"]),
+    steps = [run_all.Step("broken", ["-c", "import sys; print('boom'); print('error: no data here; put it there', "
+                                           "file=sys.stderr); sys.exit(3)"], [tmp_path / "never.txt"]),
              copy_step("reads-broken", tmp_path / "never.txt", tmp_path / "d.txt", needs=["broken"]),
              copy_step("independent", tmp_path / "in.txt", tmp_path / "e.txt"),
              run_all.Step("report", ["-c", COPY, str(tmp_path / "in.txt"), str(tmp_path / "r.txt")],
@@ -178,7 +179,8 @@ def test_a_failing_step_blocks_only_its_dependents_and_exits_nonzero(tmp_path, m
         run_all.main(["--runs-dir", str(tmp_path / "runs")])
     assert exit_.value.code == 1
     err = capsys.readouterr().err
-    assert "broken, reads-broken" in err and "exit status 3" in err
+    assert "broken, reads-broken" in err and "exit status 3: no data here; put it there" in err  # its own error line
+    assert len(err.strip().splitlines()) == 1
     summary = json.loads((tmp_path / "runs" / "run_all.json").read_text())
     assert statuses(summary["steps"]) == {"broken": "failed", "reads-broken": "blocked", "independent": "ran",
                                           "report": "ran"}

@@ -218,9 +218,12 @@ def test_cam_script(checkpoints, tiny_data_dir, capsys):
     assert len(sanity["steps"]) == 1 + 5  # none; fc, res2_1.conv2, res2_1.conv1, conv2, conv1 (each + its BN)
     assert all(np.isfinite(s[m]["mean"]) for s in sanity["steps"] for m in sanity["methods"])
     assert (folder / "sanity.png").exists()
-    cam.main(["--checkpoint", str(checkpoints["dense"]), *base, "--target", "cat"])
+    cam.main(["--checkpoint", str(checkpoints["dense"]), *base])
     assert "CAM does not apply" in capsys.readouterr().out
     assert (checkpoints["dense"].parent / "gradcam.png").exists()
+    cam.main(["--checkpoint", str(checkpoints["dense"]), *base, "--method", "gradcam", "--target", "cat"])
+    assert "CAM does not apply" not in capsys.readouterr().out  # asked for by name: nothing to explain
+    assert (checkpoints["dense"].parent / "gradcam-target-cat.png").exists()  # the standard figure stays
     with pytest.raises(cli.UserError, match="gradcam"):
         cam.main(["--checkpoint", str(checkpoints["dense"]), *base, "--method", "cam"])
     with pytest.raises(cli.UserError, match="--target"):
@@ -231,8 +234,9 @@ def test_guided_backprop_script(checkpoints, tiny_data_dir):
     out = checkpoints["dense"].parent / "gb"
     guided_backprop.main(["--checkpoint", str(checkpoints["dense"]), "--data-dir", str(tiny_data_dir),
                           "--index", "0", "5", "--out-dir", str(out), "--sanity", "--sanity-n", "4"])
-    assert (out / "guided_backprop.png").stat().st_size > 0
-    assert [e["index"] for e in json.loads((out / "guided_backprop.json").read_text())["examples"]] == [0, 5]
+    assert (out / "guided_backprop-index-0-5.png").stat().st_size > 0
+    assert [e["index"] for e in json.loads((out / "guided_backprop-index-0-5.json").read_text())["examples"]] == [0, 5]
+    assert not (out / "guided_backprop.png").exists()
     sanity = json.loads((out / "sanity.json").read_text())
     assert "CAM" not in sanity["methods"]
     assert all(np.isfinite(s[m]["mean"]) for s in sanity["steps"] for m in sanity["methods"])

@@ -96,6 +96,19 @@ def test_resume_continues_exactly_where_it_stopped(fashion, tmp_path, monkeypatc
         assert torch.equal(pa, pb)
 
 
+def test_resume_refuses_another_schedule_or_other_data(fashion, tmp_path):
+    """A one-cycle schedule saved for E epochs of S steps cannot continue as another one."""
+    tiny_fit(fashion, tmp_path, epochs=1)
+    with pytest.raises(UserError, match="--resume: .* was trained with --epochs 1, not 2"):
+        tiny_fit(fashion, tmp_path, epochs=2, resume=True)
+    model = build_model(SPEC["name"], SPEC["args"])
+    cfg = TrainConfig(epochs=1, batch_size=64, lr=0.05, flip=True, crop=2, seed=1)
+    with pytest.raises(UserError, match=r"trained on 256 images, not 128; pass the same --limit"):
+        fit(model, fashion.x_train[:128], fashion.y_train[:128], cfg, mean=fashion.mean, std=fashion.std,
+            device=torch.device("cpu"), checkpoint=tmp_path / "model.pt",
+            meta={"model": SPEC}, resume=True)
+
+
 def test_nan_loss_stops_with_clear_error(fashion):
     model = nn.Sequential(nn.Flatten(), nn.Linear(784, 10))
     nn.init.constant_(model[1].weight, float("nan"))
@@ -154,3 +167,29 @@ def test_interrupted_checkpoint_write_keeps_the_old_file(tmp_path, monkeypatch):
     monkeypatch.undo()
     assert read_checkpoint(tmp_path / "model.pt")["epoch"] == 1
     assert [p.name for p in tmp_path.iterdir()] == ["model.pt"]  # no temporary left behind
+
+
+def test_written_files_get_the_usual_permissions(tmp_path):
+    """Atomic writes go through mkstemp (mode 0600); the renamed file must be readable as any
+    other file the user writes (0644 under umask 022), e.g. a report.pdf to share."""
+    import os
+
+    import cli
+    old = os.umask(0o022)
+    try:
+        cli.write_json(tmp_path / "metrics.json", {"a": 1})
+        save_checkpoint(tmp_path / "model.pt", {"model": SPEC, "state_dict": {}})
+    finally:
+        os.umask(old)
+    for name in ("metrics.json", "model.pt"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o644
+
+
+def test_device_errors_are_one_line_user_errors():
+    for name, message in [("bogus", "is not a device"), ("xla", "runs on the CPU, CUDA or MPS")]:
+        with pytest.raises(UserError, match=message):
+            training.pick_device(name)
+    if not torch.cuda.is_available():
+        with pytest.raises(UserError, match="no CUDA GPU here"):
+            training.pick_device("cuda")
+    assert training.pick_device("cpu") == torch.device("cpu")
