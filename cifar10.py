@@ -7,7 +7,7 @@ batch norm and dropout do to each.
     python cifar10.py --arch gap --no-batchnorm --dropout 0
     python cifar10.py --arch dense --ablation       # batch norm on/off x dropout on/off, same everything else
     python cifar10.py --arch gap --ablation --seeds 3 --epochs 5
-    python cifar10.py --arch gap --preset quick     # about 4 minutes on a 2-core CPU
+    python cifar10.py --arch gap --preset quick     # 1-4 minutes on a 2-core CPU
     python cifar10.py --arch gap --preset large     # the former default: 2-3 points more, 20 min with AMX, ~1 h in float32
     python cifar10.py --arch gap --preset gpu       # wider and longer, for one CUDA GPU
     torchrun --nproc_per_node=4 cifar10.py --arch gap --preset gpu   # DistributedDataParallel
@@ -358,7 +358,8 @@ def run_ablation(args, splits, ds, device) -> list[dict]:
                 if is_main_process():
                     print(f"{folder} seed {seed}: {err}")
                 runs.append({"diverged": str(err), "seed": seed})
-        rows.append(summarize(folder, label, batchnorm, args.dropout if drop_on else 0.0, runs))
+        if is_main_process():  # the other torchrun processes get no results from train_run
+            rows.append(summarize(folder, label, batchnorm, args.dropout if drop_on else 0.0, runs))
     return rows
 
 
@@ -368,7 +369,7 @@ def summarize(folder, label, batchnorm, dropout, runs) -> dict:
             "val_loss", "loss_gap", "epochs", "train_seconds"]
     ok = [r for r in runs if "diverged" not in r]
     row = {"variant": folder, "label": label, "batchnorm": batchnorm, "dropout": dropout, "seeds": len(runs),
-           "diverged": len(runs) - len(ok)}
+           "diverged": len(runs) - len(ok), "counted": len(ok)}
     for key in keys:
         values = np.array([r[key] for r in ok], dtype=float)
         row[key] = float(values.mean()) if len(values) else math.nan
@@ -384,13 +385,13 @@ def ablation_table(rows, arch) -> str:
         if math.isnan(row[key]):
             return "diverged"
         text = f"{scale * row[key]:.{digits}f}"
-        return text + (f" ± {scale * row[key + '_std']:.{digits}f}" if row["seeds"] > 1 else "")
+        return text + (f" ± {scale * row[key + '_std']:.{digits}f}" if row["counted"] > 1 else "")
     lines = [f"CIFAR-10 {arch} network: batch norm x dropout ablation "
              f"({rows[0]['seeds']} seed{'s' if rows[0]['seeds'] > 1 else ''} per variant, mean ± std)", "",
              "| variant | val accuracy (%) | test accuracy (%) | test, flip TTA (%) | final val − train loss "
              "| epochs | wall time (s) |", "|---|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
-        lines.append(f"| {r['label']} (dropout {r['dropout']:g}) | {pm(r, 'val_accuracy')} | "
+        lines.append(f"| {variant_label(r)} (dropout {r['dropout']:g}) | {pm(r, 'val_accuracy')} | "
                      f"{pm(r, 'test_accuracy')} | {pm(r, 'test_accuracy_tta')} | {pm(r, 'loss_gap', 1, 3)} | "
                      f"{pm(r, 'epochs', 1, 0)} | {pm(r, 'train_seconds', 1, 0)} |")
     if any(r["diverged"] for r in rows):
@@ -398,17 +399,26 @@ def ablation_table(rows, arch) -> str:
     return "\n".join(lines) + "\n"
 
 
+def variant_label(row) -> str:
+    """The variant's name, saying how many seeds its numbers average when some diverged."""
+    if row["diverged"] and row["counted"]:
+        return f"{row['label']}, {row['counted']} of {row['seeds']} seeds ({row['diverged']} diverged)"
+    return row["label"] + (", diverged" if row["diverged"] else "")
+
+
 def plot_ablation(rows, arch):
     """Validation accuracy and loss per epoch of the four variants (mean over seeds)."""
     fig, (ax_acc, ax_loss) = plt.subplots(1, 2, figsize=(11, 4))
     styles = [("o", "-"), ("s", "--"), ("^", "-."), ("x", ":")]  # overlapping curves stay visible
     for r, (marker, ls) in zip(rows, styles):
-        if not r["curves"]:
+        if not r["curves"]:  # every seed diverged: named in the legend, nothing to draw
+            for ax in (ax_acc, ax_loss):
+                ax.plot([], [], marker=marker, ls=ls, label=variant_label(r))
             continue
         epochs = [e["epoch"] for e in r["curves"][0]]
         for ax, key, scale in ((ax_acc, "val_accuracy", 100), (ax_loss, "val_loss", 1)):
             values = scale * np.array([[e[key] for e in c] for c in r["curves"]])  # (seeds, epochs)
-            line, = ax.plot(epochs, values.mean(0), marker=marker, ls=ls, ms=4, label=r["label"])
+            line, = ax.plot(epochs, values.mean(0), marker=marker, ls=ls, ms=4, label=variant_label(r))
             if len(values) > 1:
                 ax.fill_between(epochs, values.min(0), values.max(0), color=line.get_color(), alpha=0.2)
     ax_acc.set(xlabel="epoch", ylabel="validation accuracy (%)", title="validation accuracy")

@@ -21,7 +21,7 @@ import cli
 import plots
 from data import load_dataset, train_val_split
 from training import (build_model, config_from_args, count_parameters, fit, is_main_process,
-                      metrics_from_logits, pick_device, predict, read_checkpoint,
+                      metrics_from_logits, pick_device, predict, rank_and_world, read_checkpoint,
                       save_checkpoint, seed_everything, setup_distributed, write_history)
 
 # Defaults chosen on a 10k validation split held out from the training set (README: "How the
@@ -139,7 +139,8 @@ def main(argv=None):
     model = build_model(name, margs).to(device)
     n_params = count_parameters(model)
     network = f"{NAMES[args.model]} ({n_params:,} parameters)"
-    print(f"{network} on {device}, training on {len(train_idx):,} images")
+    if is_main_process():
+        print(f"{network} on {device}, training on {len(train_idx):,} images")
     meta = {"model": {"name": name, "args": margs}, "dataset": "fashion_mnist", "classes": ds.classes,
             "mean": ds.mean, "std": ds.std}
     ckpt_path = args.out_dir / "model.pt"
@@ -155,7 +156,8 @@ def main(argv=None):
     results = test_results(logits, ds.y_test, ds.classes)
     metrics = {"model": args.model, "network": name, "parameters": n_params,
                **results,
-               "wall_seconds": round(wall, 1), "device": str(device), "torch": str(torch.__version__),
+               "wall_seconds": round(wall, 1), "device": str(device), "world_size": rank_and_world()[1],
+               "torch": str(torch.__version__),
                "threads": torch.get_num_threads(), "seed": args.seed, "train_images": len(train_idx),
                "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}}
     if args.val:

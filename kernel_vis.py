@@ -7,7 +7,10 @@ feature maps along the network, the filters of deeper layers, and how Gabor-like
     python kernel_vis.py --checkpoint runs/cifar10-gap/model.pt --layers conv1 conv2 res2_1.conv1
 
 Works with any checkpoint of cnn.CNN (Fashion-MNIST CNN, CIFAR-10 "dense" net) or cnn.GAPNet
-(CIFAR-10 "gap" net); it never trains. Writes to <checkpoint folder>/kernels/ (or --out-dir):
+(CIFAR-10 "gap" net); it never trains, and runs on the CPU (one image). Writes to
+<checkpoint folder>/kernels/ (or --out-dir); a chosen sample or layers go to a folder named after
+them (kernels-index-7/, kernels-image-my_photo/, kernels-layers-conv1-conv2/), so the standard
+figures, which the report uses, stay:
 
 - kernels.png      every kernel of the first conv layer, each min-max normalized to [0, 1] on its
                    own (RGB kernels: over their three channels together, drawn as colour images)
@@ -15,10 +18,11 @@ Works with any checkpoint of cnn.CNN (Fashion-MNIST CNN, CIFAR-10 "dense" net) o
                    layer's own stride, padding and bias), each normalized to [0, 1]
 - feature_maps.png the sample image and the first channel of every activation and pooling stage
                    in forward order (see `feature_path` for which stages are shown)
-- feature_maps_<layer>.png / filters_<layer>.png  for each of --layers (default: the first three
-                   conv layers): every output channel's feature map (after the layer's activation)
-                   and every kernel (first input channel; RGB for the first layer), at most
-                   --max-channels of each
+- feature_maps_<layer>.png / filters_<layer>.png  for each of --layers (default: the first, the
+                   middle and the last conv layer, from low-level to abstract; the assignment asks
+                   for at most three): every output channel's feature map (after the layer's
+                   activation) and every kernel (first input channel; RGB for the first layer), one
+                   panel per output channel (--max-channels caps them)
 - gabor.png, gabor.json  a 2-D Gabor function fitted to each first-layer kernel, for the trained
                    network and for an untrained one of the same shape (see `fit_gabor`); --seed
                    seeds that untrained network (with the run's own --seed it is the very network
@@ -31,6 +35,7 @@ then normalized with the checkpoint's mean and std.
 import argparse
 import contextlib
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -70,9 +75,10 @@ def parse_args(argv=None):
     f = p.add_argument_group("figures")
     f.add_argument("--layers", nargs="+",
                    help="conv layers for feature_maps_<layer>.png and filters_<layer>.png "
-                        "(default: the first three; names as in the model, e.g. conv1_1 or res2_1.conv1)")
-    f.add_argument("--max-channels", type=cli.positive_int, default=64,
-                   help="at most this many channels per feature-map or filter figure")
+                        "(default: the first, middle and last; names as in the model, e.g. conv1_1 or "
+                        "res2_1.conv1)")
+    f.add_argument("--max-channels", type=cli.positive_int,
+                   help="at most this many channels per feature-map or filter figure (default: all)")
     f.add_argument("--gabor-threshold", type=float, default=GABOR_THRESHOLD,
                    help="R^2 from which a kernel counts as Gabor-like")
     args = p.parse_args(argv)
@@ -80,8 +86,22 @@ def parse_args(argv=None):
         p.error(f"--index must be >= 0, got {args.index}")
     if not 0 < args.gabor_threshold < 1:
         p.error(f"--gabor-threshold must be between 0 and 1, got {args.gabor_threshold}")
-    args.out_dir = Path(args.out_dir) if args.out_dir else Path(args.checkpoint).parent / "kernels"
+    args.out_dir = Path(args.out_dir) if args.out_dir else default_out_dir(args)
     return args
+
+
+def default_out_dir(args) -> Path:
+    """<checkpoint folder>/kernels for the standard figures (test image #0, default layers); a
+    chosen sample or chosen layers get a folder named after them."""
+    safe = lambda text: re.sub(r"[^A-Za-z0-9_]+", "-", str(text)).strip("-")
+    parts = ["kernels"]
+    if args.image is not None:
+        parts.append(f"image-{safe(args.image.stem)}")
+    elif args.index:
+        parts.append(f"index-{args.index}")
+    if args.layers:
+        parts.append("layers-" + "-".join(safe(layer) for layer in args.layers))
+    return Path(args.checkpoint).parent / "-".join(parts)
 
 
 # ---- the sample image ------------------------------------------------------------------------------
@@ -439,7 +459,12 @@ def plot_feature_path(image01, caption, path, network: str):
                      title_size=7, max_cols=7, wide=True, input_first=True)
 
 
-def plot_layer_maps(maps: torch.Tensor, description: str, network: str, max_channels: int):
+def grid_style(n: int) -> dict:
+    """Smaller panels in more columns for wide layers, so 192 channels still fit a page."""
+    return dict(panel_size=1.0, max_cols=16, title_size=5) if n > 64 else {}
+
+
+def plot_layer_maps(maps: torch.Tensor, description: str, network: str, max_channels: int | None):
     shown = maps[:max_channels]
     cap = f"the first {len(shown)} of {len(maps)} channels" if len(shown) < len(maps) else f"all {len(maps)} channels"
     panels = [minmax(m, (0, 1)).numpy() for m in shown]
@@ -447,10 +472,10 @@ def plot_layer_maps(maps: torch.Tensor, description: str, network: str, max_chan
     return plot_grid(panels, titles,
                      f"{network}: feature maps of {description}\n{cap}, {tuple(maps.shape[-2:])} each, "
                      f"each min-max normalized on its own ((0): all zero for this image)",
-                     cbar_label="normalized activation", cmap="viridis")
+                     cbar_label="normalized activation", cmap="viridis", **grid_style(len(shown)))
 
 
-def plot_layer_filters(k01: torch.Tensor, layer: str, in_channels: int, network: str, max_channels: int):
+def plot_layer_filters(k01: torch.Tensor, layer: str, in_channels: int, network: str, max_channels: int | None):
     shown = k01[:max_channels]
     rgb = shown.shape[1] == 3
     cap = f"the first {len(shown)} of {len(k01)}" if len(shown) < len(k01) else f"all {len(k01)}"
@@ -458,7 +483,8 @@ def plot_layer_filters(k01: torch.Tensor, layer: str, in_channels: int, network:
     return plot_grid(shown.numpy() if rgb else shown[:, 0].numpy(), [f"#{i}" for i in range(len(shown))],
                      f"{network}: learned filters of {layer}, {cap} ({k01.shape[-2]}x{k01.shape[-1]}"
                      f"{', ' + what if what else ''})\neach min-max normalized to [0, 1] on its own",
-                     cbar_label="normalized weight" + (" (each colour channel)" if rgb else ""))
+                     cbar_label="normalized weight" + (" (each colour channel)" if rgb else ""),
+                     **grid_style(len(shown)))
 
 
 def plot_gabor(kernels_k: np.ndarray, fits: list, report: dict, network: str, n_best: int = 8):
@@ -494,8 +520,8 @@ def network_title(ckpt, checkpoint) -> str:
 
 def pick_layers(model, requested) -> list:
     names = [n for n, _ in conv_layers(model)]
-    if requested is None:
-        return names[:3]
+    if requested is None:  # first, middle, last: how features change with depth, in three layers
+        return [names[i] for i in sorted({round(k * (len(names) - 1) / 2) for k in range(3)})]
     unknown = [n for n in requested if n not in names]
     if unknown:
         raise cli.UserError(f"--layers: no conv layer named {unknown[0]!r}; this model has {', '.join(names)}")

@@ -16,6 +16,7 @@
 """
 import csv
 import dataclasses
+import math
 import os
 import time
 import zipfile
@@ -301,6 +302,7 @@ def fit(model, x, y, cfg: TrainConfig, *, mean, std, device, evals=None, checkpo
             for key, value in evaluate(model, xe, ye, mean, std, device).items():
                 row[f"{name}_{key}"] = value
         row["seconds"] = time.perf_counter() - t0
+        _check_finite_evals(row, epoch, cfg)
         history["epochs"].append(row)
         if rank == 0:
             tqdm.write(format_epoch(row, cfg.epochs))
@@ -358,9 +360,23 @@ def train_epoch(model, x, y, optimizer, scheduler, cfg, epoch, steps, mean, std,
 
 
 def _check_finite(losses, epoch, step, cfg):
-    if not torch.isfinite(losses).all():
-        raise TrainingError(f"loss became {losses[~torch.isfinite(losses)][0].item()} near step {step + 1} "
-                            f"of epoch {epoch + 1}; training diverged: lower --lr (now {cfg.lr})")
+    bad = ~torch.isfinite(losses)
+    stop = bad.any().float()
+    if dist.is_initialized():  # stop every process together, or the others wait forever in the next all-reduce
+        dist.all_reduce(stop, op=dist.ReduceOp.MAX)
+    if stop.item():
+        value = losses[bad][0].item() if bad.any() else "nan/inf in another process"
+        raise TrainingError(f"loss became {value} near step {step + 1} of epoch {epoch + 1}; "
+                            f"training diverged: lower --lr (now {cfg.lr})")
+
+
+def _check_finite_evals(row, epoch, cfg):
+    """A training loss can stay finite (1e15) while the weights are already useless: the
+    evaluation after the epoch says so with a NaN/inf loss."""
+    bad = [k for k, v in row.items() if k.endswith("_loss") and not math.isfinite(v)]
+    if bad:
+        raise TrainingError(f"{bad[0].replace('_', ' ')} became {row[bad[0]]} after epoch {epoch + 1} "
+                            f"(train loss {row['train_loss']:.3g}); training diverged: lower --lr (now {cfg.lr})")
 
 
 def _resume(checkpoint, model, optimizer, scheduler, meta, cfg, n_train):

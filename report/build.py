@@ -145,7 +145,7 @@ def kernel_outputs(inp, folder, per_layer: bool) -> dict:
     if not per_layer:
         out.update({name: inp.path(f"{folder}/{name}.png") for name in ("kernels", "filtered", "feature_maps")})
         return out
-    layers = (out["gabor"] or {}).get("layers", [])  # kernel_vis.py's order: the first three conv layers
+    layers = (out["gabor"] or {}).get("layers", [])  # kernel_vis.py's order: first, middle, last conv layer
     out["layers"] = [(layer, inp.path(f"{folder}/feature_maps_{layer.replace('.', '-')}.png"),
                       inp.path(f"{folder}/filters_{layer.replace('.', '-')}.png")) for layer in layers]
     return out

@@ -29,6 +29,7 @@ runs/run_all.json (the summary table, after every step; report/build.py takes th
 """
 import argparse
 import json
+import math
 import os
 import subprocess
 import sys
@@ -286,6 +287,10 @@ def why_run(step: Step, stamp: dict, rerun: set, earlier_outputs: list, force: b
     missing = [p for p in step.outputs if not p.exists()]
     if missing:
         return f"{missing[0].name} is missing"
+    finished = stamp.get("finished_at", math.inf)  # another command may have written there since
+    rewritten = [p for p in step.outputs if p.stat().st_mtime > finished]
+    if rewritten:
+        return f"{rewritten[0].name} was rewritten after this step ran"
     upstream = [n for n in step.needs if n in rerun] or (sorted(rerun) if step.after_all else [])
     if upstream:
         return f"{upstream[0]} reruns"
@@ -400,7 +405,8 @@ def run_one(step, stamp, stamp_file, log, started, on_tick) -> dict:
     reason = "" if ok else (f"exit status {code}{last_error(Path(log))}" if code
                             else f"did not write {', '.join(missing)}")
     cli.write_json(stamp_file, {"argv": step.argv, "state": "done" if ok else "failed",
-                                "seconds": round(prior + seconds, 1), "finished": time.strftime("%Y-%m-%d %H:%M:%S")})
+                                "seconds": round(prior + seconds, 1), "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
+                                "finished_at": time.time()})
     return {"status": "ran" if ok else "failed", "seconds": seconds, "made_seconds": round(prior + seconds, 1),
             "key": key_text(step) if ok else "", "reason": reason}
 

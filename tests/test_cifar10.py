@@ -220,7 +220,10 @@ def test_ablation_summary_averages_seeds_and_reports_divergence():
     row = cifar10.summarize("bn-drop", "batch norm + dropout", True, 0.2, runs + [{"seed": 2, "diverged": "nan"}])
     assert row["val_accuracy"] == pytest.approx(0.85) and row["val_accuracy_std"] == pytest.approx(0.0707, abs=1e-3)
     assert row["diverged"] == 1 and row["seeds"] == 3
-    assert "85.00 ± 7.07" in cifar10.ablation_table([row], "gap")
+    table = cifar10.ablation_table([row], "gap")
+    assert "85.00 ± 7.07" in table and "2 of 3 seeds (1 diverged)" in table
+    one = cifar10.summarize("bn-drop", "batch norm + dropout", True, 0.2, runs[:1] + [{"seed": 2, "diverged": "nan"}])
+    assert "| 80.00 |" in cifar10.ablation_table([one], "gap")  # one seed counted: no ± 0.00
 
 
 # ---- torchrun / DistributedDataParallel ---------------------------------------------------------
@@ -238,6 +241,18 @@ def test_torchrun_two_processes_match_one_process(tiny_data_dir, tmp_path):
     h_ddp, h_one = (list(csv.DictReader(open(tmp_path / d / "history.csv"))) for d in ("ddp", "one"))
     assert [r["samples"] for r in h_ddp] == [r["samples"] for r in h_one]  # same global batches
     assert math.isfinite(float(h_ddp[0]["train_loss"])) and math.isfinite(ddp["val_loss"])
+
+
+def test_torchrun_ablation_writes_one_table(tiny_data_dir, tmp_path):
+    """Only the first process has results; the others must not summarize empty ones."""
+    argv = [*SMALL, "--arch", "gap", "--ablation", "--data-dir", str(tiny_data_dir), "--test-limit", "64",
+            "--device", "cpu", "--out-dir", str(tmp_path)]
+    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                    str(ROOT / "cifar10.py"), *argv], cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                   check=True, capture_output=True, timeout=180)
+    rows = json.loads((tmp_path / "ablation.json").read_text())["variants"]
+    assert [r["variant"] for r in rows] == [v[0] for v in cifar10.VARIANTS]
+    assert all(json.loads((tmp_path / r["variant"] / "metrics.json").read_text())["world_size"] == 2 for r in rows)
 
 
 # ---- bad input -------------------------------------------------------------------------------------

@@ -3,6 +3,7 @@ every stage in order with the right shapes, hooks always come off, the Gabor fit
 Gabor and scores noise low, and main writes every figure or fails with a one-line UserError."""
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -235,10 +236,25 @@ def test_main_gapnet_with_an_image_file(checkpoints, tmp_path):
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (50, 70, 3), dtype=np.uint8)).save(image)
     kv.main(["--checkpoint", str(checkpoints["gap"]), "--image", str(image), "--layers", "res2_1.conv2",
              "--max-channels", "5"])  # no --data-dir needed: the image replaces the test set
-    out = checkpoints["gap"].parent / "kernels"  # default: beside the checkpoint
+    # beside the checkpoint, in a folder named after the choice: the standard kernels/ stays
+    out = checkpoints["gap"].parent / "kernels-image-photo-layers-res2_1-conv2"
     assert {"kernels.png", "feature_maps_res2_1-conv2.png", "filters_res2_1-conv2.png",
             "gabor.json"} <= {p.name for p in out.iterdir()}
     assert not (out / "feature_maps_conv1.png").exists()
+    assert not (checkpoints["gap"].parent / "kernels").exists()
+
+
+def test_default_layers_span_the_depth_and_every_channel_is_shown():
+    names = lambda model: [n for n, _ in kv.conv_layers(model)]
+    gap = GAPNet(channels=[8, 16, 32], blocks=[1, 1, 1])
+    assert kv.pick_layers(gap, None) == ["conv1", "res2_1.conv1", "res3_1.conv2"]  # first, middle, last
+    for n in (1, 2, 3):
+        model = CNN(in_channels=1, image_size=28, channels=[4] * n, convs_per_block=1, hidden=[8])
+        assert kv.pick_layers(model, None) == names(model)
+    args = kv.parse_args(["--checkpoint", "x/model.pt"])
+    assert args.max_channels is None and args.out_dir == Path("x/kernels")
+    fig = kv.plot_layer_maps(torch.rand(96, 4, 4), "conv", "net", args.max_channels)
+    assert sum(ax.get_title().startswith("ch ") for ax in fig.axes) == 96  # a panel per channel (Problem 3)
 
 
 def test_load_image_converts_channels_and_size(tmp_path):

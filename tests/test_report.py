@@ -122,7 +122,8 @@ def test_second_run_skips_every_step_and_keeps_the_pdf(tiny):
     assert report.stat().st_mtime_ns == before
 
 
-def test_touching_a_checkpoint_reruns_what_reads_it(tiny):
+def test_a_checkpoint_written_after_its_run_reruns_it_and_what_reads_it(tiny):
+    """E.g. `python fashionmnist.py --epochs 3` into the report's folder: its numbers are not the run's."""
     argv, runs, _, _ = tiny
     ckpt = runs / "fashionmnist-cnn" / "model.pt"
     stat = ckpt.stat()
@@ -133,8 +134,9 @@ def test_touching_a_checkpoint_reruns_what_reads_it(tiny):
     finally:
         os.utime(ckpt, ns=(stat.st_atime_ns, stat.st_mtime_ns))
     again = {r["step"]: r["reason"] for r in rows if r["status"] == "would run"}
-    assert set(again) == {"kernels-fashionmnist-cnn", "report"}
-    assert again["kernels-fashionmnist-cnn"] == "model.pt is newer than its outputs"
+    assert set(again) == {"fashionmnist-cnn", "kernels-fashionmnist-cnn", "report"}
+    assert again["fashionmnist-cnn"] == "model.pt was rewritten after this step ran"
+    assert again["kernels-fashionmnist-cnn"] == "fashionmnist-cnn reruns"
 
 
 # ---- the step runner on made-up steps (each a short python -c) ------------------------------------------
@@ -161,6 +163,9 @@ def test_skips_up_to_date_steps_and_reruns_touched_ones_and_their_dependents(tmp
     earlier = (tmp_path / "a.txt").stat().st_mtime - 10
     os.utime(tmp_path / "b.txt", (earlier, earlier))  # as if a.txt were edited after b ran: only b reads it
     assert statuses(run_all.execute(steps, tmp_path)) == {"a": "skipped", "b": "ran", "c": "skipped"}
+    later = time.time() + 60
+    os.utime(tmp_path / "c.txt", (later, later))  # another command wrote c's output after c ran
+    assert statuses(run_all.execute(steps, tmp_path)) == {"a": "skipped", "b": "skipped", "c": "ran"}
     steps[2].argv.append("--changed")  # another command for the same outputs: not up to date
     assert statuses(run_all.execute(steps, tmp_path)) == {"a": "skipped", "b": "skipped", "c": "ran"}
     assert statuses(run_all.execute(steps, tmp_path, force=True)) == {"a": "ran", "b": "ran", "c": "ran"}

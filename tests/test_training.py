@@ -118,6 +118,14 @@ def test_nan_loss_stops_with_clear_error(fashion):
             device=torch.device("cpu"))
 
 
+def test_finite_training_loss_but_nan_validation_loss_is_divergence(fashion, tmp_path, monkeypatch):
+    """A training loss of 1e15 is finite; the evaluation after the epoch tells the truth."""
+    monkeypatch.setattr(training, "evaluate", lambda *args: {"loss": float("nan"), "accuracy": 0.1})
+    with pytest.raises(training.TrainingError, match="val loss became nan after epoch 1.*lower --lr"):
+        tiny_fit(fashion, tmp_path, epochs=1)
+    assert not (tmp_path / "model.pt").exists()  # nothing saved as if it were a result
+
+
 def test_missing_checkpoint(tmp_path):
     with pytest.raises(UserError, match="no checkpoint at"):
         load_checkpoint(tmp_path / "nope.pt")
