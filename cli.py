@@ -106,7 +106,7 @@ def atomic_path(path):
 
     An interrupted write never leaves a half-written file under the real name."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_dirs(path.parent)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=path.suffix)
     os.close(fd)
     umask = os.umask(0)
@@ -118,6 +118,26 @@ def atomic_path(path):
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def make_dirs(folder):
+    """mkdir -p, with a one-line error when a file stands where a folder must be."""
+    try:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise UserError(f"cannot create the folder {folder}: a file is in the way; "
+                        "choose another --out-dir (or --runs-dir, --out, --report)") from None
+
+
+def read_json_or_none(path):
+    """The JSON in `path`, or None when it is missing or unreadable (then say so and go on)."""
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as err:
+        print(f"warning: ignoring unreadable {path} ({type(err).__name__}: {err})", file=sys.stderr)
+        return None
 
 
 def write_json(path, obj):

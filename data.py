@@ -51,6 +51,9 @@ def load_dataset(name: str, data_dir) -> Dataset:
     if name not in DATASETS:
         raise UserError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
     path = Path(data_dir) / DATASETS[name][0]
+    if Path(data_dir).exists() and not Path(data_dir).is_dir():
+        raise UserError(f"--data-dir {data_dir} is a file; pass the folder that holds {path.name} "
+                        "(or where it should be downloaded)")
     if not path.exists():
         download(name, data_dir)
     return Dataset(name, *_read_npz(path, name))
@@ -91,10 +94,12 @@ def _to_nchw(x: np.ndarray) -> torch.Tensor:
 def download(name: str, data_dir):
     """Fetch `name` through torchvision into `<data_dir>/torchvision/` and write the npz cache."""
     file, tv_name, _ = DATASETS[name]
-    path = Path(data_dir) / file
+    path, existed = Path(data_dir) / file, Path(data_dir).exists()
     try:
         arrays = _torchvision_arrays(tv_name, Path(data_dir) / "torchvision")
     except Exception as err:  # URLError, socket errors, HTTP errors, integrity failures
+        # leave no empty folders from the failed attempt behind
+        _remove_empty_folders(Path(data_dir) if not existed else Path(data_dir) / "torchvision")
         why = " ".join(str(err).split())[:300]  # torchvision's message spans lines: keep ours on one
         raise UserError(
             f"could not download {name} through torchvision ({type(err).__name__}: {why}). "
@@ -104,6 +109,15 @@ def download(name: str, data_dir):
         with open(tmp, "wb") as f:  # a file object, so numpy does not append a second .npz
             np.savez_compressed(f, **arrays)
     print(f"cached {name} at {path}")
+
+
+def _remove_empty_folders(root: Path):
+    """root and the folders under it that hold no file, deepest first."""
+    if not root.is_dir():
+        return
+    for folder in sorted((p for p in root.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)) + [root]:
+        if folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
 
 
 def _torchvision_arrays(tv_name: str, root: Path) -> dict:

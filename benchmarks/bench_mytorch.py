@@ -13,7 +13,6 @@ misses it (or every case, with --phases) also gets a per-phase breakdown of
 mytorch's time. Results go to a JSON file; the exit status is 1 on a miss.
 """
 import argparse
-import json
 import os
 import platform
 import sys
@@ -136,9 +135,9 @@ def blas_kernels():
 def other_machines(path, here):
     """The latest earlier run on each other CPU found in the results file at path, so that
     measuring on one machine does not erase what was measured on another."""
-    if not path.exists():
+    old = cli.read_json_or_none(path)
+    if not isinstance(old, dict):  # missing or unreadable
         return []
-    old = json.loads(path.read_text())
     runs = old.pop("other_machines", []) + [old]
     latest = {cpu_key(run["machine"]): run for run in runs if isinstance(run.get("machine"), dict)}
     return [run for cpu, run in latest.items() if cpu != cpu_key(here)]
@@ -146,9 +145,9 @@ def other_machines(path, here):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--repeats", type=cli.positive_int, default=30)
     parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=torch.get_num_threads(),
+    parser.add_argument("--threads", type=cli.positive_int, default=torch.get_num_threads(),
                         help="torch and numpy BLAS threads (default: torch's default)")
     parser.add_argument("--phases", action="store_true", help="phase breakdown for every case")
     parser.add_argument("--seed", type=int, default=0)
@@ -191,4 +190,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.run(lambda: sys.exit(main()))

@@ -51,19 +51,24 @@ def from_run(script: str, argv: list, runs_dir, step: str) -> dict:
     `python <script> <argv>` (plus --out-dir/--seed/--data-dir); wall time is the stamp's, the time
     run_all measured around the whole process (with the time before an interruption, if resumed)."""
     stamp_file = Path(runs_dir) / "logs" / f"{step}.json"
+    wanted = f"`python {script} {' '.join(argv)}`"
     if not stamp_file.exists():
-        raise SystemExit(f"error: {stamp_file} not found: run `python report/run_all.py --preset full` first")
-    stamp = json.loads(stamp_file.read_text())
+        raise cli.UserError(f"{stamp_file} not found: run `python report/run_all.py --preset full` first")
+    stamp = cli.read_json_or_none(stamp_file) or {}
     ran = stamp.get("argv", [])
-    if stamp.get("state") != "done" or not ran or Path(ran[0]).name != Path(script).name \
-            or _strip(ran[1:]) != list(argv):
-        raise SystemExit(f"error: {stamp_file} is not a finished `python {script} {' '.join(argv)}` run "
-                         f"(state {stamp.get('state')!r}, command {' '.join(ran[1:])!r}); rerun it or drop --from-runs")
+    if stamp.get("state") != "done":
+        raise cli.UserError(f"{stamp_file} is not a finished {wanted} run (state {stamp.get('state')!r}); "
+                            "rerun it or drop --from-runs")
+    if not ran or Path(ran[0]).name != Path(script).name or _strip(ran[1:]) != list(argv):
+        raise cli.UserError(f"{stamp_file} is a finished run of another command ({' '.join(ran[1:])!r}), not "
+                            f"{wanted}; rerun the step with its defaults or drop --from-runs")
     metrics_file = Path(ran[ran.index("--out-dir") + 1]) / "metrics.json"
+    metrics = cli.read_json_or_none(metrics_file)
+    if metrics is None:
+        raise cli.UserError(f"{metrics_file} is missing or unreadable; rerun the step or drop --from-runs")
     if metrics_file.stat().st_mtime > stamp_file.stat().st_mtime:  # another run wrote there since
-        raise SystemExit(f"error: {metrics_file} is newer than {stamp_file}, so its numbers are not that run's; "
-                         "rerun the step or drop --from-runs")
-    metrics = json.loads(metrics_file.read_text())
+        raise cli.UserError(f"{metrics_file} is newer than {stamp_file}, so its numbers are not that run's; "
+                            "rerun the step or drop --from-runs")
     return {"command": f"python {script} " + " ".join(argv), "metrics": metrics,
             "wall_seconds": stamp["seconds"], "source": str(stamp_file), "finished": stamp.get("finished"),
             "load_average_before": None, "load_average_after": None}
@@ -77,7 +82,8 @@ def write_results(path, cases: dict) -> dict:
     and whether it runs bfloat16 natively: virtual machines may report only "AMD EPYC" for chips
     that train at 5x different speeds."""
     path = Path(path)
-    old = json.loads(path.read_text()) if path.exists() else {}
+    old = cli.read_json_or_none(path)
+    old = old if isinstance(old, dict) else {}  # missing or unreadable: start afresh
     stamp, here = time.strftime("%Y-%m-%d %H:%M:%S"), machine()
     new = {k: {**v, "measured": stamp, "machine": here} for k, v in cases.items()}
     replaced = [{"case": k, **v} for k, v in old.get("cases", {}).items() if k in new]

@@ -132,6 +132,8 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0, help="seed of inputs and weights")
     parser.add_argument("--repeats", type=int, default=5, help="timing repeats per case")
     args = parser.parse_args(argv)
+    if args.seed < 0 or args.repeats < 1:
+        parser.error(f"--seed must be >= 0 and --repeats >= 1, got {args.seed} and {args.repeats}")
     rng = np.random.default_rng(args.seed)
 
     header = (f"{'case':<34} {'A':>11} {'W':>10} {'Z':>11} {'err Z':>8} {'err dLdA':>8} "

@@ -70,20 +70,27 @@ class Inputs:
 
     def path(self, rel) -> Path | None:
         p = self.runs / rel
-        if p.exists():
-            return p
-        self.missing.setdefault(str(p), self.command(p))
-        return None
+        if not p.exists():
+            self.missing.setdefault(str(p), self.command(p))
+            return None
+        if p.suffix == ".png" and png_size(p) is None:
+            return self.unreadable(p, "not a PNG image")
+        return p
 
     def json(self, rel) -> dict | None:
         p = self.path(rel)
         if p is None:
             return None
         try:
-            return json.loads(p.read_text())
-        except ValueError as err:
-            self.missing[str(p)] = f"unreadable ({err}); rerun: {self.command(p)}"
-            return None
+            value = json.loads(p.read_text())
+        except (OSError, ValueError) as err:
+            return self.unreadable(p, str(err))
+        # every file the report reads holds a JSON object; anything else is from another program
+        return value if isinstance(value, dict) and value else self.unreadable(p, "not a JSON object with fields")
+
+    def unreadable(self, p: Path, why: str):
+        self.missing[str(p)] = f"unreadable ({why}); rerun: {self.command(p)}"
+        return None
 
     def text(self, rel) -> str | None:
         p = self.path(rel)
@@ -124,9 +131,10 @@ def collect(runs: Path) -> tuple[dict, dict]:
 def read_quietly(path) -> dict | None:
     """A json file that is optional (no entry on the missing page)."""
     try:
-        return json.loads(Path(path).read_text())
+        value = json.loads(Path(path).read_text())
     except (OSError, ValueError):
         return None
+    return value if isinstance(value, dict) and value else None
 
 
 def fashion_run(inp, folder) -> dict:
@@ -723,12 +731,28 @@ def missing_section(missing: dict) -> Section:
 
 
 def sections(d, missing) -> list:
-    out = [title_section(d, missing), *fashion_sections(d), mytorch_section(d), cifar_section(d),
-           ablation_section(d), filters_section(d), *saliency_sections(d), dataset_section(d)]
+    out = []
+    for build in (fashion_sections, mytorch_section, cifar_section, ablation_section, filters_section,
+                  saliency_sections, dataset_section):
+        made = safely(build, missing, d)
+        out += made if isinstance(made, list) else [made]
+    out.insert(0, safely(title_section, missing, d, missing))
     for sec in out:
         if not sec.blocks and not sec.figures:
             sec.p("Nothing to show: every input of this section is missing (see Missing inputs, the last page).")
     return out + ([missing_section(missing)] if missing else [])
+
+
+def safely(build, missing: dict, *args):
+    """build(*args); if the files it reads parse but lack what it needs (an older or foreign run),
+    a section that says so, and an entry on the missing page, instead of a traceback."""
+    try:
+        return build(*args)
+    except (KeyError, TypeError, AttributeError, ValueError, IndexError, ZeroDivisionError) as err:
+        name = build.__name__.removesuffix("s").removesuffix("_section")
+        missing[f"the inputs of the {name} section"] = (f"unusable ({type(err).__name__}: {err}): files from an "
+                                                      "older or foreign run; python report/run_all.py --force")
+        return Section(f"{name}: inputs unusable")
 
 
 # ---- layout: sections to pages ------------------------------------------------------------------------
@@ -764,19 +788,21 @@ def line_height(style: str) -> float:
     return size * factor
 
 
-def png_size(path) -> tuple[int, int]:
-    """(width, height) in pixels from the PNG header, without decoding the image."""
-    with open(path, "rb") as f:
-        head = f.read(24)
-    if head[:8] != b"\x89PNG\r\n\x1a\n":
-        return 800, 600  # not a PNG: draw_page says it cannot read it
-    return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+def png_size(path) -> tuple[int, int] | None:
+    """(width, height) in pixels from the PNG header, without decoding the image; None if it is not one."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(24)
+    except OSError:  # a folder, say
+        return None
+    size = int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+    return size if head[:8] == b"\x89PNG\r\n\x1a\n" and min(size) > 0 else None
 
 
 def figure_box(path, caption_h: float) -> tuple[float, float]:
     """Display size (points) of a figure: the page width at most, its natural size x MAX_ZOOM at
     most, and short enough to share a page with its caption."""
-    w_px, h_px = png_size(path)
+    w_px, h_px = png_size(path) or (800, 600)  # unreadable: draw_page says so
     natural = (w_px / PNG_DPI * 72, h_px / PNG_DPI * 72)
     scale = min((PAGE_W - 2 * MARGIN) * 72 / natural[0], MAX_ZOOM, (USABLE_H - caption_h - 20) / natural[1])
     return natural[0] * scale, natural[1] * scale

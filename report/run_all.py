@@ -91,6 +91,11 @@ def parse_args(argv=None):
     args.runs_dir, args.report = args.runs_dir.resolve(), args.report.resolve()
     if args.runs_dir.exists() and not args.runs_dir.is_dir():
         raise cli.UserError(f"--runs-dir {args.runs_dir} is a file; pass a folder")
+    if args.report.suffix != ".pdf":
+        raise cli.UserError(f"--report {args.report} must be a .pdf file name")
+    if not args.dry_run:  # fail now, not after an hour of training
+        cli.make_dirs(args.runs_dir / "logs")
+        cli.make_dirs(args.report.parent)
     return args
 
 
@@ -338,7 +343,7 @@ def fmt_time(seconds: float) -> str:
 
 def run_step(step: Step, cmd: list, log: Path, on_tick) -> int:
     """Run cmd with stdout and stderr into `log`; the exit status."""
-    log.parent.mkdir(parents=True, exist_ok=True)
+    cli.make_dirs(log.parent)
     with open(log, "w") as f:
         f.write(f"$ {' '.join(cmd)}\n")
         f.flush()
@@ -418,7 +423,7 @@ def last_error(log: Path) -> str:
     except OSError:
         return ""
     found = [line for line in reversed(lines) if line.startswith("error:")]
-    return f": {found[0][len('error:'):].strip()[:300]}" if found else ""
+    return f": {found[0][len('error:'):].strip()}" if found else ""
 
 
 # ---- summary -----------------------------------------------------------------------------------------
@@ -440,9 +445,25 @@ def table(rows) -> str:
     return "\n".join(lines)
 
 
+def check_data(data_dir):
+    """Load (or download) both datasets once, in a child process (torch stays out of this one), so a
+    missing data folder stops the run at once with the loader's own one-line error."""
+    code = ("import sys, cli, data\n"
+            "def load():\n"
+            "    for name in ('fashion_mnist', 'cifar10'):\n"
+            "        data.load_dataset(name, sys.argv[1])\n"
+            "cli.run(load)")
+    proc = subprocess.run([sys.executable, "-c", code, str(data_dir)], cwd=ROOT, capture_output=True, text=True)
+    if proc.returncode:
+        lines = (proc.stderr.strip() or proc.stdout.strip() or f"exit status {proc.returncode}").splitlines()
+        raise cli.UserError(f"the data is not ready: {lines[-1].removeprefix('error: ')}")
+
+
 def main(argv=None):
     args = parse_args(argv)
     steps = plan(args)
+    if not args.dry_run:
+        check_data(args.data_dir)
     summary_file = args.runs_dir / "run_all.json"
     write = lambda rows, pending: cli.write_json(summary_file, summary_json(args, rows, pending))
     mode = f"--limit {args.limit}" if args.limit else f"--preset {args.preset}"

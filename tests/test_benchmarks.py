@@ -7,6 +7,7 @@ import pytest
 
 from benchmarks import common
 from benchmarks.common import from_run, write_results
+from cli import UserError
 
 
 def stamp(runs, step, argv, state="done", seconds=12.5):
@@ -31,12 +32,12 @@ def test_from_run_reads_a_finished_default_run(tmp_path):
 ])
 def test_from_run_refuses_any_other_run(tmp_path, argv, state):
     stamp(tmp_path, "fashionmnist-cnn", argv, state)
-    with pytest.raises(SystemExit, match="is not a finished `python fashionmnist.py --model cnn` run"):
+    with pytest.raises(UserError, match="fashionmnist-cnn.json is (not a finished|a finished run of another command)"):
         from_run("fashionmnist.py", ["--model", "cnn"], tmp_path, "fashionmnist-cnn")
 
 
 def test_from_run_without_runs_says_what_to_run(tmp_path):
-    with pytest.raises(SystemExit, match="run_all.py --preset full"):
+    with pytest.raises(UserError, match="run_all.py --preset full"):
         from_run("cifar10.py", ["--arch", "gap"], tmp_path, "cifar10-gap")
 
 
@@ -47,7 +48,7 @@ def test_from_run_refuses_metrics_written_after_the_run(tmp_path):
     (out / "metrics.json").write_text(json.dumps({"test_accuracy": 0.9}))  # e.g. a later benchmark run
     stamp_file = tmp_path / "logs" / "fashionmnist-ffn.json"
     os.utime(stamp_file, (0, os.stat(out / "metrics.json").st_mtime - 10))
-    with pytest.raises(SystemExit, match="is newer than"):
+    with pytest.raises(UserError, match="is newer than"):
         from_run("fashionmnist.py", ["--model", "ffn"], tmp_path, "fashionmnist-ffn")
 
 

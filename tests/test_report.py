@@ -180,6 +180,7 @@ def test_a_failing_step_blocks_only_its_dependents_and_exits_nonzero(tmp_path, m
              run_all.Step("report", ["-c", COPY, str(tmp_path / "in.txt"), str(tmp_path / "r.txt")],
                           [tmp_path / "r.txt"], after_all=True)]
     monkeypatch.setattr(run_all, "plan", lambda args: steps)
+    monkeypatch.setattr(run_all, "check_data", lambda data_dir: None)  # these made-up steps read none
     with pytest.raises(SystemExit) as exit_:
         run_all.main(["--runs-dir", str(tmp_path / "runs")])
     assert exit_.value.code == 1
@@ -265,10 +266,35 @@ def test_build_with_empty_runs_lists_missing_inputs_and_still_writes_the_pdf(tmp
     ("build", ["--runs-dir", "no/such/folder"], "--runs-dir no/such/folder is not a folder"),
     ("build", ["--runs-dir", ".", "--out", "report.txt"], "must be a .pdf file name"),
     ("run_all", ["--limit", "0"], "expected a number >= 1"),
+    ("run_all", ["--report", "report.txt"], "must be a .pdf file name"),
+    ("run_all", ["--data-dir", "BROKEN", "--runs-dir", "RUNS", "--limit", "8"], "the data is not ready: "),
 ])
-def test_bad_arguments_are_one_line_errors(script, argv, message, capsys):
+def test_bad_arguments_are_one_line_errors(script, argv, message, capsys, tmp_path):
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "fashion_mnist.npz").write_text("not a zip")  # found, so no download is tried
+    argv = [{"BROKEN": str(tmp_path / "broken"), "RUNS": str(tmp_path / "runs")}.get(a, a) for a in argv]
     module = {"build": build, "run_all": run_all}[script]
     with pytest.raises(SystemExit) as exit_:
         cli.run(lambda: module.main(argv))
     err = capsys.readouterr().err.strip().splitlines()
     assert exit_.value.code == 2 and message in err[-1] and err[-1].count("error") == 1  # argparse: usage, then one line
+
+
+def test_build_survives_files_from_an_older_or_foreign_run(tiny, tmp_path, capsys):
+    """JSON that parses but holds the wrong thing, and a PNG that is not one: listed, not a traceback."""
+    import shutil
+    _, runs, _, _ = tiny
+    copy = tmp_path / "runs"
+    shutil.copytree(runs, copy)
+    (copy / "fashionmnist-cnn" / "metrics.json").write_text('{"x": 1}')  # parses, lacks every field
+    (copy / "mytorch" / "check.json").write_text("{}")
+    (copy / "cifar10-gap" / "sanity.json").write_text("[1]")
+    (copy / "run_all.json").write_text('{"x": 1}')
+    png = (copy / "cifar10-gap" / "loss.png").read_bytes()
+    (copy / "cifar10-gap" / "loss.png").write_bytes(png[:16] + bytes(8) + png[24:])  # width 0
+    out = tmp_path / "report.pdf"
+    build.main(["--runs-dir", str(copy), "--out", str(out)])
+    missing = " ".join(p for p in pdf_pages(out) if "Missing inputs" in p)
+    for name in ("mytorch/check.json", "cifar10-gap/sanity.json", "cifar10-gap/loss.png"):
+        assert name in missing
+    assert "the inputs of the fashion section" in missing and "the inputs of the title section" in missing
