@@ -486,6 +486,8 @@ def cascading_randomization(model: nn.Module, x: torch.Tensor, methods: dict, se
 
 def run_sanity(ex: Examples, seed: int, n: int, layer=None) -> dict:
     """The sanity check on a fixed seeded batch of n test images; writes sanity.json and .png."""
+    if n > len(ex.x_test):
+        print(f"--sanity-n {n}: the test set has {len(ex.x_test)} images, so the check uses all of them")
     g = torch.Generator().manual_seed(seed)
     idx = torch.randperm(len(ex.x_test), generator=g)[:n].sort().values
     x = normalize(ex.x_test[idx].to(ex.device), ex.ckpt["mean"], ex.ckpt["std"])
