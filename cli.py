@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import platform
+import re
 import sys
 import tempfile
 from pathlib import Path
@@ -129,15 +130,21 @@ def make_dirs(folder):
                         "choose another --out-dir (or --runs-dir, --out, --report)") from None
 
 
-def read_json_or_none(path):
-    """The JSON in `path`, or None when it is missing or unreadable (then say so and go on)."""
+def read_json_or_none(path, warn: bool = True):
+    """The JSON in `path`, or None when it is missing or unreadable (then, with warn, say so)."""
     try:
         return json.loads(Path(path).read_text())
     except FileNotFoundError:
         return None
     except (OSError, ValueError) as err:
-        print(f"warning: ignoring unreadable {path} ({type(err).__name__}: {err})", file=sys.stderr)
+        if warn:
+            print(f"warning: ignoring unreadable {path} ({type(err).__name__}: {err})", file=sys.stderr)
         return None
+
+
+def slug(text) -> str:
+    """`text` as part of a file name: runs of other characters than letters, digits and _ become -."""
+    return re.sub(r"[^A-Za-z0-9_]+", "-", str(text)).strip("-")
 
 
 def write_json(path, obj):

@@ -35,7 +35,6 @@ then normalized with the checkpoint's mean and std.
 import argparse
 import contextlib
 import math
-import re
 from pathlib import Path
 
 import numpy as np
@@ -93,14 +92,13 @@ def parse_args(argv=None):
 def default_out_dir(args) -> Path:
     """<checkpoint folder>/kernels for the standard figures (test image #0, default layers); a
     chosen sample or chosen layers get a folder named after them."""
-    safe = lambda text: re.sub(r"[^A-Za-z0-9_]+", "-", str(text)).strip("-")
     parts = ["kernels"]
     if args.image is not None:
-        parts.append(f"image-{safe(args.image.stem)}")
+        parts.append(f"image-{cli.slug(args.image.stem)}")
     elif args.index:
         parts.append(f"index-{args.index}")
     if args.layers:
-        parts.append("layers-" + "-".join(safe(layer) for layer in args.layers))
+        parts.append("layers-" + "-".join(cli.slug(layer) for layer in args.layers))
     return Path(args.checkpoint).parent / "-".join(parts)
 
 

@@ -25,7 +25,6 @@ Compute functions return tensors; `plot_grid` and `plot_sanity` draw them.
 import argparse
 import contextlib
 import copy
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -395,7 +394,7 @@ def output_stem(base: str, args, ex: Examples) -> str:
     if args.index:
         stem += "-index-" + "-".join(map(str, args.index))
     if ex.target is not None:
-        stem += "-target-" + re.sub(r"[^A-Za-z0-9]+", "_", ex.classes[int(ex.target[0])])
+        stem += "-target-" + cli.slug(ex.classes[int(ex.target[0])])
     return stem
 
 

@@ -130,10 +130,7 @@ def collect(runs: Path) -> tuple[dict, dict]:
 
 def read_quietly(path) -> dict | None:
     """A json file that is optional (no entry on the missing page)."""
-    try:
-        value = json.loads(Path(path).read_text())
-    except (OSError, ValueError):
-        return None
+    value = cli.read_json_or_none(path, warn=False)
     return value if isinstance(value, dict) and value else None
 
 

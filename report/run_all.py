@@ -28,7 +28,6 @@ Writes runs/logs/<step>.log (the step's output) and <step>.json (its command and
 runs/run_all.json (the summary table, after every step; report/build.py takes the total time from it).
 """
 import argparse
-import json
 import math
 import os
 import subprocess
@@ -203,10 +202,7 @@ def kernels_step(name, folder, need, seed, data_arg, more, script) -> Step:
 # ---- key figures for the summary (read from the step's outputs; "" when unreadable) ---------------
 
 def read_json(path) -> dict:
-    try:
-        return json.loads(Path(path).read_text())
-    except (OSError, ValueError):
-        return {}
+    return cli.read_json_or_none(path, warn=False) or {}
 
 
 def output(step, name) -> dict:
