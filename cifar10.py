@@ -146,10 +146,7 @@ ARCH_ONLY = {"dense": ["convs_per_block", "hidden"], "gap": ["blocks", "stem", "
 
 
 def check_args(parser, args):
-    for arch, keys in ARCH_ONLY.items():
-        for key in keys:
-            if arch != args.arch and getattr(args, key) is not None:
-                parser.error(f"--{key.replace('_', '-')} applies to --arch {arch} only")
+    cli.refuse_foreign_options(parser, args, "--arch", ARCH_ONLY)
     if len(args.channels) > 5:
         parser.error(f"--channels: {len(args.channels)} stages halve 32 pixels below 1; use at most 5")
     if args.arch == "gap":

@@ -77,6 +77,16 @@ def check_training_args(parser: argparse.ArgumentParser, args):
         parser.error(f"--label-smoothing must be in [0, 1), got {args.label_smoothing}")
 
 
+def refuse_foreign_options(parser: argparse.ArgumentParser, args, flag: str, only: dict):
+    """parser.error for an option the user gave that belongs to another choice of `flag` (e.g.
+    --blocks with --arch dense). only: {choice: [option dests]}; options left at None were not given."""
+    chosen = getattr(args, flag.removeprefix("--"))
+    for owner, keys in only.items():
+        for key in keys:
+            if owner != chosen and getattr(args, key) is not None:
+                parser.error(f"--{key.replace('_', '-')} applies to {flag} {owner} only")
+
+
 def positive_int(text: str) -> int:
     """argparse type: an integer >= 1."""
     try:

@@ -35,7 +35,7 @@ DEFAULTS = {
                 channels=[32, 64, 128], convs_per_block=2, kernel_size=3, pool="max", early_pool=True,
                 hidden=[256], dropout=0.3),
 }
-CNN_ONLY = ["channels", "convs_per_block", "kernel_size", "pool", "early_pool"]
+MODEL_ONLY = {"cnn": ["channels", "convs_per_block", "kernel_size", "pool", "early_pool"]}
 NAMES = {"ffn": "Feed-forward network", "cnn": "CNN"}
 
 
@@ -61,10 +61,7 @@ def parse_args(argv=None):
     a.add_argument("--dropout", type=float)
     a.add_argument("--no-batchnorm", dest="batchnorm", action="store_false", help="drop batch norm layers")
     args = p.parse_args(argv)
-    if args.model == "ffn":
-        given = [key for key in CNN_ONLY if getattr(args, key) is not None]
-        if given:
-            p.error(f"--{given[0].replace('_', '-')} applies to --model cnn only")
+    cli.refuse_foreign_options(p, args, "--model", MODEL_ONLY)
     for key, value in DEFAULTS[args.model].items():
         if getattr(args, key, None) is None:
             setattr(args, key, value)
