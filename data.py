@@ -105,10 +105,15 @@ def download(name: str, data_dir):
             f"could not download {name} through torchvision ({type(err).__name__}: {why}). "
             f"Offline? Put {file} (keras mnist.npz layout: x_train, y_train, x_test, y_test, classes) "
             f"at {path}, or pass --data-dir pointing at the folder that holds it") from None
+    write_npz(path, arrays)
+    print(f"cached {name} at {path}")
+
+
+def write_npz(path, arrays: dict, compress: bool = True):
+    """np.savez(_compressed) of arrays to path, atomically."""
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:  # a file object, so numpy does not append a second .npz
-            np.savez_compressed(f, **arrays)
-    print(f"cached {name} at {path}")
+            (np.savez_compressed if compress else np.savez)(f, **arrays)
 
 
 def _remove_empty_folders(root: Path):

@@ -12,7 +12,8 @@ CPU each architecture's default run >= 85% test accuracy within 20 minutes of wa
 float32 too), and `--preset quick` >= 75% within 5 minutes; `--preset large` (the default until
 2026-11-23) is held to the same 85% / 20 minutes, which it meets only on CPUs that run bfloat16
 natively (AMX: about 19 min; AVX512-BF16: about 10), and runs only when named with --only. On one CUDA GPU (`--preset gpu`) the GAP
-network >= 93% within 60 s (reported as a case only when a GPU is present). Wall times taken while other
+network >= 93% within 60 s (reported as a case only when a GPU is present; its recipe reached 88.5%
+when run to the end on a CPU, so it is expected to miss: README "Results"). Wall times taken while other
 programs share the CPU are pessimistic: results record the load average before and after, and
 the process's CPU seconds. Results are written atomically (cases not rerun are kept); the exit status is 1 on a miss.
 """

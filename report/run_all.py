@@ -18,7 +18,7 @@ are skipped and an interrupted training continues from its last epoch (--resume)
 shared module (training.py, cnn.py, ...) pass --force. A failed step does not stop the others;
 only the steps that read its outputs are blocked, and the exit status is 1.
 
-Time measured (README "Results"): full 31 min on a 2-core AMD EPYC with AVX512-BF16; on a 2-core
+Time measured (README "Results"): full 29-31 min on a 2-core AMD EPYC with AVX512-BF16; on a 2-core
 Intel Xeon with AMX, with the larger CIFAR-10 settings of then (today's --preset large as the
 default, and the quick preset at 48-96-192), full 1 h 19 min and quick 28 min 34 s.
 --limit runs 16 fresh Python processes of 3-5 s each (importing torch, scipy, matplotlib): about
