@@ -294,7 +294,8 @@ def train_run(args, splits, ds, device, out_dir: Path, *, batchnorm, dropout, se
                "torch": str(torch.__version__), "threads": torch.get_num_threads(), "seed": seed,
                "train_images": len(splits["train"][0]), "val_images": len(splits["val"][0]),
                "test_images": len(splits["test"][0]),
-               "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}}
+               "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
+                          if k != "t_start"}}
     cli.write_json(out_dir / "metrics.json", metrics)
     save_checkpoint(ckpt_path, {**read_checkpoint(ckpt_path), "metrics": metrics})
     write_history(out_dir, history)

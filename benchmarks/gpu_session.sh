@@ -4,9 +4,10 @@
 # most 64 MiB a call. So CIFAR-10 travels in two lossless parts (benchmarks/carry_data.py):
 #
 #   here:   python benchmarks/carry_data.py pack ../shared/data/cifar10.npz   # .carry/1, .carry/2 (35 s)
-#   call 1: carry [".carry/1"], command "nvidia-smi -L"            (starts the machine; part 1 stays there)
+#   call 1: carry [".carry/1"], command "mkdir -p /tmp/carry && cp -r .carry/1 /tmp/carry/ && nvidia-smi -L"
+#           (starts the machine; the copy in /tmp outlives the next call's fresh working tree)
 #   call 2, at once (a machine idle for 30 s goes back, and part 1 with it):
-#           carry [".carry/2"], command "bash benchmarks/gpu_session.sh", timeout_s 560
+#           carry [".carry/2"], command "bash benchmarks/gpu_session.sh", timeout_s 580
 #
 # Writes into $OUT (8 files at most come back): env.txt, bench.log, cifar10.json (the results file
 # with the gap-gpu case added: copy it over benchmarks/results/cifar10.json), variants.json (other
@@ -25,6 +26,7 @@ rm -rf /tmp/variants /tmp/variants-*.log  # a warm machine keeps /tmp between ca
 { nvidia-smi -L; $PY -c "import torch, PIL; print('torch', torch.__version__, '|',
 torch.cuda.get_device_name() if torch.cuda.is_available() else 'no CUDA GPU', '| Pillow', PIL.__version__)"; nproc; } > "$OUT/env.txt" 2>&1
 cat "$OUT/env.txt"
+mkdir -p .carry && cp -rn /tmp/carry/. .carry/ 2>/dev/null  # part 1, kept from call 1
 $PY benchmarks/carry_data.py unpack .carry --out data || exit 1
 
 # 1. The target, as the benchmark defines it (whole process wall time, plain test accuracy).
