@@ -89,8 +89,9 @@ def is_main_process() -> bool:
 
 def seed_everything(seed: int):
     torch.manual_seed(seed)  # also seeds CUDA
-    if torch.cuda.is_available():
+    if torch.cuda.is_available():  # same seed, same GPU: same numbers (cuDNN's deterministic kernels)
         torch.backends.cudnn.benchmark = False
+        torch.backends.cudnn.deterministic = True
 
 
 def autocast(device: torch.device, cpu_bf16: bool = False):

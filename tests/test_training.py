@@ -11,12 +11,12 @@ SPEC = {"name": "CNN", "args": dict(in_channels=1, num_classes=10, image_size=28
                                    hidden=[16], dropout=0.2)}
 
 
-def tiny_fit(ds, tmp_path=None, epochs=2, resume=False, name="model.pt"):
-    torch.manual_seed(0)
+def tiny_fit(ds, tmp_path=None, epochs=2, resume=False, name="model.pt", device="cpu"):
+    training.seed_everything(0)
     model = build_model(SPEC["name"], SPEC["args"])
     cfg = TrainConfig(epochs=epochs, batch_size=64, lr=0.05, flip=True, crop=2, seed=1)
     meta = {"model": SPEC, "dataset": ds.name, "classes": ds.classes, "mean": ds.mean, "std": ds.std}
-    history = fit(model, ds.x_train, ds.y_train, cfg, mean=ds.mean, std=ds.std, device=torch.device("cpu"),
+    history = fit(model.to(device), ds.x_train, ds.y_train, cfg, mean=ds.mean, std=ds.std, device=torch.device(device),
                   evals={"val": (ds.x_test, ds.y_test)}, checkpoint=tmp_path / name if tmp_path else None,
                   meta=meta, resume=resume)
     return model, history
@@ -38,9 +38,11 @@ def test_training_learns_and_records_history(fashion):
     assert 0.04 < max(lrs) <= 0.05 and lrs[0] < max(lrs) and lrs[-1] < 0.002
 
 
-def test_same_seed_same_numbers(fashion):
-    a, ha = tiny_fit(fashion)
-    b, hb = tiny_fit(fashion)
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a CUDA GPU (benchmarks/gpu_session.sh runs the tests on one)"))])
+def test_same_seed_same_numbers(fashion, device):
+    a, ha = tiny_fit(fashion, device=device)
+    b, hb = tiny_fit(fashion, device=device)
     assert ha["step_loss"] == hb["step_loss"]
     for (name, pa), pb in zip(a.state_dict().items(), b.state_dict().values()):
         assert torch.equal(pa, pb), name
