@@ -59,20 +59,25 @@ def load_dataset(name: str, data_dir) -> Dataset:
     return Dataset(name, *_read_npz(path, name))
 
 
-def _read_npz(path: Path, name: str):
-    shape = DATASETS[name][2]
-    fix = "delete it and rerun to download it again, or replace it with a good copy"
+def read_npz(path, keys, fix: str) -> dict:
+    """The arrays `keys` of an .npz file (never unpickling), or a one-line UserError ending in `fix`."""
     if not zipfile.is_zipfile(path):  # an .npz is a zip of .npy files
         raise UserError(f"{path} is not a readable .npz file (not a zip archive); {fix}")
     try:
         with np.load(path, allow_pickle=False) as d:
-            missing = [k for k in KEYS if k not in d.files]
+            missing = [k for k in keys if k not in d.files]
             if missing:
-                raise UserError(f"{path} lacks array {missing[0]!r}; expected {', '.join(KEYS)}; {fix}")
-            arrays = {k: d[k] for k in KEYS}
+                raise UserError(f"{path} lacks array {missing[0]!r}; expected {', '.join(keys)}; {fix}")
+            return {k: d[k] for k in keys}
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as err:
         why = "it holds pickled Python objects, which are never loaded" if "pickled" in str(err) else err
         raise UserError(f"{path} is not a readable .npz file ({why}); {fix}") from None
+
+
+def _read_npz(path: Path, name: str):
+    shape = DATASETS[name][2]
+    fix = "delete it and rerun to download it again, or replace it with a good copy"
+    arrays = read_npz(path, KEYS, fix)
     for split in ("train", "test"):
         x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
         if x.dtype != np.uint8 or x.shape[1:] != shape or y.shape != (len(x),):

@@ -17,7 +17,6 @@ import hashlib
 import io
 import math
 import sys
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -26,9 +25,10 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 import cli  # noqa: E402
-from data import write_npz  # noqa: E402
+from data import KEYS, read_npz, write_npz  # noqa: E402
 
 SPLITS = ("train", "test")
+PART_KEYS = ("webp", "offsets", "first", "n_train", "sha256", "y_train", "y_test", "classes")
 
 
 def sha256(x: np.ndarray) -> str:
@@ -64,23 +64,14 @@ def split_parts(files: list[bytes], max_bytes: int) -> list[tuple[int, int]]:
     return bounds + [(first, len(files))]
 
 
-def read_npz(path, fix: str) -> dict:
-    try:
-        with np.load(path, allow_pickle=False) as d:
-            return {k: d[k] for k in d.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
-        raise cli.UserError(f"{path} is not a readable .npz file ({' '.join(str(err).split())}); {fix}") from None
-
-
 def pack(source, out_dir, max_mb: float) -> list[Path]:
-    arrays = read_npz(source, "pass a good copy of the dataset npz")
-    missing = [k for k in ("x_train", "y_train", "x_test", "y_test", "classes") if k not in arrays]
-    if missing:
-        raise cli.UserError(f"{source} lacks {missing[0]!r}; pack takes the keras mnist.npz layout (data.py)")
+    arrays = read_npz(source, KEYS, "pack takes a dataset npz in the keras mnist.npz layout, like cifar10.npz")
+    for split in SPLITS:
+        x = arrays[f"x_{split}"]
+        if x.dtype != np.uint8 or x.ndim != 4 or x.shape[-1] != 3:
+            raise cli.UserError(f"{source}: x_{split} has shape {x.shape} ({x.dtype}); pack takes RGB uint8 "
+                                "(N, H, W, 3) images in the keras mnist.npz layout, like cifar10.npz")
     x = np.concatenate([arrays[f"x_{s}"] for s in SPLITS])  # (N_train + N_test, H, W, 3): train, then test
-    if x.dtype != np.uint8 or x.ndim != 4 or x.shape[-1] != 3:
-        raise cli.UserError(f"{source}: images of shape {x.shape} ({x.dtype}); pack takes RGB uint8 "
-                            "(N, H, W, 3) images in the keras mnist.npz layout, like cifar10.npz")
     files = encode(x)
     if not np.array_equal(decode(files), x):
         raise cli.UserError("this Pillow's WebP encoder is not lossless here; upgrade Pillow")
@@ -115,7 +106,7 @@ def read_parts(folder) -> tuple[str, list[dict]]:
     if missing:
         raise cli.UserError(f"part {missing[0]} of {total} of {name} is missing under {folder}; "
                             f"carry every part ({folder}/1 ... {folder}/{total}) before unpacking")
-    return name, [read_npz(by_k[k], f"carry part {k} again") for k in range(1, total + 1)]
+    return name, [read_npz(by_k[k], PART_KEYS, f"carry part {k} again") for k in range(1, total + 1)]
 
 
 def unpack(folder, out_dir) -> Path:

@@ -68,3 +68,12 @@ def test_a_truncated_part_is_named(source, tmp_path):
     parts[2].write_bytes(parts[2].read_bytes()[:1000])
     with pytest.raises(UserError, match=r"cifar10-part3of3.npz is not a readable .npz file .*carry part 3 again"):
         carry_data.unpack(tmp_path / "carry", tmp_path / "data")
+
+
+def test_pack_refuses_grayscale_or_foreign_files(tmp_path, tiny_data_dir):
+    with pytest.raises(UserError, match=r"x_train has shape \(256, 28, 28\).*RGB uint8"):
+        carry_data.pack(tiny_data_dir / "fashion_mnist.npz", tmp_path / "carry", max_mb=1)
+    (tmp_path / "notes.npz").write_text("not a zip")
+    with pytest.raises(UserError, match="notes.npz is not a readable .npz file .*keras mnist.npz layout"):
+        carry_data.pack(tmp_path / "notes.npz", tmp_path / "carry", max_mb=1)
+    assert not (tmp_path / "carry").exists()
