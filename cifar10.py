@@ -42,17 +42,15 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
-import torch.distributed as dist
 
 import cli
 import hooks
 import plots
 from cnn import ResidualBlock
-from data import load_dataset, train_val_split
-from training import (TrainingError, build_model, config_from_args, count_parameters,
-                      fit, is_main_process, metrics_from_logits, pick_device, predict, rank_and_world,
-                      read_checkpoint, save_checkpoint, seed_everything, setup_distributed,
-                      write_history)
+from data import limit_images, load_dataset, train_val_split
+from training import (TrainingError, build_model, config_from_args, count_parameters, distributed,
+                      finish_run, fit, is_main_process, metrics_from_logits, pick_device, predict,
+                      rank_and_world, seed_everything)
 
 # Chosen on the 5,000 validation images (README "How the designs were reached"); the test set
 # played no part. "default" is sized for 20 minutes on 2 CPU cores in float32 (x86-64 with AVX2:
@@ -118,7 +116,7 @@ def parse_args(argv=None):
     t.add_argument("--low-res", type=int,
                    help="gap: progressive resizing, train the first --low-res-fraction of the epochs on "
                         "images downsampled to NxN (0: off)")
-    t.add_argument("--low-res-fraction", type=float, help="gap: the fraction of the epochs at --low-res")
+    t.add_argument("--low-res-fraction", type=cli.finite_float, help="gap: the fraction of the epochs at --low-res")
     a = p.add_argument_group("architecture")
     a.add_argument("--channels", type=cli.positive_int, nargs="+",
                    help="output channels of each stage; each stage halves the image (at most 5 stages)")
@@ -127,16 +125,14 @@ def parse_args(argv=None):
     a.add_argument("--blocks", type=int, nargs="+",
                    help="gap: residual blocks per stage (one number for all stages, or one per stage)")
     a.add_argument("--stem", type=int, help="gap: channels of a full-resolution conv before the stages (0: none)")
-    a.add_argument("--dropout", type=float,
+    a.add_argument("--dropout", type=cli.finite_float,
                    help="dropout rate (dense: before each dense layer; gap: before fc); with --ablation the rate "
                         f"of its 'dropout on' variants (default {ABLATION_DROPOUT} where the preset has none)")
     a.add_argument("--no-batchnorm", dest="batchnorm", action="store_false", help="drop every batch norm layer")
     args = p.parse_args(argv)
     if args.ablation and args.dropout is None and DEFAULTS[args.arch, args.preset]["dropout"] == 0:
         args.dropout = ABLATION_DROPOUT
-    for key, value in DEFAULTS[args.arch, args.preset].items():
-        if getattr(args, key, None) is None:
-            setattr(args, key, value)
+    cli.fill_defaults(args, DEFAULTS[args.arch, args.preset])
     check_args(p, args)
     args.out_dir = Path(args.out_dir or f"runs/{run_name(args)}")
     return args
@@ -198,13 +194,10 @@ def split_data(ds, args):
         raise cli.UserError(f"--val-size {args.val_size:,} leaves no training images (the training set has "
                             f"{len(ds.x_train):,}); use --val-size {len(ds.x_train) // 10} or so")
     train_idx, val_idx = train_val_split(len(ds.x_train), args.val_size, args.seed)
-    if args.limit and args.limit > len(train_idx):
-        raise cli.UserError(f"--limit {args.limit} is more than the {len(train_idx):,} training images left after "
-                            f"holding out --val-size {args.val_size:,}; use --limit {len(train_idx)} or less")
     if args.test_limit and args.test_limit > len(ds.x_test):
         raise cli.UserError(f"--test-limit {args.test_limit} is more than the {len(ds.x_test):,} test images; "
                             f"use --test-limit {len(ds.x_test)} or less")
-    train_idx = train_idx[:args.limit]
+    train_idx = limit_images(train_idx, args.limit, f"--val-size {args.val_size:,}")
     return {"train": (ds.x_train[train_idx], ds.y_train[train_idx]),
             "val": (ds.x_train[val_idx], ds.y_train[val_idx]),
             "test": (ds.x_test[:args.test_limit], ds.y_test[:args.test_limit])}
@@ -277,10 +270,9 @@ def train_run(args, splits, ds, device, out_dir: Path, *, batchnorm, dropout, se
             "mean": ds.mean, "std": ds.std}
     cfg = config_from_args(args, device, seed)
     ckpt_path = out_dir / "model.pt"
-    t0 = time.perf_counter()
     history = fit(model, *splits["train"], cfg, mean=ds.mean, std=ds.std, device=device,
                   evals={"val": splits["val"]}, checkpoint=ckpt_path, meta=meta, resume=args.resume, desc=desc)
-    train_seconds = time.perf_counter() - t0
+    train_seconds = history["seconds"]  # with the sessions before a --resume
     if not main:
         return {}
 
@@ -289,16 +281,13 @@ def train_run(args, splits, ds, device, out_dir: Path, *, batchnorm, dropout, se
                "batchnorm": batchnorm, "dropout": dropout, **results,
                "epochs": len(history["epochs"]), "train_seconds": round(train_seconds, 1),
                "process_cpu_seconds": round(time.process_time(), 1),  # all threads, since start
-               "wall_seconds": round(time.perf_counter() - args.t_start, 1),
+               "wall_seconds": round(time.perf_counter() - args._t_start, 1),  # this process
                "device": str(device), "world_size": rank_and_world()[1], "cpu_bf16": cfg.cpu_bf16,
                "torch": str(torch.__version__), "threads": torch.get_num_threads(), "seed": seed,
                "train_images": len(splits["train"][0]), "val_images": len(splits["val"][0]),
                "test_images": len(splits["test"][0]),
-               "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
-                          if k != "t_start"}}
-    cli.write_json(out_dir / "metrics.json", metrics)
-    save_checkpoint(ckpt_path, {**read_checkpoint(ckpt_path), "metrics": metrics})
-    write_history(out_dir, history)
+               "config": cli.args_record(args)}
+    finish_run(out_dir, metrics, history)
     title = f"CIFAR-10 {args.arch} network ({n_params:,} parameters): loss"
     plots.save(plots.plot_loss(history, title, eval_names=("val",)), out_dir / "loss.png")
     print(f"val accuracy {100 * metrics['val_accuracy']:.2f}%  test accuracy {100 * metrics['test_accuracy']:.2f}% "
@@ -446,12 +435,11 @@ def write_ablation(args, rows):
 
 def main(argv=None):
     args = parse_args(argv)
-    args.t_start = time.perf_counter()
+    args._t_start = time.perf_counter()
     device = pick_device(args.device)
-    setup_distributed(device)
-    ds = load_dataset("cifar10", args.data_dir)
-    splits = split_data(ds, args)
-    try:
+    with distributed(device):
+        ds = load_dataset("cifar10", args.data_dir)
+        splits = split_data(ds, args)
         if args.ablation:
             rows = run_ablation(args, splits, ds, device)
             if is_main_process():
@@ -459,11 +447,6 @@ def main(argv=None):
         else:
             train_run(args, splits, ds, device, args.out_dir, batchnorm=args.batchnorm, dropout=args.dropout,
                       seed=args.seed, desc=args.arch)
-        if dist.is_initialized():
-            dist.barrier()  # the other processes wait for rank 0's evaluation and files
-    finally:
-        if dist.is_initialized():
-            dist.destroy_process_group()
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ command-line arguments (--seed, --data-dir, --out-dir), atomic file writes, and 
 import argparse
 import contextlib
 import json
+import math
 import os
 import platform
 import re
@@ -32,7 +33,7 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefau
 
 
 def add_common_args(parser: argparse.ArgumentParser, out_dir: str | None = None):
-    parser.add_argument("--seed", type=int, default=0, help="random seed (same seed, same device: same numbers)")
+    parser.add_argument("--seed", type=seed, default=0, help="random seed (same seed, same device: same numbers)")
     parser.add_argument("--data-dir", default=DEFAULT_DATA_DIR,
                         help="folder holding fashion_mnist.npz / cifar10.npz, or where to download them "
                              "(default: $CONVLENS_DATA_DIR if set, else ./data; here %(default)s)")
@@ -46,10 +47,10 @@ def add_training_args(parser: argparse.ArgumentParser, batch_help: str = "images
     t = parser.add_argument_group("training (defaults depend on the model: see DEFAULTS in the script)")
     t.add_argument("--epochs", type=positive_int)
     t.add_argument("--batch-size", type=positive_int, help=batch_help)
-    t.add_argument("--lr", type=float, help="peak learning rate of the one-cycle schedule")
+    t.add_argument("--lr", type=finite_float, help="peak learning rate of the one-cycle schedule")
     t.add_argument("--optimizer", choices=["sgd", "adamw"])
-    t.add_argument("--weight-decay", type=float)
-    t.add_argument("--label-smoothing", type=float)
+    t.add_argument("--weight-decay", type=finite_float)
+    t.add_argument("--label-smoothing", type=finite_float)
     t.add_argument("--flip", action=argparse.BooleanOptionalAction, help="random horizontal flips")
     t.add_argument("--crop", type=int, help="random shifts of up to N pixels")
     t.add_argument("--limit", type=positive_int, help="train on the first N training images (quick tests)")
@@ -77,6 +78,18 @@ def check_training_args(parser: argparse.ArgumentParser, args):
         parser.error(f"--label-smoothing must be in [0, 1), got {args.label_smoothing}")
 
 
+def fill_defaults(args, defaults: dict):
+    """Set each option the user did not give (None) to the script's default for the chosen model."""
+    for key, value in defaults.items():
+        if getattr(args, key, None) is None:
+            setattr(args, key, value)
+
+
+def args_record(args) -> dict:
+    """The parsed arguments as JSON values, for metrics.json (paths as text; _private ones left out)."""
+    return {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if not k.startswith("_")}
+
+
 def refuse_foreign_options(parser: argparse.ArgumentParser, args, flag: str, only: dict):
     """parser.error for an option the user gave that belongs to another choice of `flag` (e.g.
     --blocks with --arch dense). only: {choice: [option dests]}; options left at None were not given."""
@@ -95,6 +108,28 @@ def positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value}")
+    return value
+
+
+def finite_float(text: str) -> float:
+    """argparse type: a real number (not nan or inf, which would only show up as a diverged run)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text}")
+    return value
+
+
+def seed(text: str) -> int:
+    """argparse type: a seed in [0, 2**32), which torch, NumPy and the seeds derived from it accept."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if not 0 <= value < 2**32:
+        raise argparse.ArgumentTypeError(f"expected a seed from 0 to {2**32 - 1}, got {value}")
     return value
 
 

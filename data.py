@@ -22,6 +22,7 @@ DATASETS = {
     "fashion_mnist": ("fashion_mnist.npz", "FashionMNIST", (28, 28)),
     "cifar10": ("cifar10.npz", "CIFAR10", (32, 32, 3)),
 }
+N_CLASSES = 10  # both datasets; the models' output layers are sized for it
 
 
 KEYS = ("x_train", "y_train", "x_test", "y_test", "classes")
@@ -84,6 +85,13 @@ def _read_npz(path: Path, name: str):
             raise UserError(f"{path}: x_{split} has shape {x.shape} ({x.dtype}) and y_{split} {y.shape}; "
                             f"expected (N, {', '.join(map(str, shape))}) uint8 images and N labels; {fix}")
     classes = [str(c) for c in arrays["classes"]]
+    if len(classes) != N_CLASSES:
+        raise UserError(f"{path}: 'classes' names {len(classes)} classes, expected {N_CLASSES}; {fix}")
+    for split in ("train", "test"):
+        y = arrays[f"y_{split}"]
+        if not np.issubdtype(y.dtype, np.integer) or (len(y) and not 0 <= y.min() <= y.max() < N_CLASSES):
+            raise UserError(f"{path}: y_{split} must hold class indices 0-{N_CLASSES - 1}, found {y.dtype} "
+                            f"values {y.min() if len(y) else ''}..{y.max() if len(y) else ''}; {fix}")
     return (_to_nchw(arrays["x_train"]), torch.from_numpy(arrays["y_train"].astype(np.int64)),
             _to_nchw(arrays["x_test"]), torch.from_numpy(arrays["y_test"].astype(np.int64)), classes)
 
@@ -151,36 +159,47 @@ def train_val_split(n: int, n_val: int, seed: int):
     return perm[n_val:].sort().values, perm[:n_val].sort().values
 
 
+def limit_images(train_idx: torch.Tensor, limit, held_out: str) -> torch.Tensor:
+    """The first --limit training indices; held_out names the validation option, for the message."""
+    if limit and limit > len(train_idx):
+        raise UserError(f"--limit {limit} is more than the {len(train_idx):,} training images left after "
+                        f"holding out {held_out}; use --limit {len(train_idx)} or less")
+    return train_idx[:limit]
+
+
 # ---- per-batch preprocessing, on the training device ------------------------------------
 
 def normalize(x: torch.Tensor, mean, std) -> torch.Tensor:
-    """uint8 (N, C, H, W) -> float32 (N, C, H, W), standardized per channel."""
-    mean = torch.tensor(mean, device=x.device).view(1, -1, 1, 1)
-    std = torch.tensor(std, device=x.device).view(1, -1, 1, 1)
+    """uint8 (N, C, H, W) -> float32 (N, C, H, W), standardized per channel. mean and std are
+    sequences, or tensors already on x's device (no host-to-device copy: the training loop)."""
+    mean = torch.as_tensor(mean, dtype=torch.float32, device=x.device).view(1, -1, 1, 1)
+    std = torch.as_tensor(std, dtype=torch.float32, device=x.device).view(1, -1, 1, 1)
     return (x.float() / 255 - mean) / std
 
 
-def random_crop(x: torch.Tensor, pad: int, generator: torch.Generator) -> torch.Tensor:
-    """Shift each image by up to `pad` pixels (zero padding, then crop back), vectorized."""
-    n, c, h, w = x.shape
-    padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))       # (N, C, H+2p, W+2p)
-    dy, dx = torch.randint(0, 2 * pad + 1, (2, n, 1), generator=generator).to(x.device)
-    rows = (dy + torch.arange(h, device=x.device))[:, None, :, None]  # (N, 1, H, 1)
-    cols = (dx + torch.arange(w, device=x.device))[:, None, None, :]  # (N, 1, 1, W)
-    batch = torch.arange(n, device=x.device)[:, None, None, None]
-    chan = torch.arange(c, device=x.device)[None, :, None, None]
-    return padded[batch, chan, rows, cols]
-
-
-def random_flip(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Mirror a random half of the images left-right."""
-    flip = (torch.rand(len(x), generator=generator) < 0.5).to(x.device).view(-1, 1, 1, 1)
-    return torch.where(flip, x.flip(3), x)
-
-
-def augment(x: torch.Tensor, generator: torch.Generator, flip: bool, crop: int) -> torch.Tensor:
+def draw_augmentation(n: int, generator: torch.Generator, flip: bool, crop: int) -> dict:
+    """The random choices for n images, drawn on the CPU: "shift" (n, 2) row and column offsets
+    in [0, 2 * crop] and "flip" (n,) booleans (each only when enabled, in that order)."""
+    out = {}
     if crop:
-        x = random_crop(x, crop, generator)
+        out["shift"] = torch.randint(0, 2 * crop + 1, (2, n), generator=generator).T
     if flip:
-        x = random_flip(x, generator)
+        out["flip"] = torch.rand(n, generator=generator) < 0.5
+    return out
+
+
+def augment(x: torch.Tensor, crop: int, shift=None, flip=None) -> torch.Tensor:
+    """Apply drawn choices (see draw_augmentation, on x's device): shift each image by up to
+    `crop` pixels (zero padding, then crop back), then mirror the flagged ones left-right."""
+    n, c, h, w = x.shape
+    if shift is not None:
+        padded = torch.nn.functional.pad(x, (crop, crop, crop, crop))       # (N, C, H+2p, W+2p)
+        dy, dx = shift.T[:, :, None]                                          # (N, 1) each
+        rows = (dy + torch.arange(h, device=x.device))[:, None, :, None]      # (N, 1, H, 1)
+        cols = (dx + torch.arange(w, device=x.device))[:, None, None, :]      # (N, 1, 1, W)
+        batch = torch.arange(n, device=x.device)[:, None, None, None]
+        chan = torch.arange(c, device=x.device)[None, :, None, None]
+        x = padded[batch, chan, rows, cols]
+    if flip is not None:
+        x = torch.where(flip.view(-1, 1, 1, 1), x.flip(3), x)
     return x

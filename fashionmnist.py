@@ -10,7 +10,6 @@ history.csv (per epoch), steps.csv (per step), loss.png, confusion_matrix.png, e
 Test accuracy is measured once, after training, on the 10,000 test images.
 """
 import argparse
-import time
 from pathlib import Path
 
 import numpy as np
@@ -19,10 +18,10 @@ from sklearn.metrics import confusion_matrix
 
 import cli
 import plots
-from data import load_dataset, train_val_split
-from training import (build_model, config_from_args, count_parameters, fit, is_main_process,
-                      metrics_from_logits, pick_device, predict, rank_and_world, read_checkpoint,
-                      save_checkpoint, seed_everything, setup_distributed, write_history)
+from data import limit_images, load_dataset, train_val_split
+from training import (build_model, config_from_args, count_parameters, distributed, finish_run, fit,
+                      is_main_process, metrics_from_logits, pick_device, predict, rank_and_world,
+                      seed_everything)
 
 # Defaults chosen on a 10k validation split held out from the training set (README: "How the
 # defaults were chosen"); the test set played no part.
@@ -58,13 +57,11 @@ def parse_args(argv=None):
     a.add_argument("--early-pool", action=argparse.BooleanOptionalAction,
                    help="CNN: pool right after each block's first conv, so its other convs run on a "
                         "quarter of the pixels (cnn.CNN early_pool)")
-    a.add_argument("--dropout", type=float)
+    a.add_argument("--dropout", type=cli.finite_float)
     a.add_argument("--no-batchnorm", dest="batchnorm", action="store_false", help="drop batch norm layers")
     args = p.parse_args(argv)
     cli.refuse_foreign_options(p, args, "--model", MODEL_ONLY)
-    for key, value in DEFAULTS[args.model].items():
-        if getattr(args, key, None) is None:
-            setattr(args, key, value)
+    cli.fill_defaults(args, DEFAULTS[args.model])
     args.out_dir = Path(args.out_dir or f"runs/fashionmnist-{args.model}")
     check_args(p, args)
     return args
@@ -124,44 +121,47 @@ def plot_examples(x_test, y_test, pred, probs, picks, classes, network):
 def main(argv=None):
     args = parse_args(argv)
     device = pick_device(args.device)
-    setup_distributed(device)
-    seed_everything(args.seed)
-    ds = load_dataset("fashion_mnist", args.data_dir)
-    train_idx, val_idx = train_val_split(len(ds.x_train), args.val, args.seed)
-    train_idx = train_idx[:args.limit]
-    evals = {"val": (ds.x_train[val_idx], ds.y_train[val_idx])} if args.val else {}
-    evals["test"] = (ds.x_test, ds.y_test)  # per-epoch curve only; nothing is chosen by it
+    with distributed(device):
+        seed_everything(args.seed)
+        ds = load_dataset("fashion_mnist", args.data_dir)
+        train_idx, val_idx = train_val_split(len(ds.x_train), args.val, args.seed)
+        train_idx = limit_images(train_idx, args.limit, f"--val {args.val:,}")
+        evals = {"val": (ds.x_train[val_idx], ds.y_train[val_idx])} if args.val else {}
+        evals["test"] = (ds.x_test, ds.y_test)  # per-epoch curve only; nothing is chosen by it
+        model, history = train(args, ds, train_idx, evals, device)
+        if is_main_process():
+            report(args, ds, model, history, device, len(train_idx))
 
+
+def train(args, ds, train_idx, evals, device):
     name, margs = model_spec(args)
     model = build_model(name, margs).to(device)
-    n_params = count_parameters(model)
-    network = f"{NAMES[args.model]} ({n_params:,} parameters)"
     if is_main_process():
-        print(f"{network} on {device}, training on {len(train_idx):,} images")
+        print(f"{NAMES[args.model]} ({count_parameters(model):,} parameters) on {device}, "
+              f"training on {len(train_idx):,} images")
     meta = {"model": {"name": name, "args": margs}, "dataset": "fashion_mnist", "classes": ds.classes,
             "mean": ds.mean, "std": ds.std}
-    ckpt_path = args.out_dir / "model.pt"
-    t0 = time.perf_counter()
     history = fit(model, ds.x_train[train_idx], ds.y_train[train_idx], config_from_args(args, device),
-                  mean=ds.mean, std=ds.std, device=device, evals=evals, checkpoint=ckpt_path,
+                  mean=ds.mean, std=ds.std, device=device, evals=evals, checkpoint=args.out_dir / "model.pt",
                   meta=meta, resume=args.resume, desc=args.model)
-    wall = time.perf_counter() - t0
-    if not is_main_process():
-        return
+    return model, history
 
+
+def report(args, ds, model, history, device, n_train):
+    """Test metrics, run files and the three figures (rank 0)."""
+    n_params, wall = count_parameters(model), history["seconds"]  # with the sessions before a --resume
+    network = f"{NAMES[args.model]} ({n_params:,} parameters)"
     logits = predict(model, ds.x_test, ds.mean, ds.std, device)  # (10000, 10)
     results = test_results(logits, ds.y_test, ds.classes)
-    metrics = {"model": args.model, "network": name, "parameters": n_params,
+    metrics = {"model": args.model, "network": model_spec(args)[0], "parameters": n_params,
                **results,
                "wall_seconds": round(wall, 1), "device": str(device), "world_size": rank_and_world()[1],
                "torch": str(torch.__version__),
-               "threads": torch.get_num_threads(), "seed": args.seed, "train_images": len(train_idx),
-               "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}}
+               "threads": torch.get_num_threads(), "seed": args.seed, "train_images": n_train,
+               "config": cli.args_record(args)}
     if args.val:
         metrics["val_accuracy"] = history["epochs"][-1]["val_accuracy"]
-    cli.write_json(args.out_dir / "metrics.json", metrics)
-    save_checkpoint(ckpt_path, {**read_checkpoint(ckpt_path), "metrics": metrics})
-    write_history(args.out_dir, history)
+    finish_run(args.out_dir, metrics, history)
 
     pred, probs = logits.argmax(1), logits.softmax(1).max(1).values
     plots.save(plots.plot_loss(history, f"Fashion-MNIST {network}: loss"), args.out_dir / "loss.png")

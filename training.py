@@ -9,13 +9,18 @@
 - Deterministic: epoch e shuffles, augments and drops out from seeds derived from
   (seed, e), so a run resumed after epoch e continues exactly as if never stopped.
 - Distributed: under `torchrun --nproc_per_node=N` the model is wrapped in
-  DistributedDataParallel (nccl on CUDA, gloo on CPU) and every global batch is split
-  across the N processes; rank 0 alone writes files.
+  DistributedDataParallel (nccl on CUDA, gloo on CPU) and every global batch, with its
+  shifts and flips, is split across the N processes (so without batch norm and dropout they
+  compute the one-process gradient); rank 0 alone writes files.
+- A resumed run must match the saved one: the same training settings and the same training
+  images (a hash of them), else it stops with the option to fix.
 - Checkpoints hold the model's class name and constructor arguments, the class names and
   normalization, so `load_checkpoint` rebuilds the exact model from the file alone.
 """
+import contextlib
 import csv
 import dataclasses
+import hashlib
 import math
 import os
 import time
@@ -29,6 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+import cli
 import data
 from cli import UserError, atomic_path
 from cnn import CNN, GAPNet
@@ -41,15 +47,30 @@ CHECKPOINT_FORMAT = "convlens-checkpoint-v1"
 # ---- device, seeds, processes --------------------------------------------------------------
 
 def pick_device(name: str = "auto") -> torch.device:
-    """The --device to run on: "auto" takes CUDA (this process's LOCAL_RANK GPU under torchrun),
-    else Apple's MPS, else the CPU; a named device must exist here."""
+    """The --device to run on: "auto" takes CUDA, else Apple's MPS, else the CPU; a named device
+    must exist here. Under torchrun each process takes the GPU of its LOCAL_RANK."""
     if name != "auto":
-        return _named_device(name)
-    if torch.cuda.is_available():
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-    if torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
+        device = _named_device(name)
+    elif torch.cuda.is_available():
+        device = torch.device("cuda")
+    elif torch.backends.mps.is_available():
+        device = torch.device("mps")
+    else:
+        device = torch.device("cpu")
+    return _local_gpu(device, name) if device.type == "cuda" else device
+
+
+def _local_gpu(device: torch.device, name: str) -> torch.device:
+    local_rank, world = int(os.environ.get("LOCAL_RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    if world == 1:
+        return device if device.index is not None else torch.device("cuda", 0)
+    if device.index is not None:
+        raise UserError(f"--device {name}: under torchrun every process takes the GPU of its LOCAL_RANK; "
+                        "use --device cuda or auto")
+    if local_rank >= torch.cuda.device_count():
+        raise UserError(f"torchrun started process {local_rank} on a machine with {torch.cuda.device_count()} "
+                        f"CUDA GPU(s); use --nproc_per_node={torch.cuda.device_count()} or fewer")
+    return torch.device("cuda", local_rank)
 
 
 def _named_device(name: str) -> torch.device:
@@ -77,6 +98,20 @@ def setup_distributed(device: torch.device):
             torch.cuda.set_device(device)
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     return rank_and_world()
+
+
+@contextlib.contextmanager
+def distributed(device: torch.device):
+    """The block runs in torchrun's process group (if launched by torchrun); at its end the other
+    processes wait for rank 0's evaluation and files, then every process leaves the group."""
+    setup_distributed(device)
+    try:
+        yield
+        if dist.is_initialized():
+            dist.barrier()
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
 
 
 def rank_and_world():
@@ -245,6 +280,14 @@ def write_history(out_dir, history: dict):
         writer.writerows(zip(range(1, len(history["step_loss"]) + 1), history["step_loss"], history["step_lr"]))
 
 
+def finish_run(out_dir, metrics: dict, history: dict):
+    """metrics.json, the checkpoint with the final metrics added, history.csv and steps.csv."""
+    ckpt_path = Path(out_dir) / "model.pt"
+    cli.write_json(Path(out_dir) / "metrics.json", metrics)
+    save_checkpoint(ckpt_path, {**read_checkpoint(ckpt_path), "metrics": metrics})
+    write_history(out_dir, history)
+
+
 def make_optimizer(model, cfg: TrainConfig):
     # No weight decay on biases and norm parameters (1-D tensors), as is usual.
     decay = [p for p in model.parameters() if p.ndim > 1]
@@ -279,19 +322,25 @@ def fit(model, x, y, cfg: TrainConfig, *, mean, std, device, evals=None, checkpo
     """
     evals = evals or {}
     rank, world = rank_and_world()
+    if cfg.batch_size % world:
+        raise UserError(f"--batch-size {cfg.batch_size} does not split evenly across {world} processes; "
+                        f"use a multiple of {world} (the batch is global)")
     steps_per_epoch = max(len(x) // cfg.batch_size, 1)  # drop the last partial batch
     optimizer = make_optimizer(model, cfg)
     scheduler = make_scheduler(optimizer, cfg, cfg.epochs * steps_per_epoch)
-    history = {"step_loss": [], "step_lr": [], "epochs": []}
-    start = 0
+    history = {"step_loss": [], "step_lr": [], "epochs": [], "seconds": 0.0}
+    t_fit, start, fingerprint = time.perf_counter(), 0, data_fingerprint(x, y) if checkpoint else None
     if resume:
-        start, history = _resume(checkpoint, model, optimizer, scheduler, meta, cfg, len(x))
+        start, history = _resume(checkpoint, model, optimizer, scheduler, meta, cfg, len(x), fingerprint)
+    _check_same_start(start, device)
+    seconds_before = history.get("seconds", 0.0)  # of the sessions before a --resume
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)  # in place: parameters keep their identity
     train_model = nn.parallel.DistributedDataParallel(model) if world > 1 else model
     if cfg.compile:
         train_model = torch.compile(train_model)
     x, y = x.to(device), y.to(device)
+    mean, std = torch.tensor(mean, device=device), torch.tensor(std, device=device)  # copied once
     for epoch in range(start, cfg.epochs):
         t0 = time.perf_counter()
         stats = train_epoch(train_model, x, y, optimizer, scheduler, cfg, epoch, steps_per_epoch,
@@ -299,35 +348,49 @@ def fit(model, x, y, cfg: TrainConfig, *, mean, std, device, evals=None, checkpo
         history["step_loss"] += stats.pop("step_loss")
         history["step_lr"] += stats.pop("step_lr")
         row = {"epoch": epoch + 1, **stats}
+        _sync_buffers(model)  # every process evaluates (and keeps) rank 0's batch-norm statistics
         for name, (xe, ye) in evals.items():
             for key, value in evaluate(model, xe, ye, mean, std, device).items():
                 row[f"{name}_{key}"] = value
         row["seconds"] = time.perf_counter() - t0
         _check_finite_evals(row, epoch, cfg)
         history["epochs"].append(row)
+        history["seconds"] = seconds_before + time.perf_counter() - t_fit  # training wall time, all sessions
         if rank == 0:
             tqdm.write(format_epoch(row, cfg.epochs))
             if checkpoint:
                 save_checkpoint(checkpoint, {
                     **(meta or {}), "state_dict": unwrap(model).state_dict(), "epoch": epoch + 1,
                     "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                    "config": asdict(cfg), "train_images": len(x), "history": history})
+                    "config": asdict(cfg), "train_images": len(x), "train_data": fingerprint,
+                    "history": history})
     return history
 
 
 def train_epoch(model, x, y, optimizer, scheduler, cfg, epoch, steps, mean, std, device, desc):
-    """One pass over a seeded permutation of the data; returns per-step losses and averages."""
+    """One pass over a seeded permutation of the data; returns per-step losses and averages.
+
+    Every process draws the same permutation and augmentation for each whole global batch and
+    takes its shard [rank::world] of both, so N processes see exactly the images, shifts and
+    flips of one process. Everything random is drawn on the CPU once per epoch and moved to the
+    device in one copy: a per-step copy would make the CPU wait for the GPU at every step."""
     rank, world = rank_and_world()
     generator = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)  # shuffle + augment
-    torch.manual_seed(cfg.seed * 100_003 + epoch + 1)                          # dropout
+    torch.manual_seed(cfg.seed * 100_003 + epoch + 1 + 7_919 * rank)       # dropout, per process
     order = torch.randperm(len(x), generator=generator)
+    drawn = [data.draw_augmentation(len(order[s * cfg.batch_size:(s + 1) * cfg.batch_size]), generator,
+                                    cfg.flip, cfg.crop) for s in range(steps)]
+    drawn = {k: torch.stack([d[k] for d in drawn])[:, rank::world].to(device)  # (steps, B / world, ...)
+             for k in drawn[0]}
+    order = order.to(device)
     model.train()
-    losses, lrs, correct, seen = [], [], torch.zeros((), device=device), 0
+    losses, lrs, correct, seen = [], [], torch.zeros((), dtype=torch.int64, device=device), 0
     bar = tqdm(range(steps), desc=f"{desc} {epoch + 1}/{cfg.epochs}", leave=False,
                disable=rank != 0, dynamic_ncols=True)
     for step in bar:
-        idx = order[step * cfg.batch_size:(step + 1) * cfg.batch_size][rank::world].to(device)
-        xb = data.normalize(data.augment(x[idx], generator, cfg.flip, cfg.crop), mean, std)
+        idx = order[step * cfg.batch_size:(step + 1) * cfg.batch_size][rank::world]   # (B / world,)
+        xb = data.augment(x[idx], cfg.crop, **{k: v[step] for k, v in drawn.items()})
+        xb = data.normalize(xb, mean, std)
         if epoch < cfg.low_res_epochs:  # (B, C, low_res, low_res): about (low_res / H)^2 of the compute
             xb = F.interpolate(xb, size=cfg.low_res, mode="bilinear", antialias=True)
         if cfg.channels_last:
@@ -348,16 +411,35 @@ def train_epoch(model, x, y, optimizer, scheduler, cfg, epoch, steps, mean, std,
             _check_finite(recent, epoch, step, cfg)
             bar.set_postfix(loss=f"{recent.mean():.3f}", lr=f"{lrs[-1]:.3g}")
     step_loss = torch.stack(losses).float()
-    counts = torch.tensor([correct.item(), seen], dtype=torch.float64)
-    if world > 1:  # average the logged loss and sum the counts over processes
-        step_loss = step_loss.to(device)
+    counts = torch.stack([correct, torch.tensor(seen, device=device)])
+    if world > 1:  # average the logged loss and sum the counts over processes (on the device: nccl)
         dist.all_reduce(step_loss)
         step_loss /= world
         dist.all_reduce(counts)
+    correct, seen = counts.tolist()
     return {"step_loss": step_loss.cpu().tolist(),
             "step_lr": lrs,
-            "train_loss": step_loss.mean().item(), "train_accuracy": (counts[0] / counts[1]).item(),
-            "samples": int(counts[1])}
+            "train_loss": step_loss.mean().item(), "train_accuracy": correct / seen,
+            "samples": seen}
+
+
+def _sync_buffers(model):
+    """Under torchrun, copy rank 0's buffers (batch-norm running statistics, which each process
+    updated on its own shard) to every process, so all evaluate, and keep, the same model."""
+    if rank_and_world()[1] > 1:
+        for buffer in unwrap(model).buffers():
+            dist.broadcast(buffer, 0)
+
+
+def _check_same_start(start: int, device):
+    """Under torchrun, every process must resume from the same epoch (each reads the checkpoint
+    itself), else they would wait on each other forever in mismatched collectives."""
+    if rank_and_world()[1] > 1:
+        ends = torch.tensor([start, -start], device=device)
+        dist.all_reduce(ends, op=dist.ReduceOp.MAX)  # (max start, -min start)
+        if ends[0] != -ends[1]:
+            raise UserError(f"--resume: the processes found checkpoints of different epochs ({-ends[1].item()} "
+                            f"to {ends[0].item()}); on several machines --out-dir must be one shared folder")
 
 
 def _check_finite(losses, epoch, step, cfg):
@@ -380,15 +462,23 @@ def _check_finite_evals(row, epoch, cfg):
                             f"(train loss {row['train_loss']:.3g}); training diverged: lower --lr (now {cfg.lr})")
 
 
-def _resume(checkpoint, model, optimizer, scheduler, meta, cfg, n_train):
+def data_fingerprint(x: torch.Tensor, y: torch.Tensor) -> str:
+    """A short hash of the training images and labels, in order: a resumed run must train on the
+    same split (another --seed or --val-size changes it, and would leak validation images)."""
+    h = hashlib.sha256(y.cpu().numpy().tobytes())
+    h.update(x.cpu().numpy().tobytes())  # 138 MB for CIFAR-10: about 0.3 s, once per run
+    return h.hexdigest()[:16]
+
+
+def _resume(checkpoint, model, optimizer, scheduler, meta, cfg, n_train, fingerprint):
     if not checkpoint or not os.path.exists(checkpoint):
         tqdm.write(f"--resume: no checkpoint at {checkpoint}, starting from scratch")
-        return 0, {"step_loss": [], "step_lr": [], "epochs": []}
+        return 0, {"step_loss": [], "step_lr": [], "epochs": [], "seconds": 0.0}
     ckpt = read_checkpoint(checkpoint)
     if meta and ckpt.get("model") != meta.get("model"):
         raise UserError(f"--resume: {checkpoint} holds {ckpt.get('model')}, not {meta.get('model')}; "
                         "use the same architecture arguments or drop --resume")
-    _check_resumable(checkpoint, ckpt, cfg, n_train)
+    _check_resumable(checkpoint, ckpt, cfg, n_train, fingerprint)
     unwrap(model).load_state_dict(ckpt["state_dict"])
     optimizer.load_state_dict(ckpt["optimizer"])
     scheduler.load_state_dict(ckpt["scheduler"])
@@ -396,18 +486,25 @@ def _resume(checkpoint, model, optimizer, scheduler, meta, cfg, n_train):
     return ckpt["epoch"], ckpt["history"]
 
 
-def _check_resumable(checkpoint, ckpt, cfg, n_train):
-    """The saved one-cycle schedule and resizing only fit the same epochs, batch size, peak rate,
-    resizing and number of training images (steps per epoch)."""
+# Settings that change how, not what, a run computes: a resumed run may change them.
+RESUMABLE_CHANGES = ("channels_last", "compile", "cpu_bf16")
+
+
+def _check_resumable(checkpoint, ckpt, cfg, n_train, fingerprint):
+    """A resumed run continues the saved one: same training settings (schedule, optimizer,
+    augmentation, seed) and the same training images."""
     fix = "pass the same value, or drop --resume to start over"
     saved = ckpt.get("config", {})
-    for key in ("epochs", "batch_size", "lr", "low_res", "low_res_fraction"):
-        if key in saved and saved[key] != getattr(cfg, key):
+    for key, value in asdict(cfg).items():
+        if key in saved and key not in RESUMABLE_CHANGES and saved[key] != value:
             raise UserError(f"--resume: {checkpoint} was trained with --{key.replace('_', '-')} {saved[key]}, "
-                            f"not {getattr(cfg, key)}; {fix}")
+                            f"not {value}; {fix}")
     if ckpt.get("train_images", n_train) != n_train:
         raise UserError(f"--resume: {checkpoint} was trained on {ckpt['train_images']:,} images, not {n_train:,}; "
                         f"pass the same --limit (and --val or --val-size), or drop --resume to start over")
+    if ckpt.get("train_data", fingerprint) != fingerprint:
+        raise UserError(f"--resume: {checkpoint} was trained on other images (another --val/--val-size, "
+                        "--limit or data file); pass the same ones, or drop --resume to start over")
 
 
 def format_epoch(row: dict, epochs: int) -> str:

@@ -150,7 +150,7 @@ def main(argv=None):
     parser.add_argument("--threads", type=cli.positive_int, default=torch.get_num_threads(),
                         help="torch and numpy BLAS threads (default: torch's default)")
     parser.add_argument("--phases", action="store_true", help="phase breakdown for every case")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=cli.seed, default=0)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/mytorch.json")
     args = parser.parse_args(argv)
 

@@ -25,7 +25,9 @@ def run_script(script: str, argv: list, data_dir, out_dir=None) -> dict:
                "--out-dir", str(out)]
         load_before = os.getloadavg()[0]
         t0 = time.perf_counter()
-        subprocess.run(cmd, cwd=ROOT, check=True)
+        if subprocess.run(cmd, cwd=ROOT).returncode:
+            raise cli.UserError(f"python {script} {' '.join(argv)} failed (its error is above); "
+                                "nothing was recorded for this case")
         wall = time.perf_counter() - t0
         metrics = json.loads((out / "metrics.json").read_text())
     return {"command": f"python {script} " + " ".join(argv), "metrics": metrics, "wall_seconds": round(wall, 1),

@@ -22,13 +22,10 @@ from mytorch import check  # noqa: E402
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=cli.HelpFormatter)
-    p.add_argument("--seed", type=int, default=0, help="seed of inputs and weights")
+    p.add_argument("--seed", type=cli.seed, default=0, help="seed of inputs and weights")
     p.add_argument("--repeats", type=cli.positive_int, default=5, help="timing repeats per case")
     p.add_argument("--out-dir", type=Path, default=Path("runs/mytorch"), help="where check.json goes")
-    args = p.parse_args(argv)
-    if args.seed < 0:
-        p.error(f"--seed must be >= 0 (a NumPy seed), got {args.seed}")
-    return args
+    return p.parse_args(argv)
 
 
 def run_cases(seed: int, repeats: int) -> list:

@@ -83,7 +83,7 @@ def parse_args(argv=None):
     p.add_argument("--report", type=Path, default=Path("report/report.pdf"), help="the PDF to build")
     p.add_argument("--data-dir", default=cli.DEFAULT_DATA_DIR,
                    help="folder holding fashion_mnist.npz and cifar10.npz ($CONVLENS_DATA_DIR or ./data)")
-    p.add_argument("--seed", type=int, default=0, help="passed to every script that takes one")
+    p.add_argument("--seed", type=cli.seed, default=0, help="passed to every script that takes one")
     p.add_argument("--force", action="store_true", help="rerun every step, up to date or not")
     p.add_argument("--dry-run", "-n", action="store_true", help="list what would run, run nothing")
     args = p.parse_args(argv)

@@ -84,3 +84,10 @@ def test_bench_mytorch_keeps_runs_from_a_same_named_cpu_without_bf16(tmp_path):
     path.write_text(json.dumps({"machine": avx2, "cases": [], "other_machines": [{"machine": intel}]}))
     assert [run["machine"] for run in other_machines(path, bf16)] == [intel, avx2]
     assert [run["machine"] for run in other_machines(path, avx2)] == [intel]
+
+
+def test_a_failing_script_ends_the_benchmark_with_one_line(tmp_path, capfd):
+    (tmp_path / "fashion_mnist.npz").write_text("garbage")
+    with pytest.raises(UserError, match=r"python fashionmnist.py --model ffn failed \(its error is above\)"):
+        common.run_script("fashionmnist.py", ["--model", "ffn"], tmp_path)
+    assert "fashion_mnist.npz is not a readable .npz file" in capfd.readouterr().err  # the script's own line

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -229,7 +230,11 @@ def test_ablation_summary_averages_seeds_and_reports_divergence():
 # ---- torchrun / DistributedDataParallel ---------------------------------------------------------
 
 def test_torchrun_two_processes_match_one_process(tiny_data_dir, tmp_path):
-    argv = [*SMALL, "--arch", "gap", "--data-dir", str(tiny_data_dir), "--test-limit", "64", "--device", "cpu"]
+    """Without batch norm (per-process statistics) and dropout (per-process masks), two processes
+    that each take half of every global batch, with its shifts and flips, compute the one-process
+    gradient (DDP averages the two halves' mean gradients): the same losses, to float32 rounding."""
+    argv = [*SMALL, "--arch", "gap", "--data-dir", str(tiny_data_dir), "--test-limit", "64", "--device", "cpu",
+            "--epochs", "2", "--no-batchnorm", "--dropout", "0", "--lr", "0.05", "--no-cpu-bf16"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                     str(ROOT / "cifar10.py"), *argv, "--out-dir", str(tmp_path / "ddp")],
@@ -240,7 +245,10 @@ def test_torchrun_two_processes_match_one_process(tiny_data_dir, tmp_path):
     assert {p.name for p in (tmp_path / "ddp").iterdir()} == RUN_FILES  # one set of outputs, no extras
     h_ddp, h_one = (list(csv.DictReader(open(tmp_path / d / "history.csv"))) for d in ("ddp", "one"))
     assert [r["samples"] for r in h_ddp] == [r["samples"] for r in h_one]  # same global batches
-    assert math.isfinite(float(h_ddp[0]["train_loss"])) and math.isfinite(ddp["val_loss"])
+    s_ddp, s_one = (np.loadtxt(tmp_path / d / "steps.csv", delimiter=",", skiprows=1)[:, 1] for d in ("ddp", "one"))
+    assert len(s_one) == 6 and np.allclose(s_ddp, s_one, rtol=1e-4)
+    assert ddp["val_loss"] == pytest.approx(one["val_loss"], rel=1e-4)
+    assert ddp["test_accuracy"] == one["test_accuracy"]
 
 
 def test_torchrun_ablation_writes_one_table(tiny_data_dir, tmp_path):
@@ -273,6 +281,10 @@ def main_exit(argv, capsys):
     (["--dropout", "1.5"], "--dropout must be in [0, 1)"),
     (["--seeds", "3"], "--seeds is for --ablation"),
     (["--channels", "8", "8", "8", "8", "8", "8"], "use at most 5"),
+    (["--seed", "-1"], "expected a seed from 0 to 4294967295, got -1"),
+    (["--seed", str(2**40)], "expected a seed from 0 to 4294967295"),
+    (["--lr", "nan"], "--lr: expected a finite number, got nan"),
+    (["--weight-decay", "inf"], "--weight-decay: expected a finite number, got inf"),
 ])
 def test_bad_arguments_give_one_line_errors(argv, message, capsys):
     code, last = main_exit(argv, capsys)

@@ -81,6 +81,20 @@ def test_npz_wrong_shape(tmp_path):
         data.load_dataset("fashion_mnist", tmp_path)
 
 
+@pytest.mark.parametrize("change, match", [
+    (lambda a: a["y_train"].__setitem__(0, 10), r"y_train must hold class indices 0-9, found uint8 values 0..10"),
+    (lambda a: a.update(y_test=a["y_test"].astype(np.float32)), r"y_test must hold class indices 0-9, found float32"),
+    (lambda a: a.update(classes=a["classes"][:3]), r"'classes' names 3 classes, expected 10"),
+])
+def test_npz_bad_labels_or_classes(tmp_path, change, match):
+    make_npz(tmp_path / "good.npz", (28, 28), FASHION_CLASSES, 8, 8)
+    arrays = dict(np.load(tmp_path / "good.npz"))
+    change(arrays)
+    np.savez(tmp_path / "fashion_mnist.npz", **arrays)
+    with pytest.raises(UserError, match=match):
+        data.load_dataset("fashion_mnist", tmp_path)
+
+
 def test_unknown_dataset(tmp_path):
     with pytest.raises(UserError, match="unknown dataset 'mnist'"):
         data.load_dataset("mnist", tmp_path)
@@ -97,26 +111,30 @@ def test_train_val_split_is_disjoint_seeded_and_sized():
         data.train_val_split(100, 100, 0)
 
 
-def test_random_crop_shifts_whole_images():
+def test_augment_shifts_whole_images():
     x = torch.arange(2 * 1 * 6 * 6, dtype=torch.uint8).view(2, 1, 6, 6) + 1
     g = torch.Generator().manual_seed(0)
-    assert torch.equal(data.random_crop(x, 0, g), x)
-    out = data.random_crop(x, 2, g)
-    for i in range(2):  # every output is a window of the zero-padded input
+    assert torch.equal(data.augment(x, 0), x)
+    drawn = data.draw_augmentation(2, g, flip=False, crop=2)
+    assert set(drawn) == {"shift"} and drawn["shift"].shape == (2, 2)
+    out = data.augment(x, 2, **drawn)
+    for i in range(2):  # output i is the window at the drawn offset of the zero-padded input
+        dy, dx = drawn["shift"][i].tolist()
         padded = torch.nn.functional.pad(x[i], (2, 2, 2, 2))
-        windows = [padded[:, dy:dy + 6, dx:dx + 6] for dy in range(5) for dx in range(5)]
-        assert any(torch.equal(out[i], w) for w in windows)
+        assert torch.equal(out[i], padded[:, dy:dy + 6, dx:dx + 6])
 
 
-def test_random_flip_mirrors_about_half():
+def test_augment_mirrors_about_half():
     x = torch.rand(1000, 1, 2, 3)
-    out = data.random_flip(x, torch.Generator().manual_seed(0))
-    flipped = (out == x.flip(3)).flatten(1).all(1) & ~(out == x).flatten(1).all(1)
-    kept = (out == x).flatten(1).all(1)
-    assert torch.all(flipped | kept) and 400 < flipped.sum() < 600
+    drawn = data.draw_augmentation(1000, torch.Generator().manual_seed(0), flip=True, crop=0)
+    assert set(drawn) == {"flip"}
+    out = data.augment(x, 0, **drawn)
+    assert torch.equal(out[drawn["flip"]], x[drawn["flip"]].flip(3))
+    assert torch.equal(out[~drawn["flip"]], x[~drawn["flip"]]) and 400 < drawn["flip"].sum() < 600
 
 
 def test_normalize():
     x = torch.tensor([[[[0, 255]]]], dtype=torch.uint8)
     out = data.normalize(x, [0.5], [0.5])
     assert torch.allclose(out, torch.tensor([[[[-1.0, 1.0]]]]))
+    assert torch.equal(data.normalize(x, torch.tensor([0.5]), torch.tensor([0.5])), out)

@@ -86,3 +86,9 @@ def test_corrupt_data_is_a_one_line_error(tmp_path, capsys):
     (tmp_path / "fashion_mnist.npz").write_bytes(b"PK\x03\x04 broken")
     code, err = run_cli(["--data-dir", str(tmp_path), "--out-dir", str(tmp_path / "out")], capsys)
     assert code == 2 and "not a readable .npz" in err and len(err.splitlines()) == 1
+
+
+def test_limit_larger_than_the_data_is_a_one_line_error(tiny_data_dir, tmp_path, capsys):
+    code, err = run_cli(["--data-dir", str(tiny_data_dir), "--limit", "1000", "--out-dir", str(tmp_path)], capsys)
+    assert code == 2 and err == ("error: --limit 1000 is more than the 256 training images left after holding "
+                                 "out --val 0; use --limit 256 or less")

@@ -94,6 +94,7 @@ def test_resume_continues_exactly_where_it_stopped(fashion, tmp_path, monkeypatc
     monkeypatch.setattr(training, "train_epoch", real_epoch)
     resumed, history = tiny_fit(fashion, tmp_path, resume=True, name="cut.pt")
     assert history["step_loss"] == full_history["step_loss"]
+    assert history["seconds"] >= sum(r["seconds"] for r in history["epochs"])  # both sessions' time
     for pa, pb in zip(full.state_dict().values(), resumed.state_dict().values()):
         assert torch.equal(pa, pb)
 
@@ -109,6 +110,24 @@ def test_resume_refuses_another_schedule_or_other_data(fashion, tmp_path):
         fit(model, fashion.x_train[:128], fashion.y_train[:128], cfg, mean=fashion.mean, std=fashion.std,
             device=torch.device("cpu"), checkpoint=tmp_path / "model.pt",
             meta={"model": SPEC}, resume=True)
+    with pytest.raises(UserError, match=r"trained on other images \(another --val/--val-size"):
+        fit(model, fashion.x_train.flip(0), fashion.y_train.flip(0), cfg, mean=fashion.mean, std=fashion.std,
+            device=torch.device("cpu"), checkpoint=tmp_path / "model.pt", meta={"model": SPEC}, resume=True)
+
+
+@pytest.mark.parametrize("change, match", [
+    (dict(seed=2), "--seed 1, not 2"),                      # another seed: another train/validation split
+    (dict(optimizer="adamw"), "--optimizer sgd, not adamw"),  # SGD's state cannot drive AdamW
+    (dict(weight_decay=0.5), "--weight-decay 0.0005, not 0.5"),
+    (dict(crop=4), "--crop 2, not 4"),
+])
+def test_resume_refuses_other_training_settings(fashion, tmp_path, change, match):
+    tiny_fit(fashion, tmp_path, epochs=1)
+    model = build_model(SPEC["name"], SPEC["args"])
+    cfg = TrainConfig(**{**dict(epochs=1, batch_size=64, lr=0.05, flip=True, crop=2, seed=1), **change})
+    with pytest.raises(UserError, match=f"--resume: .* was trained with {match}; pass the same value"):
+        fit(model, fashion.x_train, fashion.y_train, cfg, mean=fashion.mean, std=fashion.std,
+            device=torch.device("cpu"), checkpoint=tmp_path / "model.pt", meta={"model": SPEC}, resume=True)
 
 
 def test_nan_loss_stops_with_clear_error(fashion):
@@ -203,3 +222,25 @@ def test_device_errors_are_one_line_user_errors():
         with pytest.raises(UserError, match="no CUDA GPU here"):
             training.pick_device("cuda")
     assert training.pick_device("cpu") == torch.device("cpu")
+
+
+def test_torchrun_processes_each_take_their_local_gpu(monkeypatch):
+    """No GPU is needed: torch.cuda's answers are faked; only the device chosen is checked."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert training.pick_device("auto") == training.pick_device("cuda") == torch.device("cuda", 0)
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert training.pick_device("auto") == training.pick_device("cuda") == torch.device("cuda", 1)
+    with pytest.raises(UserError, match="under torchrun every process takes the GPU of its LOCAL_RANK"):
+        training.pick_device("cuda:0")
+    monkeypatch.setenv("LOCAL_RANK", "3")
+    with pytest.raises(UserError, match="started process 3 on a machine with 2 CUDA GPU.*--nproc_per_node=2"):
+        training.pick_device("auto")
+
+
+def test_a_global_batch_must_split_evenly_across_processes(fashion, monkeypatch):
+    monkeypatch.setattr(training, "rank_and_world", lambda: (0, 3))
+    with pytest.raises(UserError, match="--batch-size 64 does not split evenly across 3 processes"):
+        fit(build_model(SPEC["name"], SPEC["args"]), fashion.x_train, fashion.y_train, TrainConfig(batch_size=64),
+            mean=fashion.mean, std=fashion.std, device=torch.device("cpu"))
