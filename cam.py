@@ -12,11 +12,11 @@ CAM (Zhou et al. 2016, Eq. 2) needs global average pooling followed by one linea
 Both are computed by saliency.py (one forward/backward pass per batch, hooks always removed).
 
 Writes to the checkpoint's folder (or --out-dir): cam.png or gradcam.png (a grid: each test
-image, and the map overlaid on it, titled with the predicted and true class and the
-confidence), cam.json or gradcam.json (which images, predictions); with --sanity also
-sanity.png and sanity.json (same as guided_backprop.py --sanity: every method that applies).
-A chosen selection gets its own name, e.g. cam-index-3-17-42-target-cat.png, so the standard
-figure (the report's) stays.
+image, and the map overlaid on it, titled with the predicted and true class, the confidence
+and the class the map explains: the prediction, for wrong ones too, unless --target), cam.json
+or gradcam.json (which images, predictions); with --sanity also sanity.png and sanity.json
+(same as guided_backprop.py --sanity: every method that applies). A chosen selection gets its
+own name, e.g. cam-index-3-17-42-target-cat.png, so the standard figure (the report's) stays.
 """
 import argparse
 
@@ -53,7 +53,7 @@ def compute_maps(model, x, method, target=None, layer=None):
         maps = saliency.class_activation_map(model, x, target)
     else:
         maps = saliency.grad_cam(model, x, target, layer)
-    return saliency.minmax(saliency.upsample(maps, x.shape[-2:])).cpu()
+    return plots.minmax(saliency.upsample(maps, x.shape[-2:])).cpu()
 
 
 def main(argv=None):
@@ -75,10 +75,11 @@ def main(argv=None):
     name = METHODS[method]
     where = f" of {layer}" if layer else ""
     titles, colors = saliency.titles(ex)
-    fig = saliency.plot_grid(ex.images, [("image", "image", None), (f"{name}", "overlay", maps)],
-                             titles, colors,
-                             f"{network} ({ex.ckpt['dataset']}): {name}{where}, correctly (green) and wrongly "
-                             f"(red) classified test images" + (f"\n{note}" if note else ""))
+    fig = saliency.plot_example_maps(
+        ex.images, [("image", "image", None), (f"{name}", "overlay", maps)], titles, colors,
+        f"{network} ({ex.ckpt['dataset']}): {name}{where}, correctly (green) and wrongly (red) classified "
+        f"test images\n{saliency.explained_class(ex)}; red = strongest, blue = weakest evidence (each map scaled on its own)"
+        + (f"\n{note}" if note else ""))
     stem = saliency.output_stem(method, args, ex)
     plots.save(fig, ex.out_dir / f"{stem}.png")
     cli.write_json(ex.out_dir / f"{stem}.json",

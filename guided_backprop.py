@@ -13,10 +13,11 @@ Grad-CAM map, keeping the fine detail but only where the class evidence is. Comp
 saliency.py (hooks on the nn.ReLU modules, always removed).
 
 Writes to the checkpoint's folder (or --out-dir): guided_backprop.png, a grid with per test
-image: the image, Grad-CAM overlaid, the guided backpropagation map as an image (mid-gray is
-zero), its magnitude sum_c |map| as a heatmap, and guided Grad-CAM; guided_backprop.json; with
---sanity also sanity.png and sanity.json (the same as cam.py --sanity). --index and --target
-runs get names of their own (guided_backprop-index-3-17-target-dog.png), as in cam.py.
+image (titled as in cam.py, with the class the maps explain): the image, Grad-CAM overlaid,
+the guided backpropagation map as an image (mid-gray is zero), its magnitude sum_c |map| as a
+heatmap, and guided Grad-CAM; guided_backprop.json; with --sanity also sanity.png and
+sanity.json (the same as cam.py --sanity). --index and --target runs get names of their own
+(guided_backprop-index-3-17-target-dog.png), as in cam.py.
 """
 import argparse
 
@@ -42,7 +43,7 @@ def compute_maps(model, x, target=None, layer=None) -> dict:
             "magnitude": (mag / saliency.robust_max(mag)).clamp(0, 1)}
     if layer is not None:
         cam = saliency.upsample(saliency.grad_cam(model, x, target, layer), x.shape[-2:])
-        maps["gradcam"] = saliency.minmax(cam)
+        maps["gradcam"] = plots.minmax(cam)
         maps["guided_gradcam"] = saliency.signed_image(gb * cam[:, None])   # Selvaraju et al. Sec. 3.1
     return {k: v.cpu() for k, v in maps.items()}
 
@@ -64,10 +65,13 @@ def main(argv=None):
     if layer is not None:
         rows.append(("guided Grad-CAM", "rgb", maps["guided_gradcam"]))
     titles, colors = saliency.titles(ex)
-    fig = saliency.plot_grid(ex.images, rows, titles, colors,
-                             f"{network} ({ex.ckpt['dataset']}): guided backpropagation, correctly (green) and "
-                             f"wrongly (red) classified test images"
-                             + (f"\nGrad-CAM of {layer}; gray = zero gradient" if layer else ""))
+    colours = "|guided backprop|: bright = strongest; gray = zero gradient"
+    if layer:
+        colours = f"Grad-CAM of {layer}: red = strongest; " + colours
+    fig = saliency.plot_example_maps(
+        ex.images, rows, titles, colors,
+        f"{network} ({ex.ckpt['dataset']}): guided backpropagation, correctly (green) and wrongly (red) "
+        f"classified test images, {saliency.explained_class(ex)}\n{colours}")
     stem = saliency.output_stem("guided_backprop", args, ex)
     plots.save(fig, ex.out_dir / f"{stem}.png")
     cli.write_json(ex.out_dir / f"{stem}.json",

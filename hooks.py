@@ -1,12 +1,34 @@
-"""Forward hooks that always come off again.
+"""Hooks and modes that always come off again.
 
 `record_outputs` is the one way convlens reads intermediate activations: kernel_vis.py for
-feature maps, cam.py for the last conv layer's maps. Hooks are removed in a `finally`, so an
-exception inside the block leaves the model exactly as it was.
+feature maps, cam.py for the last conv layer's maps. `eval_mode` is the one way they evaluate
+a model they were handed (kernel_vis.py, saliency.py). Hooks are removed and modes restored in
+a `finally`, so an exception inside the block leaves the model exactly as it was.
 """
 import contextlib
 
 from torch import nn
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module, freeze: bool = False):
+    """Eval mode while inside (dropout off, batch norm on its running statistics); with freeze,
+    also requires_grad=False on every parameter (saliency maps need only input and activation
+    gradients). Every module's training flag and every parameter's requires_grad are restored
+    afterwards, also on error."""
+    modes = [(m, m.training) for m in model.modules()]
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    try:
+        model.eval()
+        if freeze:
+            for p in model.parameters():
+                p.requires_grad_(False)
+        yield model
+    finally:
+        for m, training in modes:
+            m.training = training
+        for p, requires_grad in flags:
+            p.requires_grad_(requires_grad)
 
 
 @contextlib.contextmanager

@@ -22,7 +22,8 @@ figures, which the report uses, stay:
                    middle and the last conv layer, from low-level to abstract; the assignment asks
                    for at most three): every output channel's feature map (after the layer's
                    activation) and every kernel (first input channel; RGB for the first layer), one
-                   panel per output channel (--max-channels caps them)
+                   panel per output channel (--max-channels caps them); those of other layers,
+                   left by an earlier run, are deleted
 - gabor.png, gabor.json  a 2-D Gabor function fitted to each first-layer kernel, for the trained
                    network and for an untrained one of the same shape (see `fit_gabor`); --seed
                    seeds that untrained network (with the run's own --seed it is the very network
@@ -33,7 +34,6 @@ converted to the model's channels, center-cropped to a square and resized to the
 then normalized with the checkpoint's mean and std.
 """
 import argparse
-import contextlib
 import math
 from pathlib import Path
 
@@ -157,18 +157,12 @@ def first_conv(model: nn.Module):
     return convs[0]
 
 
-def minmax(t: torch.Tensor, dims) -> torch.Tensor:
-    """Rescale to [0, 1] over `dims` (min -> 0, max -> 1); a constant slice becomes 0."""
-    lo, hi = t.amin(dims, keepdim=True), t.amax(dims, keepdim=True)
-    return (t - lo) / (hi - lo).clamp_min(1e-12)
-
-
 def kernels(conv: nn.Conv2d) -> torch.Tensor:
     """The layer's kernels (C_out, C_in, k, k), each min-max normalized to [0, 1] on its own.
 
     An RGB kernel is normalized over its three channels together, so its colours keep their
     relative weights."""
-    return minmax(conv.weight.detach().float(), (1, 2, 3))
+    return plots.minmax(conv.weight.detach().float(), (1, 2, 3))
 
 
 def filter_responses(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
@@ -182,23 +176,12 @@ def filter_responses(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
                           for k in range(w.shape[0])])
 
 
-@contextlib.contextmanager
-def eval_mode(model: nn.Module):
-    """Evaluate with batch-norm running statistics; restore every module's mode afterwards."""
-    modes = {m: m.training for m in model.modules()}
-    model.eval()
-    try:
-        yield model
-    finally:
-        for m, training in modes.items():
-            m.train(training)
-
-
 def trace(model: nn.Module, x: torch.Tensor):
     """Run x (1, C, H, W) through the model; return ([(name, module, output)] for every leaf
     module in the order it ran, outputs detached, and the logits (1, classes))."""
     modules = dict(model.named_modules())
-    with eval_mode(model), torch.no_grad(), hooks.record_outputs(model) as outputs:
+    # eval mode: batch norm on its running statistics, as the network classifies
+    with hooks.eval_mode(model), torch.no_grad(), hooks.record_outputs(model) as outputs:
         logits = model(x)
     return [(short_name(n), modules[n], out.detach()) for n, out in outputs.items()], logits
 
@@ -249,7 +232,11 @@ def feature_path(model: nn.Module, x: torch.Tensor) -> list:
 
     CNN: conv+bn+relu of each conv, then each pool. GAPNet: the stem's relu, each stage's pool and
     relu, and inside each residual block relu1 (conv1+bn1+relu1) and relu2 (the block's output)."""
-    records, _ = trace(model, x)
+    return path_of(model, trace(model, x)[0])
+
+
+def path_of(model: nn.Module, records) -> list:
+    """feature_path from the records of a `trace` already run."""
     return [(name, kind, out) for name, kind, out, _ in _stages(model, records)]
 
 
@@ -257,7 +244,11 @@ def conv_feature_maps(model: nn.Module, x: torch.Tensor, layers) -> dict:
     """{conv name: (description, maps (C, H, W))}: for each conv layer in `layers`, the output of
     the first ReLU after it (its activation, after batch norm, pooling or a residual sum in
     between), which is what the network passes on; the raw conv output if no ReLU follows."""
-    records, _ = trace(model, x)
+    return conv_maps_of(model, trace(model, x)[0], layers)
+
+
+def conv_maps_of(model: nn.Module, records, layers) -> dict:
+    """conv_feature_maps from the records of a `trace` already run."""
     stages = _stages(model, records)
     leaves = _leaf_kinds(model, records)
     order = [name for name, _, _ in leaves]
@@ -276,7 +267,7 @@ def layer_filters(conv: nn.Conv2d, rgb: bool) -> torch.Tensor:
     """Kernels to draw for a conv layer: (C_out, 3, k, k) RGB if `rgb`, else the first input
     channel (C_out, 1, k, k); each min-max normalized on its own."""
     w = conv.weight.detach().float()
-    return minmax(w if rgb else w[:, :1], (1, 2, 3))
+    return plots.minmax(w if rgb else w[:, :1], (1, 2, 3))
 
 
 # ---- Gabor fits ---------------------------------------------------------------------------------------
@@ -388,8 +379,8 @@ def grid_shape(n: int, max_cols: int = 8) -> tuple[int, int]:
     return rows, math.ceil(n / rows)
 
 
-def plot_grid(panels, titles, suptitle: str, cbar_label: str | None = None, cmap="gray",
-              panel_size=1.5, title_size=7, max_cols=8, wide=False, input_first=False):
+def plot_panels(panels, titles, suptitle: str, cbar_label: str | None = None, cmap="gray",
+                panel_size=1.5, title_size=7, max_cols=8, wide=False, input_first=False):
     """Images (C, H, W) or (H, W) with values in [0, 1] in a grid, a title over each, and one
     colour bar for all (0 to 1) when cbar_label is given. wide: as few rows as max_cols allows.
     input_first: the first panel is the input image, drawn in gray (or RGB) whatever `cmap`."""
@@ -425,22 +416,22 @@ def plot_kernels(k01: torch.Tensor, network: str, layer: str):
     rgb = k01.shape[1] == 3
     panels = k01.numpy() if rgb else k01[:, 0].numpy()
     how = "each drawn as an RGB image, its 3 channels scaled together" if rgb else "gray scale"
-    return plot_grid(panels, [f"#{i}" for i in range(len(panels))],
-                     f"{network}: the {len(panels)} kernels of the first conv layer ({layer}, "
-                     f"{k01.shape[-2]}x{k01.shape[-1]})\neach min-max normalized to [0, 1] on its own "
-                     f"(0 = its most negative weight, 1 = its most positive); {how}",
-                     cbar_label="normalized weight" + (" (each colour channel)" if rgb else ""))
+    return plot_panels(panels, [f"#{i}" for i in range(len(panels))],
+                       f"{network}: the {len(panels)} kernels of the first conv layer ({layer}, "
+                       f"{k01.shape[-2]}x{k01.shape[-1]})\neach min-max normalized to [0, 1] on its own "
+                       f"(0 = its most negative weight, 1 = its most positive); {how}",
+                       cbar_label="normalized weight" + (" (each colour channel)" if rgb else ""))
 
 
 def plot_filtered(image01, caption, responses: torch.Tensor, network: str, layer: str):
-    panels = [image01] + list(minmax(responses, (1, 2)).numpy())
+    panels = [image01] + list(plots.minmax(responses, (1, 2)).numpy())
     titles = ["input:\n" + caption] + [f"kernel #{i}" for i in range(len(responses))]
     h, w = responses.shape[-2:]
-    return plot_grid(panels, titles,
-                     f"{network}: the sample image convolved with each kernel of {layer} "
-                     f"(its stride, padding and bias; before batch norm and ReLU)\n"
-                     f"each {h}x{w} output min-max normalized to [0, 1] on its own (white = strongest response)",
-                     cbar_label="normalized response", input_first=True)
+    return plot_panels(panels, titles,
+                       f"{network}: the sample image convolved with each kernel of {layer} "
+                       f"(its stride, padding and bias; before batch norm and ReLU)\n"
+                       f"each {h}x{w} output min-max normalized to [0, 1] on its own (white = strongest response)",
+                       cbar_label="normalized response", input_first=True)
 
 
 def plot_feature_path(image01, caption, path, network: str):
@@ -448,13 +439,13 @@ def plot_feature_path(image01, caption, path, network: str):
     for name, kind, out in path:
         first = out[0, 0]  # (H, W): the first channel, as the assignment asks
         titles.append(f"{name}\n{kind}\n{tuple(out.shape[1:])}" + ("\n(all equal)" if first.max() == first.min() else ""))
-        panels.append(minmax(first, (0, 1)).numpy())
-    return plot_grid(panels, titles,
-                     f"{network}: the sample through the network, first channel of every activation and "
-                     f"pooling stage\ntitle: stage, what ran since the previous panel, output shape (C, H, W); "
-                     f"each panel min-max normalized on its own",
-                     cbar_label="normalized activation", cmap="viridis", panel_size=1.9,
-                     title_size=7, max_cols=7, wide=True, input_first=True)
+        panels.append(plots.minmax(first, (0, 1)).numpy())
+    return plot_panels(panels, titles,
+                       f"{network}: the sample through the network, first channel of every activation and "
+                       f"pooling stage\ntitle: stage, what ran since the previous panel, output shape (C, H, W); "
+                       f"each panel min-max normalized on its own",
+                       cbar_label="normalized activation", cmap="viridis", panel_size=1.9,
+                       title_size=7, max_cols=7, wide=True, input_first=True)
 
 
 def grid_style(n: int) -> dict:
@@ -465,12 +456,12 @@ def grid_style(n: int) -> dict:
 def plot_layer_maps(maps: torch.Tensor, description: str, network: str, max_channels: int | None):
     shown = maps[:max_channels]
     cap = f"the first {len(shown)} of {len(maps)} channels" if len(shown) < len(maps) else f"all {len(maps)} channels"
-    panels = [minmax(m, (0, 1)).numpy() for m in shown]
+    panels = [plots.minmax(m, (0, 1)).numpy() for m in shown]
     titles = [f"ch {i}" + (" (0)" if m.max() == m.min() else "") for i, m in enumerate(shown)]
-    return plot_grid(panels, titles,
-                     f"{network}: feature maps of {description}\n{cap}, {tuple(maps.shape[-2:])} each, "
-                     f"each min-max normalized on its own ((0): all zero for this image)",
-                     cbar_label="normalized activation", cmap="viridis", **grid_style(len(shown)))
+    return plot_panels(panels, titles,
+                       f"{network}: feature maps of {description}\n{cap}, {tuple(maps.shape[-2:])} each, "
+                       f"each min-max normalized on its own ((0): all zero for this image)",
+                       cbar_label="normalized activation", cmap="viridis", **grid_style(len(shown)))
 
 
 def plot_layer_filters(k01: torch.Tensor, layer: str, in_channels: int, network: str, max_channels: int | None):
@@ -478,11 +469,11 @@ def plot_layer_filters(k01: torch.Tensor, layer: str, in_channels: int, network:
     rgb = shown.shape[1] == 3
     cap = f"the first {len(shown)} of {len(k01)}" if len(shown) < len(k01) else f"all {len(k01)}"
     what = "drawn as RGB" if rgb else (f"input channel 0 of {in_channels}" if in_channels > 1 else "")
-    return plot_grid(shown.numpy() if rgb else shown[:, 0].numpy(), [f"#{i}" for i in range(len(shown))],
-                     f"{network}: learned filters of {layer}, {cap} ({k01.shape[-2]}x{k01.shape[-1]}"
-                     f"{', ' + what if what else ''})\neach min-max normalized to [0, 1] on its own",
-                     cbar_label="normalized weight" + (" (each colour channel)" if rgb else ""),
-                     **grid_style(len(shown)))
+    return plot_panels(shown.numpy() if rgb else shown[:, 0].numpy(), [f"#{i}" for i in range(len(shown))],
+                       f"{network}: learned filters of {layer}, {cap} ({k01.shape[-2]}x{k01.shape[-1]}"
+                       f"{', ' + what if what else ''})\neach min-max normalized to [0, 1] on its own",
+                       cbar_label="normalized weight" + (" (each colour channel)" if rgb else ""),
+                       **grid_style(len(shown)))
 
 
 def plot_gabor(kernels_k: np.ndarray, fits: list, report: dict, network: str, n_best: int = 8):
@@ -530,59 +521,81 @@ def file_name(prefix: str, layer: str) -> str:
     return f"{prefix}_{layer.replace('.', '-')}.png"
 
 
-def main(argv=None):
-    args = parse_args(argv)
-    model, ckpt = load_checkpoint(args.checkpoint)
-    layer, conv = first_conv(model)
-    layers = pick_layers(model, args.layers)
-    network = network_title(ckpt, args.checkpoint)
+def load_sample(args, ckpt, in_channels: int):
+    """The sample as uint8 (1, C, H, W) and its caption: --image, else test image --index."""
     if args.image is not None:
-        x_uint8 = load_image(args.image, conv.in_channels, image_size(ckpt))
-        caption = args.image.name
-    else:
-        x_uint8, caption = sample_from_test_set(data.load_dataset(ckpt["dataset"], args.data_dir), args.index)
-    x = data.normalize(x_uint8, ckpt["mean"], ckpt["std"])  # (1, C, H, W)
+        return load_image(args.image, in_channels, image_size(ckpt)), args.image.name
+    return sample_from_test_set(data.load_dataset(ckpt["dataset"], args.data_dir), args.index)
 
-    k01 = kernels(conv)                                # (C_out, C_in, k, k) in [0, 1]
-    responses = filter_responses(conv, x)              # (C_out, H', W')
-    path = feature_path(model, x)                      # [(name, kind, (1, C, H, W))]
-    maps = conv_feature_maps(model, x, layers)         # {layer: (description, (C, H, W))}
-    _, logits = trace(model, x)
+
+def compute(model: nn.Module, ckpt, x: torch.Tensor, layers, seed: int, threshold: float) -> dict:
+    """Everything the figures and gabor.json show, for one normalized image x (1, C, H, W),
+    from one `trace` of the model (feature path, per-layer maps and prediction alike)."""
+    layer, conv = first_conv(model)
+    records, logits = trace(model, x)
     prob, pred = logits.softmax(1)[0].max(0)
-    caption += f"\npredicted {ckpt['classes'][pred]} ({100 * prob:.0f}%)"
-    trained_fits = fit_gabors(conv.weight, args.seed)
-    untrained = untrained_first_conv(ckpt, args.seed).weight.detach()
-    untrained_fits = fit_gabors(untrained, args.seed)
+    convs = dict(conv_layers(model))
+    trained_fits = fit_gabors(conv.weight, seed)
+    untrained = untrained_first_conv(ckpt, seed).weight.detach()
     corr = torch.corrcoef(torch.stack([conv.weight.detach().flatten(), untrained.flatten()]))[0, 1].item()
-    report = gabor_report(trained_fits, untrained_fits, args.gabor_threshold, conv.kernel_size[0],
-                          conv.in_channels, round(corr, 4))
+    return {
+        "layer": layer, "layers": layers,
+        "predicted": (ckpt["classes"][pred], prob),        # class name, probability (0-dim tensor)
+        "kernels": kernels(conv),                           # (C_out, C_in, k, k) in [0, 1]
+        "responses": filter_responses(conv, x),             # (C_out, H', W')
+        "path": path_of(model, records),                    # [(name, kind, (1, C, H, W))]
+        "maps": conv_maps_of(model, records, layers),       # {layer: (description, (C, H, W))}
+        "filters": {name: (layer_filters(c, rgb=c is conv and c.in_channels == 3), c.in_channels)
+                    for name, c in convs.items() if name in layers},   # {layer: ((C_out, 1|3, k, k), C_in)}
+        "gabor_kernels": gabor_kernels(conv.weight),        # (C_out, k, k), what the fits saw
+        "trained_fits": trained_fits, "correlation": corr,
+        "report": gabor_report(trained_fits, fit_gabors(untrained, seed), threshold, conv.kernel_size[0],
+                               conv.in_channels, round(corr, 4)),
+    }
 
-    out, image01 = args.out_dir, as_display(x_uint8)
+
+def figures(result: dict, network: str, image01, caption: str, max_channels):
+    """(file name, figure) for every figure of `result` (see compute), drawn one at a time so
+    that each can be saved and closed before the next."""
+    layer = result["layer"]
+    yield "kernels.png", plot_kernels(result["kernels"], network, layer)
+    yield "filtered.png", plot_filtered(image01, caption, result["responses"], network, layer)
+    yield "feature_maps.png", plot_feature_path(image01, caption, result["path"], network)
+    for name in result["layers"]:
+        description, fmap = result["maps"][name]
+        k01, in_channels = result["filters"][name]
+        yield file_name("feature_maps", name), plot_layer_maps(fmap, description, network, max_channels)
+        yield file_name("filters", name), plot_layer_filters(k01, name, in_channels, network, max_channels)
+    yield "gabor.png", plot_gabor(result["gabor_kernels"], result["trained_fits"], result["report"], network)
+
+
+def write_figures(result: dict, out: Path, network: str, image01, caption: str, max_channels) -> list:
+    """Save every figure into out; returns the file names written, in order."""
     written = []
-
-    def save(fig, name):
+    for name, fig in figures(result, network, image01, caption, max_channels):
         plots.save(fig, out / name)
         written.append(name)
+    return written
 
-    save(plot_kernels(k01, network, layer), "kernels.png")
-    save(plot_filtered(image01, caption, responses, network, layer), "filtered.png")
-    save(plot_feature_path(image01, caption, path, network), "feature_maps.png")
-    convs = dict(conv_layers(model))
-    for name in layers:
-        description, fmap = maps[name]
-        save(plot_layer_maps(fmap, description, network, args.max_channels), file_name("feature_maps", name))
-        c = convs[name]
-        save(plot_layer_filters(layer_filters(c, rgb=c is conv and c.in_channels == 3), name, c.in_channels,
-                                network, args.max_channels), file_name("filters", name))
-    save(plot_gabor(gabor_kernels(conv.weight), trained_fits, report, network), "gabor.png")
-    cli.write_json(out / "gabor.json", {"checkpoint": str(args.checkpoint), "layer": layer,
-                                        "layers": layers, **report})  # layers: the report's page order
-    written.append("gabor.json")
 
+def remove_stale_figures(out: Path, written) -> list:
+    """Delete feature_maps_<layer>.png / filters_<layer>.png this run did not write: left by an
+    earlier model or --layers, they would sit beside this model's figures as if they were its."""
+    stale = sorted(p for pattern in ("feature_maps_*.png", "filters_*.png") for p in out.glob(pattern)
+                   if p.name not in written)
+    for p in stale:
+        p.unlink()
+    return [p.name for p in stale]
+
+
+def print_summary(network: str, caption: str, out: Path, written, stale, result: dict):
+    report, layer, corr = result["report"], result["layer"], result["correlation"]
     print(f"{network}: sample {caption.splitlines()[0]}, {caption.splitlines()[1]}")
     print(f"wrote to {out}: {', '.join(written)}")
-    print(f"Gabor fits of the {len(trained_fits)} {layer} kernels ({report['kernel_size']}x{report['kernel_size']}, "
-          f"{report['fitted_to']}): R^2 >= {report['threshold']} for "
+    if stale:
+        print(f"removed stale figures of other layers: {', '.join(stale)}")
+    print(f"Gabor fits of the {len(result['trained_fits'])} {layer} kernels ({report['kernel_size']}x"
+          f"{report['kernel_size']}, {report['fitted_to']}): R^2 >= {report['threshold']} for "
           f"{100 * report['trained']['share_above_threshold']:.0f}% of trained kernels vs "
           f"{100 * report['untrained']['share_above_threshold']:.0f}% untrained "
           f"(median R^2 {report['trained']['median_r2']:.2f} vs {report['untrained']['median_r2']:.2f}); "
@@ -590,6 +603,24 @@ def main(argv=None):
           + (" (the untrained net is this run's own initialization)" if corr > 0.5 else ""))
     if report["caveat"]:
         print(f"caveat: {report['caveat']}")
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    model, ckpt = load_checkpoint(args.checkpoint)
+    in_channels = first_conv(model)[1].in_channels    # a UserError for a model without convs
+    layers = pick_layers(model, args.layers)
+    x_uint8, caption = load_sample(args, ckpt, in_channels)
+    x = data.normalize(x_uint8, ckpt["mean"], ckpt["std"])  # (1, C, H, W)
+    result = compute(model, ckpt, x, layers, args.seed, args.gabor_threshold)
+    predicted, prob = result["predicted"]
+    caption += f"\npredicted {predicted} ({100 * prob:.0f}%)"
+    network = network_title(ckpt, args.checkpoint)
+    written = write_figures(result, args.out_dir, network, as_display(x_uint8), caption, args.max_channels)
+    cli.write_json(args.out_dir / "gabor.json", {"checkpoint": str(args.checkpoint), "layer": result["layer"],
+                                                 "layers": layers, **result["report"]})  # layers: the report's page order
+    written.append("gabor.json")
+    print_summary(network, caption, args.out_dir, written, remove_stale_figures(args.out_dir, written), result)
 
 
 if __name__ == "__main__":

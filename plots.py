@@ -1,5 +1,6 @@
 """Small plotting functions shared by the scripts. Each takes arrays already computed and
-returns a matplotlib Figure; `save` writes it atomically and closes it."""
+returns a matplotlib Figure; `save` writes it atomically and closes it; `minmax` scales maps
+to [0, 1] for display (kernel_vis.py, cam.py, guided_backprop.py)."""
 import matplotlib
 
 matplotlib.use("Agg")  # files only, no display needed
@@ -64,6 +65,15 @@ def plot_confusion(cm: np.ndarray, classes, title: str):
     plt.setp(ax.get_xticklabels(), ha="right", rotation_mode="anchor")
     ax.tick_params(axis="y", rotation=0)
     return fig
+
+
+def minmax(t, dims=None):
+    """A torch tensor rescaled to [0, 1] over `dims` (min -> 0, max -> 1; default: every dim
+    but the first, i.e. each map of a batch (N, ...) on its own, as Zhou et al. display CAMs);
+    a constant slice becomes 0."""
+    dims = tuple(range(1, t.ndim)) if dims is None else dims
+    lo, hi = t.amin(dims, keepdim=True), t.amax(dims, keepdim=True)
+    return (t - lo) / (hi - lo).clamp_min(1e-12)
 
 
 def show_image(ax, image: np.ndarray, title: str | None = None, **kw):

@@ -18,9 +18,9 @@
 
 Every map is computed for a whole batch in one forward and one backward pass (images are
 independent in eval mode, so the gradient of the summed target scores gives each image its
-own gradient), in eval mode with frozen parameters. Hooks come off and each module's mode and
-each parameter's requires_grad flag are restored in `finally` blocks, also on error.
-Compute functions return tensors; `plot_grid` and `plot_sanity` draw them.
+own gradient), in eval mode with frozen parameters (`hooks.eval_mode`). Hooks come off and
+each module's mode and each parameter's requires_grad flag are restored in `finally` blocks,
+also on error. Compute functions return tensors; `plot_example_maps` and `plot_sanity` draw them.
 """
 import argparse
 import contextlib
@@ -39,30 +39,12 @@ import cli
 import hooks
 import plots
 from data import load_dataset, normalize
-from training import load_checkpoint, pick_device, predict, seed_everything
+from training import load_checkpoint, pick_device, seed_everything
 
 plt = plots.plt
 
 
-# ---- model state: eval mode, frozen parameters, always restored ---------------------------------
-
-@contextlib.contextmanager
-def explaining(model: nn.Module):
-    """Eval mode (dropout off, batch norm on its running statistics) and frozen parameters while
-    inside; every module's training flag and every parameter's requires_grad restored after."""
-    modes = [(m, m.training) for m in model.modules()]
-    flags = [(p, p.requires_grad) for p in model.parameters()]
-    try:
-        model.eval()
-        for p in model.parameters():
-            p.requires_grad_(False)  # only input/activation gradients are needed
-        yield model
-    finally:
-        for m, training in modes:
-            m.training = training
-        for p, requires_grad in flags:
-            p.requires_grad_(requires_grad)
-
+# ---- targets and layers ------------------------------------------------------------------------
 
 def resolve_targets(logits: torch.Tensor, target=None) -> torch.Tensor:
     """Class index per image (N,): the prediction when `target` is None, else `target`
@@ -108,7 +90,7 @@ def default_layer(model: nn.Module, x: torch.Tensor):
     """Name of the last nn.ReLU (in run order) whose output is a (N, C, H, W) feature map: the
     last conv layer's activation, Grad-CAM's usual layer. None when there is none (an FFN)."""
     names = [n for n, m in model.named_modules() if isinstance(m, nn.ReLU)]
-    with explaining(model), hooks.record_outputs(model, names) as out:
+    with hooks.eval_mode(model, freeze=True), hooks.record_outputs(model, names) as out:
         model(x[:1])
     maps = [n for n, a in out.items() if a.ndim == 4]
     return maps[-1] if maps else None
@@ -157,7 +139,7 @@ def class_activation_map(model: nn.Module, x: torch.Tensor, target=None) -> torc
     the predicted class): (N, h, w) at the feature maps' resolution, signed (no ReLU in Eq. 2)."""
     features, fc_name = cam_layers(model)
     fc = model.get_submodule(fc_name)
-    with explaining(model), hooks.record_outputs(model, [features]) as out:
+    with hooks.eval_mode(model, freeze=True), hooks.record_outputs(model, [features]) as out:
         logits = model(x)                                   # (N, classes)
         f = out[features]                                   # (N, K, h, w)
         # Eq. 2 holds only if the logits are fc(GAP(f)); check it on this batch, so a forward
@@ -180,7 +162,7 @@ def grad_cam(model: nn.Module, x: torch.Tensor, target=None, layer: str | None =
         raise cli.UserError(f"{type(model).__name__} has no convolutional feature maps for Grad-CAM "
                             "(it flattens the image first); use a CNN or GAPNet checkpoint")
     check_layer(model, layer)
-    with explaining(model), hooks.record_outputs(model, [layer]) as out:
+    with hooks.eval_mode(model, freeze=True), hooks.record_outputs(model, [layer]) as out:
         x = x.detach().requires_grad_(True)  # parameters are frozen: the graph starts at x
         logits = model(x)
         A = out[layer]                                      # (N, K, h, w)
@@ -194,10 +176,14 @@ def grad_cam(model: nn.Module, x: torch.Tensor, target=None, layer: str | None =
 
 # ---- guided backpropagation ----------------------------------------------------------------------
 
-def _guided_relu_hook(module, grad_input, grad_output):
-    # nn.ReLU's own backward gives grad_in = grad_out * [input > 0]; keeping only its positive
-    # part adds the guided rule [grad_out > 0] (Springenberg et al. 2015, Fig. 1).
-    return (grad_input[0].clamp(min=0),)
+def _guide_relu_output(module, inputs, output):
+    """Forward hook on an nn.ReLU: a hook on its output tensor (N, ...) keeps only the positive
+    part of the gradient arriving there; ReLU's own backward then multiplies by [input > 0], so
+    the gradient passed on is [input > 0] * max(grad_out, 0), the guided rule (Springenberg et
+    al. 2015, Sec. 3.4, Fig. 1). The tensor hook belongs to this forward's graph and goes with
+    it; a module backward hook would leave the module flagged (`_is_full_backward_hook`)."""
+    if output.requires_grad:
+        output.register_hook(lambda grad: grad.clamp(min=0))
 
 
 RELU_FUNCTIONS = {F.relu, F.relu_, torch.relu, torch.relu_, torch.Tensor.relu, torch.Tensor.relu_}
@@ -211,6 +197,14 @@ class _FunctionalReluDetector(TorchFunctionMode):
         super().__init__()
         self.depth, self.found = 0, None  # depth > 0: inside an nn.ReLU module's forward
 
+    def enter(self, *_):
+        """Forward pre-hook on each nn.ReLU: its own relu call is the guided one."""
+        self.depth += 1
+
+    def leave(self, *_):
+        """Forward hook on each nn.ReLU (returns None: the output is kept)."""
+        self.depth -= 1
+
     def __torch_function__(self, func, types, args=(), kwargs=None):
         if func in RELU_FUNCTIONS and self.depth == 0 and self.found is None:
             self.found = getattr(func, "__qualname__", str(func))
@@ -223,13 +217,13 @@ def input_gradient(model: nn.Module, x: torch.Tensor, target=None, guided: bool 
     (Simonyan et al. 2014's saliency, the baseline of the sanity check)."""
     relus = relu_modules(model)
     detector, handles = _FunctionalReluDetector(), []
-    with explaining(model):
+    with hooks.eval_mode(model, freeze=True):
         try:
             if guided:
                 for m in relus:
-                    handles.append(m.register_full_backward_hook(_guided_relu_hook))
-                    handles.append(m.register_forward_pre_hook(lambda *_: setattr(detector, "depth", detector.depth + 1)))
-                    handles.append(m.register_forward_hook(lambda *_: setattr(detector, "depth", detector.depth - 1)))
+                    handles += [m.register_forward_pre_hook(detector.enter),
+                                m.register_forward_hook(detector.leave),
+                                m.register_forward_hook(_guide_relu_output)]
             x = x.detach().requires_grad_(True)
             with detector if guided else contextlib.nullcontext():
                 logits = model(x)
@@ -256,15 +250,7 @@ def guided_grad_cam(model, x, target=None, layer=None) -> torch.Tensor:
     return guided_backprop(model, x, target) * cam[:, None]
 
 
-# ---- display scaling (per image) ---------------------------------------------------------------
-
-def minmax(maps: torch.Tensor) -> torch.Tensor:
-    """Each map (N, ...) scaled to [0, 1] (Zhou et al.'s display of CAMs); constant maps -> 0."""
-    flat = maps.flatten(1)
-    lo, hi = flat.min(1).values, flat.max(1).values
-    scale = (hi - lo).clamp(min=1e-12).view(-1, *[1] * (maps.ndim - 1))
-    return (maps - lo.view_as(scale)) / scale
-
+# ---- display scaling (per image; plots.minmax for min-max) ---------------------------------------
 
 def robust_max(maps: torch.Tensor, q=0.995) -> torch.Tensor:
     # The 99.5th percentile rather than the max, so a few extreme pixels don't wash out the rest.
@@ -345,6 +331,20 @@ def parse_target(text, classes):
                         f"classes: {', '.join(classes)}")
 
 
+def float32_logits(model: nn.Module, images: torch.Tensor, mean, std, device, batch_size=256) -> torch.Tensor:
+    """Logits (N, classes), float32 on the CPU, of uint8 images (N, C, H, W), in batches.
+
+    Not training.predict: that runs under bfloat16 autocast on CUDA, whose argmax differs from
+    float32 on 12-17 of the 10,000 CIFAR-10 test images (measured on a CPU), so an image chosen
+    as wrong could be titled correct. Choosing and titling with this one function keeps them
+    equal. On a CPU predict is float32 too, in the same batches: the same examples as with it."""
+    out = []
+    with hooks.eval_mode(model), torch.inference_mode():
+        for i in range(0, len(images), batch_size):
+            out.append(model(normalize(images[i:i + batch_size].to(device), mean, std)).float().cpu())
+    return torch.cat(out)
+
+
 def load_examples(args) -> Examples:
     """Checkpoint, test set, and the images to explain (--index, or --n chosen with --seed)."""
     seed_everything(args.seed)
@@ -359,12 +359,11 @@ def load_examples(args) -> Examples:
             raise cli.UserError(f"--index {bad[0]} is outside the test set (0..{n_test - 1})")
         index = torch.tensor(args.index)
     else:  # predictions on the whole test set, to draw correct and wrong ones
-        pred = predict(model, ds.x_test, ckpt["mean"], ckpt["std"], device).argmax(1)
+        pred = float32_logits(model, ds.x_test, ckpt["mean"], ckpt["std"], device).argmax(1)
         index, _ = choose_examples(pred, ds.y_test, args.n, args.seed)
     images = ds.x_test[index]
     x = normalize(images.to(device), ckpt["mean"], ckpt["std"])
-    with explaining(model), torch.no_grad():
-        probs = model(x).float().softmax(1).cpu()           # (N, classes), full precision
+    probs = float32_logits(model, images, ckpt["mean"], ckpt["std"], device).softmax(1)  # (N, classes)
     out_dir = Path(args.out_dir) if args.out_dir else Path(args.checkpoint).parent
     return Examples(model, ckpt, classes, images, x, index, ds.y_test[index], probs.argmax(1),
                     probs.max(1).values, None if target is None else torch.full((len(index),), target),
@@ -372,19 +371,26 @@ def load_examples(args) -> Examples:
 
 
 def titles(ex: Examples) -> tuple[list, list]:
-    """Per example: 'correct/wrong #index', predicted class and confidence, true class (and
-    the explained class when --target differs); green for correct, red for wrong."""
+    """Per example: 'correct/wrong #index', predicted class and confidence, true class, and
+    the class its map explains (the prediction, or --target; for a wrong example the maps show
+    the evidence for the wrong class); green for correct, red for wrong."""
     out, colors = [], []
     for i in range(len(ex.index)):
         ok = bool(ex.pred[i] == ex.y[i])
+        explained = ex.pred[i] if ex.target is None else ex.target[i]
         lines = [f"{'correct' if ok else 'wrong'}  #{int(ex.index[i])}",
                  f"pred: {ex.classes[ex.pred[i]]} {100 * ex.prob[i]:.0f}%",
-                 f"true: {ex.classes[ex.y[i]]}"]
-        if ex.target is not None:
-            lines.append(f"map for: {ex.classes[ex.target[i]]}")
+                 f"true: {ex.classes[ex.y[i]]}",
+                 f"map for: {ex.classes[explained]}"]
         out.append("\n".join(lines))
         colors.append("tab:green" if ok else "tab:red")
     return out, colors
+
+
+def explained_class(ex: Examples) -> str:
+    """For the figures' suptitles: which class the maps explain."""
+    return "maps for the predicted class" if ex.target is None else \
+        f"maps for class {ex.classes[int(ex.target[0])]}"
 
 
 def output_stem(base: str, args, ex: Examples) -> str:
@@ -429,7 +435,7 @@ def methods_for(model: nn.Module, x: torch.Tensor, layer: str | None = None) -> 
 def randomization_units(model: nn.Module, x: torch.Tensor) -> list:
     """Layers with weights in forward order, each a list of module names: a conv or linear
     layer together with the batch norm right after it (re-initialized as one)."""
-    with torch.no_grad(), explaining(model), hooks.record_outputs(model) as out:
+    with torch.no_grad(), hooks.eval_mode(model, freeze=True), hooks.record_outputs(model) as out:
         model(x[:1])
     modules = dict(model.named_modules())
     units = []
@@ -459,12 +465,14 @@ def cascading_randomization(model: nn.Module, x: torch.Tensor, methods: dict, se
     with the trained model's (Spearman rank correlation per image, then mean and std).
     Works on a deep copy: `model` itself is untouched. The explained class stays the trained
     model's prediction throughout."""
-    with torch.no_grad(), explaining(model):
+    with torch.no_grad(), hooks.eval_mode(model, freeze=True):
         target = model(x).argmax(1)                         # (N,)
     trained = {name: fn(model, x, target) for name, fn in methods.items()}
     randomized = copy.deepcopy(model)
     units = randomization_units(model, x)[::-1]             # top first
-    no_change = {name: {"mean": 1.0, "std": 0.0} for name in methods}  # identical maps
+    # Step 0 compares the trained model's maps with themselves: correlation 1 by definition,
+    # so it is not recomputed.
+    no_change = {name: {"mean": 1.0, "std": 0.0} for name in methods}
     steps = [{"randomized": 0, "layer": "none", **no_change}]
     for k, unit in enumerate(units, 1):
         with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
@@ -502,7 +510,7 @@ def run_sanity(ex: Examples, seed: int, n: int, layer=None) -> dict:
 
 # ---- figures -----------------------------------------------------------------------------------
 
-def plot_grid(images, rows, titles, colors, suptitle):
+def plot_example_maps(images, rows, titles, colors, suptitle):
     """One column per example. images: (N, C, H, W) uint8; rows: [(label, kind, maps)] with kind
     "image" (maps unused), "overlay" ((N, H, W) in [0, 1], drawn over the image, blue low to red
     high), "heatmap" ((N, H, W) in [0, 1]) or "rgb" ((N, C, H, W) in [0, 1])."""

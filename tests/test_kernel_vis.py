@@ -222,11 +222,34 @@ def test_main_writes_every_figure_and_gabor_json(checkpoints, tiny_data_dir, tmp
     assert report["trained"]["r2"] == report["untrained"]["r2"]
     assert report["weight_correlation_trained_untrained"] == pytest.approx(1.0)
     assert "Gabor fits" in capsys.readouterr().out
+    (out / "notes.txt").write_text("not a figure of ours")
     kv.main(["--checkpoint", str(checkpoints["cnn"]), "--data-dir", str(tiny_data_dir),
              "--out-dir", str(out), "--seed", "5", "--layers", "conv1_1"])
     report = json.loads((out / "gabor.json").read_text())
     assert report["trained"]["r2"] != report["untrained"]["r2"]
     assert abs(report["weight_correlation_trained_untrained"]) < 0.9
+    # conv2_1's figures were the first run's: deleted, so the folder shows only this run's layers
+    assert {p.name for p in out.iterdir()} == {"kernels.png", "filtered.png", "feature_maps.png", "gabor.png",
+                                               "gabor.json", "feature_maps_conv1_1.png", "filters_conv1_1.png",
+                                               "notes.txt"}
+    assert "removed stale figures of other layers: feature_maps_conv2_1.png, filters_conv2_1.png" \
+        in capsys.readouterr().out
+
+
+def test_compute_traces_the_model_once(monkeypatch):
+    model, args = tiny_gapnet()
+    x = torch.randn(1, 3, 32, 32)
+    calls, real_trace = [], kv.trace
+    monkeypatch.setattr(kv, "trace", lambda m, x: calls.append(1) or real_trace(m, x))
+    ckpt = {"model": {"name": "GAPNet", "args": args}, "classes": FASHION_CLASSES}
+    result = kv.compute(model, ckpt, x, ["conv1", "res2_1.conv2"], seed=0, threshold=0.7)
+    assert len(calls) == 1
+    for (n, k, t), (n2, k2, t2) in zip(result["path"], kv.feature_path(model, x), strict=True):
+        assert (n, k) == (n2, k2) and torch.equal(t, t2)
+    assert set(result["maps"]) == set(result["filters"]) == {"conv1", "res2_1.conv2"}
+    assert result["filters"]["res2_1.conv2"][0].shape == (8, 1, 3, 3)  # first input channel of 8
+    with torch.no_grad():
+        assert result["predicted"][0] == FASHION_CLASSES[int(model(x).argmax())]
 
 
 def test_main_gapnet_with_an_image_file(checkpoints, tmp_path):
