@@ -100,37 +100,24 @@ def refuse_foreign_options(parser: argparse.ArgumentParser, args, flag: str, onl
                 parser.error(f"--{key.replace('_', '-')} applies to {flag} {owner} only")
 
 
-def positive_int(text: str) -> int:
-    """argparse type: an integer >= 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value}")
-    return value
+def _number_type(convert, what: str, ok, expected: str):
+    """An argparse type: convert(text), refused with "expected <expected>" unless ok(value)."""
+    def parse(text: str):
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if not ok(value):
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {value}")
+        return value
+    return parse
 
 
-def finite_float(text: str) -> float:
-    """argparse type: a real number (not nan or inf, which would only show up as a diverged run)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"expected a finite number, got {text}")
-    return value
-
-
-def seed(text: str) -> int:
-    """argparse type: a seed in [0, 2**32), which torch, NumPy and the seeds derived from it accept."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if not 0 <= value < 2**32:
-        raise argparse.ArgumentTypeError(f"expected a seed from 0 to {2**32 - 1}, got {value}")
-    return value
+positive_int = _number_type(int, "a whole number", lambda v: v >= 1, "a number >= 1")
+# nan or inf would only show up later, as a diverged run
+finite_float = _number_type(float, "a number", math.isfinite, "a finite number")
+# torch, NumPy and the seeds training derives from it (seed * 100_003 + ...) all accept [0, 2**32)
+seed = _number_type(int, "a whole number", lambda v: 0 <= v < 2**32, f"a seed from 0 to {2**32 - 1}")
 
 
 def run(main):
