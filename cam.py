@@ -15,10 +15,10 @@ Writes to the checkpoint's folder (or --out-dir): cam.png or gradcam.png (a grid
 image, and the map overlaid on it, titled with the predicted and true class, the confidence
 and the class the map explains: the prediction, for wrong ones too, unless --target), cam.json
 or gradcam.json (which images, predictions); with --sanity also sanity.png and sanity.json
-(same as guided_backprop.py --sanity: every method that applies). A chosen selection gets its
-own name, e.g. cam-index-3-17-42-target-cat.png, so the standard figure (the report's) stays.
+(same as guided_backprop.py --sanity: every method that applies). A chosen selection (--index,
+--target, --layer) gets its own name, e.g. cam-index-3-17-42-target-cat.png, so the standard
+figure (the report's) stays.
 """
-import argparse
 
 import cli
 import plots
@@ -28,7 +28,7 @@ METHODS = {"cam": "CAM", "gradcam": "Grad-CAM"}
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    p = cli.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=cli.HelpFormatter)
     saliency.add_args(p)
     p.add_argument("--method", choices=["auto", "cam", "gradcam"], default="auto",

@@ -8,7 +8,7 @@ batch norm and dropout do to each.
     python cifar10.py --arch dense --ablation       # batch norm on/off x dropout on/off, same everything else
     python cifar10.py --arch gap --ablation --seeds 3 --epochs 5
     python cifar10.py --arch gap --preset quick     # 1-4 minutes on a 2-core CPU
-    python cifar10.py --arch gap --preset large     # the former default: 2-3 points more, 20 min with AMX, ~1 h in float32
+    python cifar10.py --arch gap --preset large     # the former default: 2-3 points more, 10-20 min with native bf16, ~1 h in float32
     python cifar10.py --arch gap --preset gpu       # wider and longer, for one CUDA GPU
     torchrun --nproc_per_node=4 cifar10.py --arch gap --preset gpu   # DistributedDataParallel
 
@@ -34,7 +34,6 @@ with final metrics), metrics.json, history.csv (per epoch), steps.csv (per step)
 --ablation writes runs/cifar10-<arch>[-<preset>]-ablation/: one run folder per variant (and seed),
 ablation.json, ablation.md (the table) and ablation.png (validation curves of the four).
 """
-import argparse
 import math
 import time
 from pathlib import Path
@@ -52,11 +51,11 @@ from training import (TrainingError, build_model, config_from_args, count_parame
                       finish_run, fit, is_main_process, metrics_from_logits, pick_device, predict,
                       rank_and_world, seed_everything)
 
-# Chosen on the 5,000 validation images (README "How the designs were reached"); the test set
+# Chosen on the 5,000 validation images (README "The two CIFAR-10 designs"); the test set
 # played no part. "default" is sized for 20 minutes on 2 CPU cores in float32 (x86-64 with AVX2:
-# 85.5% dense, 85.6% gap), "quick" for 5 minutes; "large" (the default until it was found to need
-# about an hour in float32) fits 20 minutes only where the CPU runs bfloat16 natively (AMX: 87.7%
-# dense, 87.5% gap); "gpu" is for one H100 or H200 and not yet tuned there: run to the end on a CPU
+# 85.35% dense with the dropout 0.2 of then, 85.55% gap), "quick" for 5 minutes; "large" (the
+# default until it was found to need about an hour in float32) fits 20 minutes only where the CPU
+# runs bfloat16 natively (87.7% dense, 87.5% gap; AMX about 19 min, AVX512-BF16 about 10); "gpu" is for one H100 or H200 and not yet tuned there: run to the end on a CPU
 # it gave 88.5% (gap, seed 0), short of the 93% that benchmarks/bench_cifar10.py asks of it.
 TRAIN = dict(batch_size=512, optimizer="sgd", momentum=0.9, weight_decay=5e-4, label_smoothing=0.2,
              warmup=0.2, flip=True, crop=2)
@@ -93,7 +92,7 @@ N_TRAIN, IMAGE = 50_000, (3, 32, 32)
 # ---- arguments ----------------------------------------------------------------------------------
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    p = cli.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=cli.HelpFormatter,
                                 epilog="Training and architecture defaults depend on --arch and --preset "
                                        "(DEFAULTS in this file).")
@@ -101,8 +100,9 @@ def parse_args(argv=None):
                    help="dense: VGG-style convs + dense head; gap: residual stages + global average pooling "
                         "+ one linear layer")
     p.add_argument("--preset", choices=["default", "quick", "large", "gpu"], default="default",
-                   help="default: 20 min on 2 CPU cores; quick: 5 min; large: 2-3 points more, 20 min only "
-                        "with AMX (bf16), about 1 h in float32; gpu: for a CUDA GPU")
+                   help="default: 20 min on 2 CPU cores; quick: 5 min; large: 2-3 points more, 10-20 min "
+                        "where the CPU runs bfloat16 natively (AMX, AVX512-BF16), about 1 h in float32; "
+                        "gpu: for a CUDA GPU")
     p.add_argument("--ablation", action="store_true",
                    help="train the four variants batch norm on/off x dropout on/off, everything else equal")
     p.add_argument("--seeds", type=cli.positive_int, default=1,
@@ -263,7 +263,6 @@ def train_run(args, splits, ds, device, out_dir: Path, *, batchnorm, dropout, se
     n_params = count_parameters(model)
     main = is_main_process()
     if main:
-        cli.write_text(out_dir / "architecture.txt", architecture_text(model, name, margs))
         print(f"{NAMES[args.arch]}: {name}, {n_params:,} parameters, batch norm {'on' if batchnorm else 'off'}, "
               f"dropout {dropout}; {device}, {len(splits['train'][0]):,} training images -> {out_dir}")
     meta = {"model": {"name": name, "args": margs}, "dataset": "cifar10", "classes": ds.classes,
@@ -276,6 +275,7 @@ def train_run(args, splits, ds, device, out_dir: Path, *, batchnorm, dropout, se
     if not main:
         return {}
 
+    cli.write_text(out_dir / "architecture.txt", architecture_text(model, name, margs))
     results = final_metrics(model, splits, ds, device, history)
     metrics = {"arch": args.arch, "preset": args.preset, "network": name, "parameters": n_params,
                "batchnorm": batchnorm, "dropout": dropout, **results,

@@ -22,6 +22,14 @@ class UserError(Exception):
     Scripts print its message as one line and exit with status 2, no traceback."""
 
 
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse whose errors are one line, `<script>: error: <message>; see --help` (exit status 2),
+    without the usage block argparse prints first."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}; see {self.prog} --help\n")
+
+
 class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
     """--help keeps the description's line breaks and shows each option's default, except where
     there is none to show: None (the script's DEFAULTS table decides) and on/off flags."""

@@ -39,7 +39,7 @@ NAMES = {"ffn": "Feed-forward network", "cnn": "CNN"}
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=cli.HelpFormatter,
+    p = cli.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=cli.HelpFormatter,
                                 epilog="Training and architecture defaults depend on --model (DEFAULTS in this file).")
     p.add_argument("--model", choices=["ffn", "cnn"], default="cnn", help="which network to train")
     cli.add_common_args(p)
@@ -120,6 +120,7 @@ def plot_examples(x_test, y_test, pred, probs, picks, classes, network):
 
 def main(argv=None):
     args = parse_args(argv)
+    cli.make_dirs(args.out_dir)  # a file in the way fails now, not after training
     device = pick_device(args.device)
     with distributed(device):
         seed_everything(args.seed)

@@ -16,10 +16,9 @@ Writes to the checkpoint's folder (or --out-dir): guided_backprop.png, a grid wi
 image (titled as in cam.py, with the class the maps explain): the image, Grad-CAM overlaid,
 the guided backpropagation map as an image (mid-gray is zero), its magnitude sum_c |map| as a
 heatmap, and guided Grad-CAM; guided_backprop.json; with --sanity also sanity.png and
-sanity.json (the same as cam.py --sanity). --index and --target runs get names of their own
-(guided_backprop-index-3-17-target-dog.png), as in cam.py.
+sanity.json (the same as cam.py --sanity). --index, --target and --layer runs get names of
+their own (guided_backprop-index-3-17-target-dog.png), as in cam.py.
 """
-import argparse
 
 import cli
 import plots
@@ -27,7 +26,7 @@ import saliency
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    p = cli.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=cli.HelpFormatter)
     saliency.add_args(p)
     p.add_argument("--layer", help="Grad-CAM layer for guided Grad-CAM; default: the last conv layer's ReLU")

@@ -33,7 +33,6 @@ The sample: test image --index (default 0, the first test image), or any image f
 converted to the model's channels, center-cropped to a square and resized to the training size,
 then normalized with the checkpoint's mean and std.
 """
-import argparse
 import math
 from pathlib import Path
 
@@ -63,7 +62,7 @@ MIN_GABOR_KERNEL = 5  # smallest kernel size for which the Gabor share means som
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    p = cli.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=cli.HelpFormatter)
     p.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT,
                    help="model.pt of a CNN or GAPNet written by fashionmnist.py or cifar10.py")

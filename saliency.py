@@ -394,13 +394,16 @@ def explained_class(ex: Examples) -> str:
 
 
 def output_stem(base: str, args, ex: Examples) -> str:
-    """`base` for the standard figure (--n test images drawn with --seed); a chosen selection
-    (--index, --target) gets a name of its own, so it never replaces the figure the report uses."""
+    """`base` for the standard figure (--n test images drawn with --seed, which report/run_all.py
+    sets); a chosen selection (--index, --target, --layer) gets a name of its own
+    (cam-index-3-17-target-cat), so it never replaces the figure the report uses."""
     stem = base
     if args.index:
         stem += "-index-" + "-".join(map(str, args.index))
     if ex.target is not None:
         stem += "-target-" + cli.slug(ex.classes[int(ex.target[0])])
+    if getattr(args, "layer", None):
+        stem += "-layer-" + cli.slug(args.layer)
     return stem
 
 

@@ -476,14 +476,24 @@ def _resume(checkpoint, model, optimizer, scheduler, meta, cfg, n_train, fingerp
         return 0, {"step_loss": [], "step_lr": [], "epochs": [], "seconds": 0.0}
     ckpt = read_checkpoint(checkpoint)
     if meta and ckpt.get("model") != meta.get("model"):
-        raise UserError(f"--resume: {checkpoint} holds {ckpt.get('model')}, not {meta.get('model')}; "
-                        "use the same architecture arguments or drop --resume")
+        raise UserError(f"--resume: {checkpoint} holds {_model_difference(ckpt, meta)}; pass the arguments "
+                        "it was trained with, or another --out-dir, or drop --resume")
     _check_resumable(checkpoint, ckpt, cfg, n_train, fingerprint)
     unwrap(model).load_state_dict(ckpt["state_dict"])
     optimizer.load_state_dict(ckpt["optimizer"])
     scheduler.load_state_dict(ckpt["scheduler"])
     tqdm.write(f"resuming from {checkpoint} after epoch {ckpt['epoch']}")
     return ckpt["epoch"], ckpt["history"]
+
+
+def _model_difference(saved: dict, wanted: dict) -> str:
+    """What differs between a checkpoint's model and the one this run builds, in a few words."""
+    (name, args), (want_name, want_args) = [(d["model"]["name"], d["model"]["args"]) for d in (saved, wanted)]
+    if (name, saved.get("dataset")) != (want_name, wanted.get("dataset")):
+        return f"a {name} for {saved.get('dataset')}, not this run's {want_name} for {wanted.get('dataset')}"
+    keys = [k for k in args | want_args if args.get(k) != want_args.get(k)]
+    return (f"a {name} with {', '.join(f'{k}={args.get(k)}' for k in keys)}, not "
+            f"{', '.join(f'{k}={want_args.get(k)}' for k in keys)}")
 
 
 # Settings that change how, not what, a run computes: a resumed run may change them.

@@ -17,7 +17,6 @@ when run to the end on a CPU, so it is expected to miss: README "Results"). Wall
 programs share the CPU are pessimistic: results record the load average before and after, and
 the process's CPU seconds. Results are written atomically (cases not rerun are kept); the exit status is 1 on a miss.
 """
-import argparse
 import sys
 from pathlib import Path
 from typing import NamedTuple
@@ -64,7 +63,7 @@ def run_case(name, data_dir, from_runs=None) -> dict:
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = cli.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data-dir", default=cli.DEFAULT_DATA_DIR)
     p.add_argument("--only", nargs="+", choices=list(CASES), help="run these cases only")
     p.add_argument("--from-runs", metavar="RUNS_DIR",

@@ -11,7 +11,6 @@ a 2-core CPU: FFN >= 90.5% test accuracy within 2 minutes, CNN >= 93.5% within 1
 `python report/run_all.py --preset full` (checked against their command in runs/logs/).
 Results are written atomically (cases not rerun are kept); the exit status is 1 on a miss.
 """
-import argparse
 import sys
 from pathlib import Path
 
@@ -38,7 +37,7 @@ def run_case(model, data_dir, runs_dir=None, from_runs=None) -> dict:
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = cli.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data-dir", default=cli.DEFAULT_DATA_DIR)
     p.add_argument("--only", nargs="+", choices=list(TARGETS), help="run these models only")
     p.add_argument("--runs-dir", help="keep the run folders here (default: temporary)")

@@ -12,7 +12,6 @@ and the median is reported. The target is mytorch within 2x of torch; a case tha
 misses it (or every case, with --phases) also gets a per-phase breakdown of
 mytorch's time. Results go to a JSON file; the exit status is 1 on a miss.
 """
-import argparse
 import os
 import platform
 import sys
@@ -144,7 +143,7 @@ def other_machines(path, here):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = cli.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=cli.positive_int, default=30)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--threads", type=cli.positive_int, default=torch.get_num_threads(),

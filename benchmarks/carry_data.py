@@ -1,6 +1,6 @@
 """Carry a dataset npz to an offline machine that takes only small transfers, losslessly.
 
-The project's lent GPU machine (README "GPUs and several machines") cannot download and receives at
+The project's lent GPU machine (README "Benchmarks") cannot download and receives at
 most 64 MiB a call, working tree included, but cifar10.npz is 171 MB. Its 60,000 images stored as
 lossless WebP (Pillow, method 2) take about 93 MB, two parts of under 50 MB: one call carries each.
 
@@ -12,7 +12,6 @@ Every part holds the labels, the class names and a SHA-256 of each image array, 
 proves the rebuilt arrays are the source's, byte for byte, and names any part that is missing.
 `pack` checks the same before it writes anything.
 """
-import argparse
 import hashlib
 import io
 import math
@@ -65,6 +64,10 @@ def split_parts(files: list[bytes], max_bytes: int) -> list[tuple[int, int]]:
 
 
 def pack(source, out_dir, max_mb: float) -> list[Path]:
+    other = [p for p in Path(out_dir).glob("*/*-part*of*.npz") if p.name.split("-part")[0] != Path(source).stem]
+    if other:  # unpack would refuse a folder with two packs' parts
+        raise cli.UserError(f"{out_dir} holds parts of another pack ({other[0]}); pack into another --out, "
+                            "or delete them first")
     arrays = read_npz(source, KEYS, "pack takes a dataset npz in the keras mnist.npz layout, like cifar10.npz")
     for split in SPLITS:
         x = arrays[f"x_{split}"]
@@ -133,7 +136,7 @@ def unpack(folder, out_dir) -> Path:
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=cli.HelpFormatter)
+    p = cli.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=cli.HelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
     pk = sub.add_parser("pack", help="split an npz into lossless parts", formatter_class=cli.HelpFormatter)
     pk.add_argument("source", help="the npz to carry, e.g. ../shared/data/cifar10.npz")

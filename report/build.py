@@ -43,7 +43,7 @@ ARCH_NAMES = {"dense": "VGG-style CNN with a dense head", "gap": "ResNet-style C
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    p = cli.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=cli.HelpFormatter)
     p.add_argument("--runs-dir", type=Path, default=Path("runs"), help="the folder run_all.py (or the scripts) wrote")
     p.add_argument("--out", type=Path, default=Path("report/report.pdf"), help="the PDF to write")

@@ -17,7 +17,6 @@ silhouettes on a black background), so dataset.json reports both counts.
 Writes to runs/dataset/ (or --out-dir): dataset.json (class counts, duplicate counts, the pairs),
 class_balance.png and near_duplicates.png (a few pairs per dataset, from closest to the threshold).
 """
-import argparse
 import hashlib
 import sys
 from pathlib import Path
@@ -41,7 +40,7 @@ SWEEP = (2, 4, 6, 8, 10, 15, 20)  # also counted, to show how much the threshold
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    p = cli.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=cli.HelpFormatter)
     p.add_argument("--data-dir", default=cli.DEFAULT_DATA_DIR,
                    help="folder holding fashion_mnist.npz and cifar10.npz ($CONVLENS_DATA_DIR or ./data)")

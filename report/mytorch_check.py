@@ -7,7 +7,6 @@ mytorch/check.py prints its table for a person; this runs the same cases (its CA
 run_case: float64 errors of Z, dL/dA, dL/dW, dL/db against torch, PASS within its TOLERANCE,
 float32 timings) and writes them to check.json. The exit status is 1 if any case fails.
 """
-import argparse
 import sys
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from mytorch import check  # noqa: E402
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    p = cli.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=cli.HelpFormatter)
     p.add_argument("--seed", type=cli.seed, default=0, help="seed of inputs and weights")
     p.add_argument("--repeats", type=cli.positive_int, default=5, help="timing repeats per case")

@@ -18,7 +18,7 @@ are skipped and an interrupted training continues from its last epoch (--resume)
 shared module (training.py, cnn.py, ...) pass --force. A failed step does not stop the others;
 only the steps that read its outputs are blocked, and the exit status is 1.
 
-Time measured (README "Results"): full 29-31 min on a 2-core AMD EPYC with AVX512-BF16; on a 2-core
+Time measured (README "Results"): full 29-32 min and quick 8 min on a 2-core AMD EPYC with AVX512-BF16; on a 2-core
 Intel Xeon with AMX, with the larger CIFAR-10 settings of then (today's --preset large as the
 default, and the quick preset at 48-96-192), full 1 h 19 min and quick 28 min 34 s.
 --limit runs 16 fresh Python processes of 3-5 s each (importing torch, scipy, matplotlib): about
@@ -27,7 +27,6 @@ default, and the quick preset at 48-96-192), full 1 h 19 min and quick 28 min 34
 Writes runs/logs/<step>.log (the step's output) and <step>.json (its command and state), and
 runs/run_all.json (the summary table, after every step; report/build.py takes the total time from it).
 """
-import argparse
 import math
 import os
 import subprocess
@@ -73,7 +72,7 @@ def tiny_args(kind: str, n: int) -> list:
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    p = cli.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=cli.HelpFormatter)
     p.add_argument("--preset", choices=list(PRESETS), default="quick",
                    help="quick: shorter training for a laptop CPU; full: every script's defaults")

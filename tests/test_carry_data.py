@@ -55,6 +55,16 @@ def test_parts_of_two_packs_are_refused(source, tmp_path):
         carry_data.unpack(tmp_path / "a", tmp_path / "data")
 
 
+def test_pack_refuses_a_folder_with_another_packs_parts(source, tmp_path):
+    path, arrays = source
+    carry_data.pack(path, tmp_path / "carry", max_mb=0.06)
+    other = tmp_path / "fashion.npz"
+    write_npz(other, arrays)
+    with pytest.raises(UserError, match="holds parts of another pack .*cifar10-part1of3.npz"):
+        carry_data.pack(other, tmp_path / "carry", max_mb=0.06)
+    assert carry_data.unpack(tmp_path / "carry", tmp_path / "data").name == "cifar10.npz"  # still whole
+
+
 def test_split_parts_covers_every_file_once():
     files = [b"x" * n for n in (5, 1, 9, 3, 3, 7, 2)]
     bounds = carry_data.split_parts(files, max_bytes=12)

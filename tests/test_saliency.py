@@ -327,6 +327,8 @@ def test_cam_script(checkpoints, tiny_data_dir, capsys):
     cam.main(["--checkpoint", str(checkpoints["dense"]), *base, "--method", "gradcam", "--target", "cat"])
     assert "CAM does not apply" not in capsys.readouterr().out  # asked for by name: nothing to explain
     assert (checkpoints["dense"].parent / "gradcam-target-cat.png").exists()  # the standard figure stays
+    cam.main(["--checkpoint", str(checkpoints["dense"]), *base, "--layer", "features.relu1_1"])
+    assert (checkpoints["dense"].parent / "gradcam-layer-features-relu1_1.png").exists()
     with pytest.raises(cli.UserError, match="gradcam"):
         cam.main(["--checkpoint", str(checkpoints["dense"]), *base, "--method", "cam"])
     with pytest.raises(cli.UserError, match="--target"):

@@ -244,3 +244,16 @@ def test_a_global_batch_must_split_evenly_across_processes(fashion, monkeypatch)
     with pytest.raises(UserError, match="--batch-size 64 does not split evenly across 3 processes"):
         fit(build_model(SPEC["name"], SPEC["args"]), fashion.x_train, fashion.y_train, TrainConfig(batch_size=64),
             mean=fashion.mean, std=fashion.std, device=torch.device("cpu"))
+
+
+def test_resume_names_what_differs_in_the_model(fashion, tmp_path):
+    tiny_fit(fashion, tmp_path, epochs=1)
+    meta = {"model": {"name": "CNN", "args": {**SPEC["args"], "channels": [4, 16]}}, "dataset": fashion.name}
+    cfg = TrainConfig(epochs=1, batch_size=64, lr=0.05, flip=True, crop=2, seed=1)
+    with pytest.raises(UserError, match=r"holds a CNN with channels=\[4, 8\], not channels=\[4, 16\]; pass the"):
+        fit(build_model("CNN", meta["model"]["args"]), fashion.x_train, fashion.y_train, cfg, mean=fashion.mean,
+            std=fashion.std, device=torch.device("cpu"), checkpoint=tmp_path / "model.pt", meta=meta, resume=True)
+    meta = {"model": {"name": "GAPNet", "args": {}}, "dataset": "cifar10"}
+    with pytest.raises(UserError, match="holds a CNN for fashion_mnist, not this run's GAPNet for cifar10"):
+        fit(build_model("CNN", SPEC["args"]), fashion.x_train, fashion.y_train, cfg, mean=fashion.mean,
+            std=fashion.std, device=torch.device("cpu"), checkpoint=tmp_path / "model.pt", meta=meta, resume=True)
