@@ -64,7 +64,8 @@ def split_parts(files: list[bytes], max_bytes: int) -> list[tuple[int, int]]:
 
 
 def pack(source, out_dir, max_mb: float) -> list[Path]:
-    other = [p for p in Path(out_dir).glob("*/*-part*of*.npz") if p.name.split("-part")[0] != Path(source).stem]
+    parts = sorted(Path(out_dir).glob("*/*-part*of*.npz"))
+    other = [p for p in parts if p.name.split("-part")[0] != Path(source).stem]
     if other:  # unpack would refuse a folder with two packs' parts
         raise cli.UserError(f"{out_dir} holds parts of another pack ({other[0]}); pack into another --out, "
                             "or delete them first")
