@@ -39,7 +39,9 @@ class Dataset:
 
     @cached_property
     def mean(self) -> list:
-        """Per-channel mean of the training images in [0, 1] (the normalization constant)."""
+        """Per-channel mean of the training images in [0, 1] (the normalization constant). Taken
+        over all of x_train, validation images included, like the usual published constants: one
+        number per channel, fixed before training, chosen by nothing."""
         return [(c.double() / 255).mean().item() for c in self.x_train.unbind(1)]
 
     @cached_property
