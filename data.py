@@ -91,9 +91,13 @@ def _read_npz(path: Path, name: str):
         raise UserError(f"{path}: 'classes' names {len(classes)} classes, expected {N_CLASSES}; {fix}")
     for split in ("train", "test"):
         y = arrays[f"y_{split}"]
-        if not np.issubdtype(y.dtype, np.integer) or (len(y) and not 0 <= y.min() <= y.max() < N_CLASSES):
-            raise UserError(f"{path}: y_{split} must hold class indices 0-{N_CLASSES - 1}, found {y.dtype} "
-                            f"values {y.min() if len(y) else ''}..{y.max() if len(y) else ''}; {fix}")
+        if not np.issubdtype(y.dtype, np.integer):
+            found = f"{y.dtype} values"
+        elif len(y) and not 0 <= y.min() <= y.max() < N_CLASSES:
+            found = f"values {y.min()} to {y.max()}"
+        else:
+            continue
+        raise UserError(f"{path}: y_{split} must hold class indices 0-{N_CLASSES - 1}, found {found}; {fix}")
     return (_to_nchw(arrays["x_train"]), torch.from_numpy(arrays["y_train"].astype(np.int64)),
             _to_nchw(arrays["x_test"]), torch.from_numpy(arrays["y_test"].astype(np.int64)), classes)
 

@@ -34,9 +34,8 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-import cli
 import data
-from cli import UserError, atomic_path
+from cli import UserError, atomic_path, write_json
 from cnn import CNN, GAPNet
 from ffn import FFN
 
@@ -283,7 +282,7 @@ def write_history(out_dir, history: dict):
 def finish_run(out_dir, metrics: dict, history: dict):
     """metrics.json, the checkpoint with the final metrics added, history.csv and steps.csv."""
     ckpt_path = Path(out_dir) / "model.pt"
-    cli.write_json(Path(out_dir) / "metrics.json", metrics)
+    write_json(Path(out_dir) / "metrics.json", metrics)
     save_checkpoint(ckpt_path, {**read_checkpoint(ckpt_path), "metrics": metrics})
     write_history(out_dir, history)
 
@@ -378,8 +377,8 @@ def train_epoch(model, x, y, optimizer, scheduler, cfg, epoch, steps, mean, std,
     generator = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)  # shuffle + augment
     torch.manual_seed(cfg.seed * 100_003 + epoch + 1 + 7_919 * rank)       # dropout, per process
     order = torch.randperm(len(x), generator=generator)
-    drawn = [data.draw_augmentation(len(order[s * cfg.batch_size:(s + 1) * cfg.batch_size]), generator,
-                                    cfg.flip, cfg.crop) for s in range(steps)]
+    batch = min(cfg.batch_size, len(x))  # smaller only when the data is (one step of it all)
+    drawn = [data.draw_augmentation(batch, generator, cfg.flip, cfg.crop) for _ in range(steps)]
     drawn = {k: torch.stack([d[k] for d in drawn])[:, rank::world].to(device)  # (steps, B / world, ...)
              for k in drawn[0]}
     order = order.to(device)

@@ -82,8 +82,8 @@ def test_npz_wrong_shape(tmp_path):
 
 
 @pytest.mark.parametrize("change, match", [
-    (lambda a: a["y_train"].__setitem__(0, 10), r"y_train must hold class indices 0-9, found uint8 values 0..10"),
-    (lambda a: a.update(y_test=a["y_test"].astype(np.float32)), r"y_test must hold class indices 0-9, found float32"),
+    (lambda a: a["y_train"].__setitem__(0, 10), r"y_train must hold class indices 0-9, found values 0 to 10"),
+    (lambda a: a.update(y_test=a["y_test"].astype(np.float32)), r"y_test must hold class indices 0-9, found float32 values"),
     (lambda a: a.update(classes=a["classes"][:3]), r"'classes' names 3 classes, expected 10"),
 ])
 def test_npz_bad_labels_or_classes(tmp_path, change, match):
