@@ -226,28 +226,20 @@ def _stages(model: nn.Module, records):
     return stages
 
 
-def feature_path(model: nn.Module, x: torch.Tensor) -> list:
-    """[(name, kind, output (1, C, H, W))] for every activation and pooling stage, forward order.
+def feature_path(model: nn.Module, records) -> list:
+    """[(name, kind, output (1, C, H, W))] for every activation and pooling stage, forward order,
+    from the records of a `trace`.
 
     CNN: conv+bn+relu of each conv, then each pool. GAPNet: the stem's relu, each stage's pool and
     relu, and inside each residual block relu1 (conv1+bn1+relu1) and relu2 (the block's output)."""
-    return path_of(model, trace(model, x)[0])
-
-
-def path_of(model: nn.Module, records) -> list:
-    """feature_path from the records of a `trace` already run."""
     return [(name, kind, out) for name, kind, out, _ in _stages(model, records)]
 
 
-def conv_feature_maps(model: nn.Module, x: torch.Tensor, layers) -> dict:
-    """{conv name: (description, maps (C, H, W))}: for each conv layer in `layers`, the output of
-    the first ReLU after it (its activation, after batch norm, pooling or a residual sum in
-    between), which is what the network passes on; the raw conv output if no ReLU follows."""
-    return conv_maps_of(model, trace(model, x)[0], layers)
-
-
-def conv_maps_of(model: nn.Module, records, layers) -> dict:
-    """conv_feature_maps from the records of a `trace` already run."""
+def conv_feature_maps(model: nn.Module, records, layers) -> dict:
+    """{conv name: (description, maps (C, H, W))}, from the records of a `trace`: for each conv
+    layer in `layers`, the output of the first ReLU after it (its activation, after batch norm,
+    pooling or a residual sum in between), which is what the network passes on; the raw conv
+    output if no ReLU follows."""
     stages = _stages(model, records)
     leaves = _leaf_kinds(model, records)
     order = [name for name, _, _ in leaves]
@@ -542,8 +534,8 @@ def compute(model: nn.Module, ckpt, x: torch.Tensor, layers, seed: int, threshol
         "predicted": (ckpt["classes"][pred], prob),        # class name, probability (0-dim tensor)
         "kernels": kernels(conv),                           # (C_out, C_in, k, k) in [0, 1]
         "responses": filter_responses(conv, x),             # (C_out, H', W')
-        "path": path_of(model, records),                    # [(name, kind, (1, C, H, W))]
-        "maps": conv_maps_of(model, records, layers),       # {layer: (description, (C, H, W))}
+        "path": feature_path(model, records),               # [(name, kind, (1, C, H, W))]
+        "maps": conv_feature_maps(model, records, layers),  # {layer: (description, (C, H, W))}
         "filters": {name: (layer_filters(c, rgb=c is conv and c.in_channels == 3), c.in_channels)
                     for name, c in convs.items() if name in layers},   # {layer: ((C_out, 1|3, k, k), C_in)}
         "gabor_kernels": gabor_kernels(conv.weight),        # (C_out, k, k), what the fits saw

@@ -77,7 +77,7 @@ def test_feature_path_cnn_lists_every_stage_in_order_with_shapes():
     model, _ = tiny_cnn()
     randomize_bn(model)
     x = torch.randn(1, 1, 28, 28)
-    path = kv.feature_path(model, x)
+    path = kv.feature_path(model, kv.trace(model, x)[0])
     assert [(n, k, tuple(t.shape)) for n, k, t in path] == [
         ("relu1_1", "conv+bn+relu", (1, 4, 28, 28)), ("pool1", "maxpool", (1, 4, 14, 14)),
         ("relu2_1", "conv+bn+relu", (1, 8, 14, 14)), ("pool2", "maxpool", (1, 8, 7, 7))]
@@ -89,7 +89,7 @@ def test_feature_path_cnn_lists_every_stage_in_order_with_shapes():
 
 def test_feature_path_early_pool_cnn():
     model, _ = tiny_cnn(early_pool=True)
-    path = kv.feature_path(model, torch.randn(1, 1, 28, 28))
+    path = kv.feature_path(model, kv.trace(model, torch.randn(1, 1, 28, 28))[0])
     assert [(n, k, tuple(t.shape)) for n, k, t in path] == [
         ("pool1", "conv+maxpool", (1, 4, 14, 14)), ("relu1_1", "bn+relu", (1, 4, 14, 14)),
         ("pool2", "conv+maxpool", (1, 8, 7, 7)), ("relu2_1", "bn+relu", (1, 8, 7, 7))]
@@ -99,7 +99,7 @@ def test_feature_path_gapnet_includes_stem_and_residual_blocks():
     model, _ = tiny_gapnet()
     randomize_bn(model)
     x = torch.randn(1, 3, 32, 32)
-    path = kv.feature_path(model, x)
+    path = kv.feature_path(model, kv.trace(model, x)[0])
     assert [(n, k, tuple(t.shape[1:])) for n, k, t in path] == [
         ("stem_relu", "conv+bn+relu", (4, 32, 32)),
         ("pool1", "conv+maxpool", (4, 16, 16)), ("relu1", "bn+relu", (4, 16, 16)),
@@ -114,7 +114,7 @@ def test_feature_path_gapnet_includes_stem_and_residual_blocks():
 def test_conv_feature_maps_are_the_activation_after_each_conv():
     model, _ = tiny_gapnet()
     x = torch.randn(1, 3, 32, 32)
-    maps = kv.conv_feature_maps(model, x, ["stem_conv", "conv1", "res1_1.conv2"])
+    maps = kv.conv_feature_maps(model, kv.trace(model, x)[0], ["stem_conv", "conv1", "res1_1.conv2"])
     f = model.features
     with torch.no_grad():
         torch.testing.assert_close(maps["stem_conv"][1], f[:3](x)[0])
@@ -123,7 +123,7 @@ def test_conv_feature_maps_are_the_activation_after_each_conv():
     assert "res1_1.relu2" in maps["res1_1.conv2"][0]
     plain = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Conv2d(2, 3, 3))  # no activation after either conv
     x1 = torch.randn(1, 1, 9, 9)
-    maps = kv.conv_feature_maps(plain, x1, ["1"])
+    maps = kv.conv_feature_maps(plain, kv.trace(plain, x1)[0], ["1"])
     with torch.no_grad():
         torch.testing.assert_close(maps["1"][1], plain(x1)[0])  # falls back to the raw conv output
     assert "raw output" in maps["1"][0]
@@ -135,8 +135,8 @@ def test_feature_path_leaves_no_hook_and_changes_nothing():
     x = torch.randn(2, 1, 28, 28)[:1]
     before = model(x).detach()
     state = {k: v.clone() for k, v in model.state_dict().items()}
-    model.train()  # feature_path evaluates in eval mode and must hand the mode back
-    kv.feature_path(model, x)
+    model.train()  # trace evaluates in eval mode and must hand the mode back
+    kv.trace(model, x)
     assert model.training and all(m.training for m in model.modules())
     assert hooks.hook_count(model) == 0
     for k, v in model.state_dict().items():  # batch-norm running statistics untouched
@@ -144,7 +144,7 @@ def test_feature_path_leaves_no_hook_and_changes_nothing():
     model.eval()
     torch.testing.assert_close(model(x).detach(), before)
     with pytest.raises(RuntimeError):
-        kv.feature_path(model, torch.randn(1, 3, 28, 28))  # wrong channels: fails inside the forward
+        kv.trace(model, torch.randn(1, 3, 28, 28))  # wrong channels: fails inside the forward
     assert hooks.hook_count(model) == 0
     assert not model.training
 
@@ -244,7 +244,7 @@ def test_compute_traces_the_model_once(monkeypatch):
     ckpt = {"model": {"name": "GAPNet", "args": args}, "classes": FASHION_CLASSES}
     result = kv.compute(model, ckpt, x, ["conv1", "res2_1.conv2"], seed=0, threshold=0.7)
     assert len(calls) == 1
-    for (n, k, t), (n2, k2, t2) in zip(result["path"], kv.feature_path(model, x), strict=True):
+    for (n, k, t), (n2, k2, t2) in zip(result["path"], kv.feature_path(model, kv.trace(model, x)[0]), strict=True):
         assert (n, k) == (n2, k2) and torch.equal(t, t2)
     assert set(result["maps"]) == set(result["filters"]) == {"conv1", "res2_1.conv2"}
     assert result["filters"]["res2_1.conv2"][0].shape == (8, 1, 3, 3)  # first input channel of 8
