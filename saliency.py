@@ -39,7 +39,7 @@ import cli
 import hooks
 import plots
 from data import load_dataset, normalize
-from training import load_checkpoint, pick_device, seed_everything
+from training import load_checkpoint, pick_device, predict, seed_everything
 
 plt = plots.plt
 
@@ -331,20 +331,6 @@ def parse_target(text, classes):
                         f"classes: {', '.join(classes)}")
 
 
-def float32_logits(model: nn.Module, images: torch.Tensor, mean, std, device, batch_size=256) -> torch.Tensor:
-    """Logits (N, classes), float32 on the CPU, of uint8 images (N, C, H, W), in batches.
-
-    Not training.predict: that runs under bfloat16 autocast on CUDA, whose argmax differs from
-    float32 on 12-17 of the 10,000 CIFAR-10 test images (measured on a CPU), so an image chosen
-    as wrong could be titled correct. Choosing and titling with this one function keeps them
-    equal. On a CPU predict is float32 too, in the same batches: the same examples as with it."""
-    out = []
-    with hooks.eval_mode(model), torch.inference_mode():
-        for i in range(0, len(images), batch_size):
-            out.append(model(normalize(images[i:i + batch_size].to(device), mean, std)).float().cpu())
-    return torch.cat(out)
-
-
 def load_examples(args) -> Examples:
     """Checkpoint, test set, and the images to explain (--index, or --n chosen with --seed)."""
     seed_everything(args.seed)
@@ -359,11 +345,12 @@ def load_examples(args) -> Examples:
             raise cli.UserError(f"--index {bad[0]} is outside the test set (0..{n_test - 1})")
         index = torch.tensor(args.index)
     else:  # predictions on the whole test set, to draw correct and wrong ones
-        pred = float32_logits(model, ds.x_test, ckpt["mean"], ckpt["std"], device).argmax(1)
+        pred = predict(model, ds.x_test, ckpt["mean"], ckpt["std"], device, full_precision=True).argmax(1)
         index, _ = choose_examples(pred, ds.y_test, args.n, args.seed)
     images = ds.x_test[index]
     x = normalize(images.to(device), ckpt["mean"], ckpt["std"])
-    probs = float32_logits(model, images, ckpt["mean"], ckpt["std"], device).softmax(1)  # (N, classes)
+    # (N, classes); float32 as in the choice above, so a "wrong" example is titled wrong
+    probs = predict(model, images, ckpt["mean"], ckpt["std"], device, full_precision=True).softmax(1)
     out_dir = Path(args.out_dir) if args.out_dir else Path(args.checkpoint).parent
     return Examples(model, ckpt, classes, images, x, index, ds.y_test[index], probs.argmax(1),
                     probs.max(1).values, None if target is None else torch.full((len(index),), target),

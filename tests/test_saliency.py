@@ -17,9 +17,10 @@ import guided_backprop
 import hooks
 import plots
 import saliency
+import training
 from cnn import CNN, GAPNet
 from conftest import reference
-from data import load_dataset
+from data import load_dataset, normalize
 from training import TrainConfig, fit, predict
 
 
@@ -233,15 +234,17 @@ def test_choose_examples_reproducible_half_correct_half_wrong():
     assert len(set(idx.tolist())) == 8
 
 
-def test_examples_are_chosen_on_float32_logits(cnn):
-    # training.predict runs under bfloat16 autocast on CUDA; the choice must use the same float32
-    # forward as the titles. On a CPU predict is float32, so both give the same logits.
+def test_examples_are_chosen_on_float32_logits(cnn, monkeypatch):
+    """predict runs under bfloat16 autocast on CUDA; saliency chooses and titles its examples with
+    full_precision=True. Here the CPU plays CUDA: autocast is made bfloat16 on it."""
+    monkeypatch.setattr(training, "autocast", lambda device, cpu_bf16=False: torch.autocast("cpu", torch.bfloat16))
     images = torch.randint(0, 256, (10, 3, 16, 16), dtype=torch.uint8)
     mean, std = [0.5] * 3, [0.25] * 3
-    cnn.train()
-    logits = saliency.float32_logits(cnn, images, mean, std, torch.device("cpu"), batch_size=4)
-    assert cnn.training and logits.dtype == torch.float32 and logits.shape == (10, 10)
-    torch.testing.assert_close(logits, predict(cnn, images, mean, std, torch.device("cpu")))
+    cpu = torch.device("cpu")
+    with torch.no_grad():
+        exact = cnn.eval()(normalize(images, mean, std))
+    torch.testing.assert_close(predict(cnn, images, mean, std, cpu, batch_size=4, full_precision=True), exact)
+    assert not torch.allclose(predict(cnn, images, mean, std, cpu), exact, rtol=0, atol=1e-5)  # bf16 did act
 
 
 # ---- figure labels ------------------------------------------------------------------------------
