@@ -209,15 +209,10 @@ def layer_table(model, input_shape=IMAGE) -> list[dict]:
     """One row per leaf module in the order they run: name, type, output shape, parameters.
 
     Measured with forward hooks on a dummy input, so the shapes are the real ones."""
-    model_was_training = model.training
-    model.eval()
     modules = dict(model.named_modules())
     x = torch.zeros(1, *input_shape, device=next(model.parameters()).device)
-    try:
-        with torch.no_grad(), hooks.record_outputs(model) as out:
-            model(x)
-    finally:
-        model.train(model_was_training)
+    with torch.no_grad(), hooks.eval_mode(model), hooks.record_outputs(model) as out:
+        model(x)
     return [{"name": name, "type": describe(modules[name]), "shape": list(y.shape[1:]),
              "parameters": sum(p.numel() for p in modules[name].parameters(recurse=False))}
             for name, y in out.items() if not isinstance(modules[name], torch.nn.Identity)]
