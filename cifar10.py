@@ -273,7 +273,8 @@ def train_run(args, splits, ds, device, out_dir: Path, *, batchnorm, dropout, se
     cli.write_text(out_dir / "architecture.txt", architecture_text(model, name, margs))
     results = final_metrics(model, splits, ds, device, history)
     metrics = {"arch": args.arch, "preset": args.preset, "network": name, "parameters": n_params,
-               "batchnorm": batchnorm, "dropout": dropout, **results,
+               "batchnorm": batchnorm, "dropout": dropout,
+               "dropout_position": dropout_position(args.arch, margs) if dropout else None, **results,
                "epochs": len(history["epochs"]), "train_seconds": round(train_seconds, 1),
                "process_cpu_seconds": round(time.process_time(), 1),  # all threads, since start
                "wall_seconds": round(time.perf_counter() - args._t_start, 1),  # this process
@@ -309,7 +310,9 @@ def final_metrics(model, splits, ds, device, history) -> dict:
     The model of the last epoch is the one reported (no epoch is picked), so the test set
     cannot leak into any choice."""
     last = history["epochs"][-1]
-    out = {"train_loss": last["train_loss"], "train_accuracy": last["train_accuracy"]}
+    out = {"train_loss": last["train_loss"], "train_accuracy": last["train_accuracy"],
+           "train_eval_loss": last["train_eval_loss"], "train_eval_accuracy": last["train_eval_accuracy"],
+           "train_eval_images": history["train_eval_images"]}
     for split in ("val", "test"):
         x, y = splits[split]
         plain = predict(model, x, ds.mean, ds.std, device)             # (N, 10)
@@ -317,9 +320,10 @@ def final_metrics(model, splits, ds, device, history) -> dict:
         for suffix, logits in (("", plain), ("_tta", (plain + mirrored) / 2)):  # one pass each, not three
             for key, value in metrics_from_logits(logits, y).items():
                 out[f"{split}_{key}{suffix}"] = value
-    # Final train/val loss gap: train loss is measured during the epoch (augmented, dropout on,
-    # label smoothing), val loss after it (plain images, eval mode), so it can be negative.
-    out["loss_gap"] = out["val_loss"] - out["train_loss"]
+    # The overfitting gap compares like with like: validation loss minus the loss of a fixed subset
+    # of training images, both plain cross-entropy in eval mode after the last epoch (train_loss,
+    # the running mean over augmented batches with dropout and label smoothing, is not comparable).
+    out["loss_gap"] = out["val_loss"] - out["train_eval_loss"]
     return out
 
 
@@ -348,38 +352,142 @@ def run_ablation(args, splits, ds, device) -> list[dict]:
 
 def summarize(folder, label, batchnorm, dropout, runs) -> dict:
     """Mean and std over seeds of each reported number (NaN where a run diverged)."""
-    keys = ["val_accuracy", "val_accuracy_tta", "test_accuracy", "test_accuracy_tta", "train_loss",
-            "val_loss", "loss_gap", "epochs", "train_seconds"]
     ok = [r for r in runs if "diverged" not in r]
     row = {"variant": folder, "label": label, "batchnorm": batchnorm, "dropout": dropout, "seeds": len(runs),
            "diverged": len(runs) - len(ok), "counted": len(ok)}
-    for key in keys:
+    for key in SUMMARY_KEYS:
         values = np.array([r[key] for r in ok], dtype=float)
         row[key] = float(values.mean()) if len(values) else math.nan
         row[f"{key}_std"] = float(values.std(ddof=1)) if len(values) > 1 else 0.0
-    row["runs"] = [{k: r.get(k) for k in ["seed", "diverged", *keys]} for r in runs]
-    row["curves"] = [[{k: e[k] for k in ("epoch", "val_loss", "val_accuracy", "train_loss")} for e in r["history"]]
-                     for r in ok]
+    row["runs"] = [{k: r.get(k) for k in ["seed", "diverged", *SUMMARY_KEYS]} for r in runs]
+    row["curves"] = [[{k: e[k] for k in CURVE_KEYS} for e in r["history"]] for r in ok]
     return row
 
 
-def ablation_table(rows, arch) -> str:
+SUMMARY_KEYS = ["val_accuracy", "val_accuracy_tta", "test_accuracy", "test_accuracy_tta", "train_loss",
+                "train_eval_loss", "train_eval_accuracy", "val_loss", "loss_gap", "epochs", "train_seconds",
+                "parameters"]
+CURVE_KEYS = ("epoch", "val_loss", "val_accuracy", "train_loss", "train_eval_loss")
+# The four comparisons the ablation answers, each within one setting of the other switch (never
+# averaged across it): (what, held, {held setting: (variant with it on, variant with it off)}).
+COMPARISONS = {"dropout": {"with_batchnorm": ("bn-drop", "bn-nodrop"),
+                           "without_batchnorm": ("nobn-drop", "nobn-nodrop")},
+               "batchnorm": {"with_dropout": ("bn-drop", "nobn-drop"),
+                             "without_dropout": ("bn-nodrop", "nobn-nodrop")}}
+
+
+def paired_effect(by_variant: dict, on: str, off: str, key: str = "val_accuracy") -> dict:
+    """What switching one thing on does to `key`: per seed the difference on - off (both runs share
+    the seed: the same split, initial draw of the shared layers, batch order and augmentation),
+    their mean and std, and whether the mean difference lies within the seed spread, i.e. is no
+    larger than the std over seeds of either variant (None with fewer than 2 seeds)."""
+    values = [{r["seed"]: r[key] for r in by_variant[v]["runs"] if not r.get("diverged")} for v in (on, off)]
+    seeds = sorted(values[0].keys() & values[1].keys())
+    diffs = np.array([values[0][s] - values[1][s] for s in seeds], dtype=float)
+    spread = max(by_variant[on][f"{key}_std"], by_variant[off][f"{key}_std"])
+    mean = float(diffs.mean()) if len(diffs) else math.nan
+    return {"on": on, "off": off, "key": key, "seeds": seeds, "differences": diffs.tolist(), "mean": mean,
+            "std": float(diffs.std(ddof=1)) if len(diffs) > 1 else 0.0, "spread": spread,
+            "within_spread": bool(abs(mean) <= spread) if len(seeds) > 1 else None}
+
+
+def ablation_effects(rows) -> dict:
+    """{what: {held setting: {metric: paired_effect}}} for dropout and batch norm, in validation
+    accuracy and in the overfitting gap (validation minus eval-mode training loss)."""
+    by_variant = {r["variant"]: r for r in rows}
+    return {what: {held: {key: paired_effect(by_variant, on, off, key) for key in ("val_accuracy", "loss_gap")}
+                   for held, (on, off) in pairs.items()}
+            for what, pairs in COMPARISONS.items()}
+
+
+def dropout_position(arch: str, margs: dict) -> str:
+    """Where the model puts its dropout layers, in words (from its constructor arguments)."""
+    if arch == "gap":
+        return "on the globally average-pooled features, just before the one linear (output) layer"
+    hidden = margs["hidden"]
+    if not hidden:
+        return "on the flattened convolutional features, just before the one linear (output) layer"
+    widths = " and ".join(f"{h}" for h in hidden)
+    return (f"in the dense head, before each of its {len(hidden) + 1} linear layers (on the flattened "
+            f"convolutional features and on the output of the {widths}-unit hidden layer"
+            f"{'s' if len(hidden) > 1 else ''})")
+
+
+def ablation_setting(args, splits) -> dict:
+    """What the ablation ran at (the same for all four variants), and the default network's
+    training length and width, so a reader can tell how far the two differ."""
+    _, margs = model_spec(args, True, args.dropout)
+    keys = ["epochs", "batch_size", "lr", "optimizer", "weight_decay", "label_smoothing", "flip", "crop", "channels",
+            *ARCH_ONLY[args.arch]]
+    final = DEFAULTS[args.arch, "default"]
+    return {"preset": args.preset, **{k: getattr(args, k) for k in keys},
+            "dropout": args.dropout, "dropout_position": dropout_position(args.arch, margs),
+            "seeds": list(range(args.seed, args.seed + args.seeds)), "split_seed": args.seed,
+            "train_images": len(splits["train"][0]), "val_images": len(splits["val"][0]),
+            "test_images": len(splits["test"][0]),
+            "default_network": {k: final[k] for k in ["epochs", "lr", "batch_size", "channels", "dropout",
+                                                      *[k for k in ARCH_ONLY[args.arch] if k in final]]}}
+
+
+def setting_text(arch: str, setting: dict) -> str:
+    """One sentence: the ablation's setting and, if they differ, the default network's."""
+    def describe_run(s):
+        return (f"{s['epochs']} epoch{'s' if s['epochs'] > 1 else ''}, channels {'-'.join(map(str, s['channels']))}, peak learning rate "
+                f"{s['lr']:g}, batch {s['batch_size']}")
+    seeds = setting["seeds"]
+    text = (f"Setting: {describe_run(setting)}, {len(seeds)} seed{'s' if len(seeds) > 1 else ''} "
+            f"({', '.join(map(str, seeds))}) per variant; {setting['train_images']:,} training and "
+            f"{setting['val_images']:,} validation images.")
+    final = setting["default_network"]
+    if any(final[k] != setting[k] for k in ("epochs", "channels", "lr", "batch_size")):
+        text += f" The default {arch} network trains with {describe_run(final)}."
+    return text
+
+
+def ablation_table(rows, arch, setting=None, effects=None) -> str:
     def pm(row, key, scale=100, digits=2):
         if math.isnan(row[key]):
             return "diverged"
         text = f"{scale * row[key]:.{digits}f}"
         return text + (f" ± {scale * row[key + '_std']:.{digits}f}" if row["counted"] > 1 else "")
+    seeds = rows[0]["seeds"]
     lines = [f"CIFAR-10 {arch} network: batch norm x dropout ablation "
-             f"({rows[0]['seeds']} seed{'s' if rows[0]['seeds'] > 1 else ''} per variant, mean ± std)", "",
-             "| variant | val accuracy (%) | test accuracy (%) | test, flip TTA (%) | final val − train loss "
-             "| epochs | wall time (s) |", "|---|---:|---:|---:|---:|---:|---:|"]
+             f"({seeds} seed{'s' if seeds > 1 else ''} per variant" + (", mean ± std over seeds)" if seeds > 1 else ")"),
+             ""]
+    if setting:
+        lines += [setting_text(arch, setting),
+                  f"Dropout: p={setting['dropout']:g} {setting['dropout_position']}; the no-dropout variants have none.",
+                  ""]
+    lines += ["| variant | dropout p | val accuracy (%) | test accuracy (%) | val loss | train loss, eval mode "
+              "| val − train loss (eval mode) | train time (s) |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
-        lines.append(f"| {variant_label(r)} (dropout {r['dropout']:g}) | {pm(r, 'val_accuracy')} | "
-                     f"{pm(r, 'test_accuracy')} | {pm(r, 'test_accuracy_tta')} | {pm(r, 'loss_gap', 1, 3)} | "
-                     f"{pm(r, 'epochs', 1, 0)} | {pm(r, 'train_seconds', 1, 0)} |")
+        lines.append(f"| {variant_label(r)} | {r['dropout']:g} | {pm(r, 'val_accuracy')} | {pm(r, 'test_accuracy')} | "
+                     f"{pm(r, 'val_loss', 1, 3)} | {pm(r, 'train_eval_loss', 1, 3)} | {pm(r, 'loss_gap', 1, 3)} | "
+                     f"{pm(r, 'train_seconds', 1, 0)} |")
     if any(r["diverged"] for r in rows):
         lines += ["", "diverged: the loss became NaN/inf at this learning rate (see the run's messages)"]
+    if effects:
+        lines += ["", "Effects on validation accuracy (switched on minus off, paired by seed, points), "
+                      "each within one setting of the other switch:"]
+        for what, held_name in (("dropout", "batch norm"), ("batchnorm", "dropout")):
+            for held, by_key in effects[what].items():
+                lines.append(f"- {'dropout' if what == 'dropout' else 'batch norm'} "
+                             f"{held.split('_')[0]} {held_name}: {effect_text(by_key['val_accuracy'])}")
     return "\n".join(lines) + "\n"
+
+
+def effect_text(effect: dict, scale=100) -> str:
+    n = len(effect["seeds"])
+    if not n:
+        return "not measured (a variant diverged)"
+    text = f"{scale * effect['mean']:+.2f}"
+    if n > 1:
+        text += f" ± {scale * effect['std']:.2f} over {n} seeds"
+        text += ", within the seed spread" if effect["within_spread"] else ", beyond the seed spread"
+        text += f" (std of a variant up to {scale * effect['spread']:.2f})"
+    else:
+        text += " (1 seed: no spread measured)"
+    return text
 
 
 def variant_label(row) -> str:
@@ -390,37 +498,54 @@ def variant_label(row) -> str:
 
 
 def plot_ablation(rows, arch):
-    """Validation accuracy and loss per epoch of the four variants (mean over seeds)."""
-    fig, (ax_acc, ax_loss) = plt.subplots(1, 2, figsize=(11, 4))
-    styles = [("o", "-"), ("s", "--"), ("^", "-."), ("x", ":")]  # overlapping curves stay visible
-    for r, (marker, ls) in zip(rows, styles):
-        if not r["curves"]:  # every seed diverged: named in the legend, nothing to draw
-            for ax in (ax_acc, ax_loss):
-                ax.plot([], [], marker=marker, ls=ls, label=variant_label(r))
-            continue
-        epochs = [e["epoch"] for e in r["curves"][0]]
-        for ax, key, scale in ((ax_acc, "val_accuracy", 100), (ax_loss, "val_loss", 1)):
-            values = scale * np.array([[e[key] for e in c] for c in r["curves"]])  # (seeds, epochs)
-            line, = ax.plot(epochs, values.mean(0), marker=marker, ls=ls, ms=4, label=variant_label(r))
-            if len(values) > 1:
-                ax.fill_between(epochs, values.min(0), values.max(0), color=line.get_color(), alpha=0.2)
-    ax_acc.set(xlabel="epoch", ylabel="validation accuracy (%)", title="validation accuracy")
-    ax_loss.set(xlabel="epoch", ylabel="cross-entropy loss", title="validation loss")
-    for ax in (ax_acc, ax_loss):
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-        ax.xaxis.get_major_locator().set_params(integer=True)
+    """Per batch-norm setting (columns), dropout on against off: validation accuracy per epoch
+    (top) and validation loss beside the eval-mode training loss (bottom); mean over seeds, band
+    from the lowest to the highest seed. 6.5 in wide, no text under 7 pt."""
+    fig, axes = plt.subplots(2, 2, figsize=(plots.PRINT_WIDTH_IN, 5.4), sharex=True, sharey="row")
+    by_variant = {r["variant"]: r for r in rows}
+    for col, (batchnorm, title) in enumerate(((True, "with batch norm"), (False, "without batch norm"))):
+        ax_acc, ax_loss = axes[0, col], axes[1, col]
+        for drop_on, color in ((True, "tab:red"), (False, "tab:blue")):
+            r = by_variant[f"{'' if batchnorm else 'no'}bn-{'' if drop_on else 'no'}drop"]
+            name = f"dropout p={r['dropout']:g}" if drop_on else "no dropout"
+            if r["diverged"]:
+                name += f" ({r['diverged']} of {r['seeds']} diverged)"
+            if not r["curves"]:  # every seed diverged: named in the legend, nothing to draw
+                ax_acc.plot([], [], color=color, label=name)
+                continue
+            epochs = [e["epoch"] for e in r["curves"][0]]
+            for ax, key, scale, ls, marker, label in (
+                    (ax_acc, "val_accuracy", 100, "-", "o", name),
+                    (ax_loss, "val_loss", 1, "-", "o", f"{name}: validation"),
+                    (ax_loss, "train_eval_loss", 1, "--", "s", f"{name}: training, eval mode")):
+                values = scale * np.array([[e[key] for e in c] for c in r["curves"]])  # (seeds, epochs)
+                ax.plot(epochs, values.mean(0), ls=ls, color=color, marker=marker, ms=3.5, mfc="white",
+                        label=label)
+                if len(values) > 1:
+                    ax.fill_between(epochs, values.min(0), values.max(0), color=color, alpha=0.15)
+        ax_acc.set_title(title, fontsize=9)
+        ax_loss.set_xlabel("epoch", fontsize=8)
+        for ax in (ax_acc, ax_loss):
+            ax.grid(alpha=0.3)
+            ax.tick_params(labelsize=7)
+            ax.xaxis.get_major_locator().set_params(integer=True)
+    axes[0, 0].set_ylabel("validation accuracy (%)", fontsize=8)
+    axes[1, 0].set_ylabel("cross-entropy loss", fontsize=8)
+    axes[0, 0].legend(fontsize=7)
+    axes[1, 0].legend(fontsize=7)
     seeds = rows[0]["seeds"]
-    fig.suptitle(f"CIFAR-10 {arch} network: batch norm and dropout ablation"
-                 + (f" (mean of {seeds} seeds, band: min to max)" if seeds > 1 else ""))
+    fig.suptitle(f"CIFAR-10 {arch} network: dropout with and without batch norm"
+                 + (f"\n(mean of {seeds} seeds; band: lowest to highest seed)" if seeds > 1 else " (1 seed)"),
+                 fontsize=9)
     fig.tight_layout()
     return fig
 
 
-def write_ablation(args, rows):
-    table = ablation_table(rows, args.arch)
+def write_ablation(args, rows, setting):
+    effects = ablation_effects(rows)
+    table = ablation_table(rows, args.arch, setting, effects)
     cli.write_json(args.out_dir / "ablation.json", {"arch": args.arch, "preset": args.preset, "seeds": args.seeds,
-                                                    "variants": rows})
+                                                    "setting": setting, "effects": effects, "variants": rows})
     cli.write_text(args.out_dir / "ablation.md", table)
     plots.save(plot_ablation(rows, args.arch), args.out_dir / "ablation.png")
     print(table + f"-> {args.out_dir}")
@@ -438,7 +563,7 @@ def main(argv=None):
         if args.ablation:
             rows = run_ablation(args, splits, ds, device)
             if is_main_process():
-                write_ablation(args, rows)
+                write_ablation(args, rows, ablation_setting(args, splits))
         else:
             train_run(args, splits, ds, device, args.out_dir, batchnorm=args.batchnorm, dropout=args.dropout,
                       seed=args.seed, desc=args.arch)

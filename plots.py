@@ -1,6 +1,8 @@
 """Small plotting functions shared by the scripts. Each takes arrays already computed and
 returns a matplotlib Figure; `save` writes it atomically and closes it; `minmax` scales maps
 to [0, 1] for display (kernel_vis.py, cam.py, guided_backprop.py)."""
+import textwrap
+
 import matplotlib
 
 matplotlib.use("Agg")  # files only, no display needed
@@ -32,29 +34,44 @@ def smooth(values, window: int) -> np.ndarray:
     return (csum[idx] - csum[lo]) / (idx - lo)
 
 
+SPLIT_NAMES = {"val": "validation", "test": "test"}
+
+
 def plot_loss(history: dict, title: str, eval_names=("val", "test")):
-    """Per-step training loss (raw and smoothed) and per-epoch evaluation losses, x in epochs."""
+    """Per-step training loss (raw and smoothed), the per-epoch training loss measured in eval
+    mode (history rows' train_eval_loss, see training.fit) and per-epoch evaluation losses, x in
+    epochs. Printable: 6.5 in wide, no text under MIN_FONT_PT; a footnote says what each curve is."""
     steps = np.asarray(history["step_loss"])
     epochs = history["epochs"]
     steps_per_epoch = len(steps) / max(len(epochs), 1)
     x = np.arange(1, len(steps) + 1) / steps_per_epoch
-    fig, ax = plt.subplots(figsize=(7, 4))
-    ax.plot(x, steps, color="tab:blue", alpha=0.25, lw=0.8, label="train loss (per step)")
+    fig, ax = plt.subplots(figsize=(PRINT_WIDTH_IN, 4))
+    ax.plot(x, steps, color="tab:blue", alpha=0.25, lw=0.8, label="training loss, running (per step)")
     ax.plot(x, smooth(steps, max(int(steps_per_epoch) // 5, 1)), color="tab:blue", lw=1.8,
-            label="train loss (smoothed)")
-    for name, color in zip(eval_names, ("tab:orange", "tab:red")):
+            label="training loss, running (smoothed)")
+    curves = [("train_eval", "tab:green", "s-", "training loss, eval mode (per epoch)")]
+    curves += [(name, color, "o-", f"{SPLIT_NAMES.get(name, name)} loss (per epoch)") for name, color in zip(eval_names, ("tab:orange", "tab:red"))]
+    drawn = [steps]
+    for name, color, style, label in curves:
         key = f"{name}_loss"
         if epochs and key in epochs[0]:
-            ax.plot([e["epoch"] for e in epochs], [e[key] for e in epochs], "o-", color=color,
-                    label=f"{name} loss (per epoch)")
+            values = [float(e[key]) for e in epochs]
+            ax.plot([e["epoch"] for e in epochs], values, style, color=color, ms=4, label=label)
+            drawn.append(values)
     ax.set(xlabel="epoch", ylabel="cross-entropy loss", title=title)
-    ax.set_ylim(0, min(max(np.percentile(steps, 99), 0.5) * 1.1, 5))
+    top = max(max(np.percentile(steps, 99), 0.5), *(max(v) for v in drawn[1:])) if len(steps) else 1.0
+    ax.set_ylim(0, min(top * 1.1, 5))
     ax.grid(alpha=0.3)
-    ax.legend()
-    # Why the training curve can lie above the evaluation one: it is measured while training.
-    fig.text(0.01, 0.01, "train loss: on augmented batches, dropout on, with the run's label smoothing; "
-             "evaluation loss: plain cross-entropy, model in eval mode", fontsize=7, color="0.4")
-    fig.tight_layout(rect=(0, 0.03, 1, 1))
+    ax.legend(fontsize=8)
+    n = history.get("train_eval_images")
+    subset = f"the same {n:,} training images every epoch" if n else "a fixed subset of the training images"
+    # Why the running training curve can lie above the validation one: it is measured while training.
+    fig.text(0.01, 0.01, "\n".join(textwrap.wrap(
+        "Running training loss: mean over each step's batch, on the run's augmented images, dropout on, "
+        "with the run's label smoothing. Eval-mode training loss: " + subset + ", validation loss: the held-out "
+        "images; both plain cross-entropy, model in eval mode, no augmentation. Validation minus eval-mode "
+        "training loss is the overfitting gap.", 120)), fontsize=7, color="0.3", va="bottom")
+    fig.tight_layout(rect=(0, 0.1, 1, 1))
     return fig
 
 

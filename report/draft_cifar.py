@@ -1,0 +1,294 @@
+"""Answer text for HW2 Problem 2 (a) and (b), items (a) and (c)-(f), from a CIFAR-10 run's files.
+
+Every function returns a list of plain-text paragraphs (no markup), each sentence built from the
+numbers it is given, so the text stays true for any run. `arch` is "dense" or "gap".
+
+Files read (paths relative to runs/), by the caller (report/build.py), and passed in:
+- cifar10-<arch>/metrics.json -> `metrics` (dict): parameters, batchnorm, dropout, dropout_position,
+  val_/test_accuracy[_tta], val_loss, train_eval_loss, loss_gap, train_eval_images, val_images,
+  test_images, epochs and `config` (the run's arguments: channels, epochs, lr, batch_size, ...).
+- cifar10-<arch>/architecture.txt -> `architecture_text` (str): the layer table cifar10.py writes.
+- cifar10-<arch>/history.csv -> `history` (list of dicts, one per epoch, values as read by
+  csv.DictReader or as floats): epoch, train_loss, train_eval_loss, val_loss, val_accuracy.
+- cifar10-<arch>-ablation/ablation.json -> `ablation` (dict): setting, effects, variants (see
+  cifar10.write_ablation).
+"""
+import math
+import re
+
+NETWORK = {"dense": "the VGG-style network with a dense head", "gap": "the ResNet-style network with global "
+           "average pooling"}
+WORDS = {1: "one", 2: "two", 3: "three", 4: "four", 5: "five", 6: "six", 7: "seven", 8: "eight", 9: "nine"}
+
+
+def plural(n: int, word: str) -> str:
+    return f"{WORDS.get(n, f'{n:,}')} {word}{'' if n == 1 else 's'}"
+
+
+def pct(x: float) -> str:
+    return f"{100 * x:.2f}%"
+
+
+def points(x: float) -> str:
+    """A difference of accuracies (fractions) in percentage points, with its sign."""
+    return f"{100 * x:+.2f} points".replace("-", "−")
+
+
+def signed(x: float, digits: int = 3) -> str:
+    return f"{x:+.{digits}f}".replace("-", "−")
+
+
+def dashed(channels) -> str:
+    return "-".join(map(str, channels))
+
+
+# ---- (a) the final architecture -------------------------------------------------------------
+
+def layer_rows(architecture_text: str) -> list[dict]:
+    """The rows of architecture.txt's layer table: name, type, shape [C, H, W] or [F], parameters."""
+    rows = []
+    for line in architecture_text.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 4 and cells[0] not in ("layer", "input") and not cells[0].startswith("---"):
+            rows.append({"name": cells[0], "type": cells[1], "shape": [int(v) for v in cells[2].split("×")],
+                         "parameters": int(cells[3].replace(",", "") or 0)})
+    return rows
+
+
+def architecture_answer(arch: str, metrics: dict, architecture_text: str) -> list[str]:
+    cfg, rows = metrics["config"], layer_rows(architecture_text)
+    convs = [r for r in rows if r["type"].startswith("Conv2d")]
+    linears = [r for r in rows if r["type"].startswith("Linear")]
+    pools = [r for r in rows if r["type"].startswith("MaxPool2d")]
+    last_map = next(r["shape"] for r in reversed(rows) if len(r["shape"]) == 3)
+    sizes = " → ".join(str(s) for s in [32, *[r["shape"][1] for r in pools]])
+    norm = ("each followed by batch normalization (each channel normalized over the batch, then scaled and "
+            "shifted by learned parameters) and a ReLU" if metrics["batchnorm"] else "each followed by a ReLU "
+            "(no batch normalization)")
+    text = []
+    if arch == "dense":
+        text.append(f"The network has {plural(len(convs), 'convolutional layer')} (3×3 kernels, 'same' padding), "
+                    f"{norm}, in {plural(len(cfg['channels']), 'stage')} of {plural(cfg['convs_per_block'], 'convolution')} with "
+                    f"{dashed(cfg['channels'])} channels. Each stage halves the image with 2×2 max pooling "
+                    f"({sizes} pixels), placed right after the stage's first convolution so that the rest of the "
+                    f"stage runs on the smaller image.")
+        hidden = cfg["hidden"]
+        head = (f"a hidden layer of {' and '.join(map(str, hidden))} units with ReLU and " if hidden else "")
+        text.append(f"The final {last_map[0]}×{last_map[1]}×{last_map[2]} feature maps are flattened into "
+                    f"{last_map[0] * last_map[1] * last_map[2]:,} numbers and go through a dense head: {head}"
+                    f"an output layer of 10 units, one score per class ({plural(len(linears), 'linear layer')}).")
+    else:
+        blocks = [r for r in rows if re.search(r"res\d+_\d+$", r["name"])]
+        stem = cfg.get("stem") or 0
+        text.append(("A first 3×3 convolution with {stem} channels runs at full resolution; then ".format(stem=stem)
+                     if stem else "The network has ") +
+                    f"{plural(len(cfg['channels']), 'stage')} with {dashed(cfg['channels'])} channels. Each stage "
+                    f"starts with a 3×3 convolution and 2×2 max pooling ({sizes} pixels), {norm}"
+                    + (f", then {plural(len(blocks), 'residual block')} in all ({'-'.join(map(str, cfg['blocks']))} "
+                       "per stage): two 3×3 convolutions with batch normalization whose input is added back to their "
+                       "output before the last ReLU (He et al. 2016)" if blocks else "") + ".")
+        text.append(f"After the last stage, global average pooling turns the {last_map[0]}×{last_map[1]}×"
+                    f"{last_map[2]} feature maps into {last_map[0]} numbers, the mean of each channel, and a single "
+                    "linear layer maps them to the 10 class scores: there is no dense hidden layer, so each class "
+                    "score is a weighted sum of the channel means (which is what class activation maps use).")
+    if metrics["dropout"]:
+        text.append(f"Dropout (during training, each activation is zeroed with probability p and the rest scaled "
+                    f"by 1/(1 − p)) with p = {metrics['dropout']:g}, {metrics.get('dropout_position') or 'in the head'}.")
+    else:
+        text.append("The final network uses no dropout (see the dropout answer for why).")
+    text.append(f"In total {metrics['parameters']:,} trainable parameters.")
+    text.append(training_schedule(cfg, metrics))
+    return text
+
+
+def training_schedule(cfg: dict, metrics: dict) -> str:
+    low = cfg.get("low_res") or 0
+    low_epochs = int(cfg["epochs"] * (cfg.get("low_res_fraction") or 0)) if low else 0
+    optimizer = ("SGD with Nesterov momentum {m:g}".format(m=cfg.get("momentum", 0.9)) if cfg["optimizer"] == "sgd"
+                 else "AdamW")
+    augment = [w for w, on in (("flipped left-right at random", cfg.get("flip")),
+                               (f"shifted by up to {cfg.get('crop')} pixels", cfg.get("crop"))) if on]
+    text = (f"Training: {plural(cfg['epochs'], 'epoch')} over {metrics['train_images']:,} training images in batches "
+            f"of {cfg['batch_size']}, {optimizer}, the learning rate rising linearly to {cfg['lr']:g} over the "
+            f"first {100 * cfg.get('warmup', 0.2):.0f}% of the steps and then falling linearly to near zero, weight "
+            f"decay {cfg['weight_decay']:g}")
+    if cfg.get("label_smoothing"):
+        text += (f", and label smoothing {cfg['label_smoothing']:g} (the target puts {cfg['label_smoothing']:g} "
+                 "of its probability evenly on all classes)")
+    text += "."
+    if augment:
+        text += f" Each training image is {' and '.join(augment)} every time it is used."
+    if low_epochs:
+        text += (f" The first {plural(low_epochs, 'epoch')} see the images shrunk to {low}×{low} pixels, which "
+                 "costs less, and the rest the full 32×32.")
+    return text
+
+
+# ---- (c), (d) the ablation --------------------------------------------------------------------
+
+def setting_sentence(arch: str, ablation: dict, final: dict | None = None) -> str:
+    """How the four variants were trained, and how that differs from the final network."""
+    s = ablation["setting"]
+    seeds = s["seeds"]
+    run = lambda e, c, lr: f"{plural(e, 'epoch')}, {dashed(c)} channels, peak learning rate {lr:g}"
+    text = (f"To measure this we trained four versions of {NETWORK[arch]}, identical except for batch normalization "
+            f"(on or off) and dropout (on or off), each with {plural(len(seeds), 'random seed')}"
+            + (f" ({', '.join(map(str, seeds))}; the numbers are the mean ± the standard deviation over seeds)"
+               if len(seeds) > 1 else " (so no spread between seeds could be measured)")
+            + f", at {run(s['epochs'], s['channels'], s['lr'])}.")
+    f = final["config"] if final else s["default_network"]
+    if (f["epochs"], list(f["channels"]), f["lr"]) != (s["epochs"], list(s["channels"]), s["lr"]):
+        shorter = [w for w, yes in (("shorter", s["epochs"] < f["epochs"]),
+                                    ("narrower", sum(s["channels"]) < sum(f["channels"]))) if yes]
+        text += (f" That is {' and '.join(shorter) or 'a different setting'} than the final network "
+                 f"({run(f['epochs'], f['channels'], f['lr'])}), to pay for {plural(4 * len(seeds), 'training run')}; "
+                 "the effects may differ at the final network's length and width.")
+    return text
+
+
+def variant(ablation: dict, name: str) -> dict:
+    return next(r for r in ablation["variants"] if r["variant"] == name)
+
+
+def mean_sd(row: dict, key: str = "val_accuracy") -> str:
+    if row["counted"] == 0:
+        return "diverged"
+    return pct(row[key]) + (f" ± {100 * row[key + '_std']:.2f}" if row["counted"] > 1 else "")
+
+
+def within_spread(effect: dict, ablation: dict) -> bool | None:
+    if effect.get("within_spread") is not None or len(effect["seeds"]) < 2:
+        return effect.get("within_spread")
+    return abs(effect["mean"]) <= effect["spread"]
+
+
+def effect_sentence(ablation: dict, what: str, held: str, held_words: str) -> str:
+    """One comparison, within one setting of the other switch: the two variants' accuracies and
+    the paired difference, said to be within the seed spread when it is."""
+    effect = ablation["effects"][what][held]["val_accuracy"]
+    on, off = variant(ablation, effect["on"]), variant(ablation, effect["off"])
+    name = "batch normalization" if what == "batchnorm" else "dropout"
+    if not effect["seeds"]:
+        return (f"{held_words.capitalize()}, the effect of {name} could not be measured: "
+                f"{variant_fate(on)}; {variant_fate(off)}.")
+    n = len(effect["seeds"])
+    delta = effect["mean"]
+    verb = "raised" if delta > 0 else "lowered" if delta < 0 else "did not change"
+    text = (f"{held_words.capitalize()}, {name} {verb} validation accuracy (from {mean_sd(off)} without it to "
+            f"{mean_sd(on)} with it, {points(delta)}" + (f" ± {100 * effect['std']:.2f}, paired by seed" if n > 1 else "") + ")")
+    inside = within_spread(effect, ablation)
+    if inside:
+        text += (f", a difference within the spread between seeds (up to {100 * effect['spread']:.2f} points), "
+                 f"so {plural(n, 'seed')} cannot tell it from chance")
+    elif inside is None:
+        text += ", from one seed, so how much of it is chance is unknown"
+    diverged = [r for r in (on, off) if r["diverged"]]
+    text += "."
+    if diverged:
+        text += " " + "; ".join(variant_fate(r) for r in diverged).capitalize() + "."
+    return text
+
+
+def variant_fate(row: dict) -> str:
+    if row["diverged"]:
+        return (f"the variant '{row['label']}' diverged (its loss became infinite) in {row['diverged']} of "
+                f"{row['seeds']} seeds")
+    return f"the variant '{row['label']}' trained"
+
+
+def batchnorm_answer(arch: str, ablation: dict, final: dict | None = None) -> list[str]:
+    """2(x)(c): the effect of batch norm, once without dropout and once with it (never averaged).
+    final: the final network's metrics.json, to name its setting (default: ablation's record)."""
+    p = ablation["setting"]["dropout"]
+    text = [setting_sentence(arch, ablation, final),
+            effect_sentence(ablation, "batchnorm", "without_dropout", "without dropout") + " "
+            + effect_sentence(ablation, "batchnorm", "with_dropout", f"with dropout (p = {p:g})")]
+    return text + [bn_training_note(ablation)]
+
+
+def bn_training_note(ablation: dict) -> str:
+    """Whether the runs without batch norm needed He initialization and what rate they trained at."""
+    lr = ablation["setting"]["lr"]
+    return (f"All four versions trained at the same peak learning rate, {lr:g}; the versions without batch "
+            "normalization start from He initialization (weights scaled to keep the signal's variance through "
+            "each ReLU), so that the signal does not shrink from layer to layer.")
+
+
+def dropout_answer(arch: str, ablation: dict, final: dict | None = None) -> list[str]:
+    """2(x)(d): the effect of dropout, once with batch norm and once without (never averaged),
+    on validation accuracy and on the overfitting gap; its rate and where it sits."""
+    s = ablation["setting"]
+    text = [f"Dropout zeroes each activation with probability p during training (and scales the rest by "
+            f"1/(1 − p)); at evaluation it is off. In the versions with dropout, p = {s['dropout']:g}, "
+            f"{s['dropout_position']}; the versions without dropout have none.",
+            setting_sentence(arch, ablation, final),
+            effect_sentence(ablation, "dropout", "with_batchnorm", "with batch normalization") + " "
+            + effect_sentence(ablation, "dropout", "without_batchnorm", "without batch normalization")]
+    gaps = []
+    for held, words in (("with_batchnorm", "with batch normalization"), ("without_batchnorm", "without it")):
+        e = ablation["effects"]["dropout"][held]["loss_gap"]
+        if not e["seeds"]:
+            continue
+        on, off = variant(ablation, e["on"]), variant(ablation, e["off"])
+        change = "narrowed" if e["mean"] < 0 else "widened"
+        inside = within_spread(e, ablation)
+        gaps.append(f"{words}, {signed(off['loss_gap'])} without dropout and {signed(on['loss_gap'])} with it (dropout "
+                    f"{change} it by {abs(e['mean']):.3f}" + (", within the seed spread" if inside else "") + ")")
+    if gaps:
+        text.append("Overfitting, measured as the final validation loss minus the training loss (both in evaluation "
+                    "mode, on a fixed subset of training images, without augmentation or label smoothing): "
+                    + "; ".join(gaps) + ".")
+    used = final["dropout"] if final else s["default_network"]["dropout"]
+    text.append(f"The final network uses dropout p = {used:g}." if used else
+                "The final network uses no dropout.")
+    return text
+
+
+# ---- (e) the loss curves, (f) validation accuracy ------------------------------------------------
+
+def loss_answer(arch: str, metrics: dict, history: list) -> list[str]:
+    rows = [{k: float(v) for k, v in r.items() if v not in (None, "")} for r in history]
+    last = rows[-1]
+    above = rows[-1]["train_loss"] > rows[-1]["val_loss"]
+    text = ["The figure shows two training losses. The running training loss is averaged over each step's batch "
+            "while training: augmented images, dropout on, label smoothing included"
+            + ("; it ends above the validation loss because training is made harder on purpose, so it cannot "
+               "show overfitting. " if above else ". ") + "The eval-mode training loss measures a fixed subset of "
+            f"{metrics.get('train_eval_images', 0):,} training images after each epoch exactly as the validation "
+            "loss is measured (plain cross-entropy, network in evaluation mode, no augmentation), so the two can "
+            "be compared."]
+    if "train_eval_loss" not in last:
+        return text + ["This run's history has no eval-mode training loss, so the overfitting gap cannot be read "
+                       "from it; rerun cifar10.py to record it."]
+    gap = last["val_loss"] - last["train_eval_loss"]
+    first_gap = rows[0]["val_loss"] - rows[0]["train_eval_loss"]
+    best = min(rows, key=lambda r: r["val_loss"])
+    verdict = (f"validation loss {last['val_loss']:.3f} against {last['train_eval_loss']:.3f} on training images, "
+               f"a gap of {signed(gap)}")
+    if gap <= 0.02:
+        verdict += ": no measurable overfitting, the network does as well on images it never trained on."
+    else:
+        verdict += (f" ({100 * gap / max(last['train_eval_loss'], 1e-9):.0f}% of the training loss): the network "
+                    "fits its training images better than new ones, i.e. it overfits "
+                    + ("slightly." if gap < 0.1 else "clearly."))
+    text.append(f"After the last epoch (of {plural(len(rows), 'epoch')}): " + verdict)
+    trend = f"The gap went from {signed(first_gap)} after the first epoch to {signed(gap)} after the last"
+    if best["epoch"] < last["epoch"] and last["val_loss"] - best["val_loss"] > 0.01:
+        trend += (f"; the validation loss was lowest after epoch {int(best['epoch'])} ({best['val_loss']:.3f}) "
+                  "and rose afterwards, a sign of overfitting late in training.")
+    else:
+        trend += "; the validation loss fell until the last epoch, so training longer may still help."
+    text.append(trend)
+    return text
+
+
+def validation_answer(arch: str, metrics: dict) -> list[str]:
+    text = [f"Final validation accuracy: {pct(metrics['val_accuracy'])} on the {metrics['val_images']:,} validation "
+            "images held out from the training set (the network after the last epoch; no epoch was picked)."]
+    if "test_accuracy" in metrics:
+        tta = metrics.get("test_accuracy_tta")
+        text.append(f"Test accuracy, measured once at the end on the {metrics['test_images']:,} test images: "
+                    f"{pct(metrics['test_accuracy'])}"
+                    + (f" ({pct(tta)} when each image's prediction is averaged with that of its mirror image)"
+                       if tta is not None and not math.isnan(tta) else "") + ".")
+    return text
