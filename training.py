@@ -358,8 +358,8 @@ def fit(model, x, y, cfg: TrainConfig, *, mean, std, device, evals=None, checkpo
     x_train_eval, y_train_eval = x[train_eval.to(device)], y[train_eval.to(device)]  # (n, C, H, W), (n,)
     for epoch in range(start, cfg.epochs):
         t0 = time.perf_counter()
-        stats = train_epoch(train_model, x, y, optimizer, scheduler, cfg, epoch, steps_per_epoch,
-                            mean, std, device, desc)
+        stats = train_epoch(train_model, x, y, optimizer, scheduler, cfg, epoch=epoch, steps=steps_per_epoch,
+                            mean=mean, std=std, device=device, desc=desc)
         history["step_loss"] += stats.pop("step_loss")
         history["step_lr"] += stats.pop("step_lr")
         row = {"epoch": epoch + 1, **stats}
@@ -391,7 +391,7 @@ def train_eval_subset(n: int, size: int, seed: int) -> torch.Tensor:
     return torch.randperm(n, generator=generator)[:size].sort().values
 
 
-def train_epoch(model, x, y, optimizer, scheduler, cfg, epoch, steps, mean, std, device, desc):
+def train_epoch(model, x, y, optimizer, scheduler, cfg, *, epoch, steps, mean, std, device, desc):
     """One pass over a seeded permutation of the data; returns per-step losses and averages.
 
     Every process draws the same permutation and augmentation for each whole global batch and

@@ -180,7 +180,7 @@ def test_resume_after_an_interruption_matches_an_uninterrupted_run(tiny_data_dir
     real_epoch = training.train_epoch
 
     def interrupted(*args, **kwargs):
-        if args[6] == 1:  # the epoch index: stop during the second epoch
+        if kwargs["epoch"] == 1:  # the epoch index: stop during the second epoch
             raise KeyboardInterrupt
         return real_epoch(*args, **kwargs)
     monkeypatch.setattr(training, "train_epoch", interrupted)

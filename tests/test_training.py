@@ -1,6 +1,7 @@
 """The shared training loop: determinism, checkpoints, resume, divergence, bad checkpoints."""
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 import training
@@ -83,10 +84,10 @@ def test_resume_continues_exactly_where_it_stopped(fashion, tmp_path, monkeypatc
     full, full_history = tiny_fit(fashion, tmp_path, name="full.pt")
     real_epoch = training.train_epoch
 
-    def crash_in_second_epoch(*args):
-        if args[6] == 1:  # epoch index
+    def crash_in_second_epoch(*args, **kwargs):
+        if kwargs["epoch"] == 1:  # the epoch index, counted from 0
             raise KeyboardInterrupt
-        return real_epoch(*args)
+        return real_epoch(*args, **kwargs)
     monkeypatch.setattr(training, "train_epoch", crash_in_second_epoch)
     with pytest.raises(KeyboardInterrupt):
         tiny_fit(fashion, tmp_path, name="cut.pt")
@@ -142,7 +143,7 @@ def test_nan_loss_stops_with_clear_error(fashion):
 def test_finite_training_loss_but_nan_validation_loss_is_divergence(fashion, tmp_path, monkeypatch):
     """A training loss of 1e15 is finite; the evaluation after the epoch tells the truth."""
     monkeypatch.setattr(training, "evaluate", lambda *args: {"loss": float("nan"), "accuracy": 0.1})
-    with pytest.raises(training.TrainingError, match="val loss became nan after epoch 1.*lower --lr"):
+    with pytest.raises(training.TrainingError, match="(train eval|val) loss became nan after epoch 1.*lower --lr"):
         tiny_fit(fashion, tmp_path, epochs=1)
     assert not (tmp_path / "model.pt").exists()  # nothing saved as if it were a result
 
@@ -257,3 +258,78 @@ def test_resume_names_what_differs_in_the_model(fashion, tmp_path):
     with pytest.raises(UserError, match="holds a CNN for fashion_mnist, not this run's GAPNet for cifar10"):
         fit(build_model("CNN", SPEC["args"]), fashion.x_train, fashion.y_train, cfg, mean=fashion.mean,
             std=fashion.std, device=torch.device("cpu"), checkpoint=tmp_path / "model.pt", meta=meta, resume=True)
+
+
+# ---- the eval-mode training loss and the loss actually minimized ------------------------------
+
+def test_train_eval_subset_is_fixed_seeded_and_all_when_fewer():
+    a = training.train_eval_subset(256, 100, seed=1)
+    assert torch.equal(a, training.train_eval_subset(256, 100, seed=1))  # every epoch, and after --resume
+    assert len(set(a.tolist())) == 100 and torch.equal(a, a.sort().values) and a.max() < 256
+    assert not torch.equal(a, training.train_eval_subset(256, 100, seed=2))
+    assert torch.equal(training.train_eval_subset(80, 100, seed=1), torch.arange(80))
+
+
+def test_train_eval_loss_is_plain_cross_entropy_in_eval_mode(fashion):
+    """The training loss set beside the validation loss is measured as that one is: the model in eval
+    mode (dropout off), unaugmented images, no label smoothing. A model with heavy dropout, flips,
+    shifts and label smoothing makes every one of those differences visible."""
+    import data
+    training.seed_everything(0)
+    model = build_model("CNN", {**SPEC["args"], "dropout": 0.5})
+    cfg = TrainConfig(epochs=2, batch_size=64, lr=0.05, flip=True, crop=2, seed=1, label_smoothing=0.3)
+    history = fit(model, fashion.x_train, fashion.y_train, cfg, mean=fashion.mean, std=fashion.std,
+                  device=torch.device("cpu"), evals={"val": (fashion.x_test, fashion.y_test)}, train_eval_images=100)
+    row = history["epochs"][-1]
+    assert history["train_eval_images"] == 100 and list(row).index("train_eval_loss") < list(row).index("val_loss")
+    idx = training.train_eval_subset(256, 100, cfg.seed)
+    x = data.normalize(fashion.x_train[idx], torch.tensor(fashion.mean), torch.tensor(fashion.std))
+    y = fashion.y_train[idx]
+    with torch.no_grad():
+        logits = model.eval()(x)
+        plain = F.cross_entropy(logits, y).item()
+        smoothed = F.cross_entropy(logits, y, label_smoothing=0.3).item()
+        torch.manual_seed(0)
+        dropped = F.cross_entropy(model.train()(x), y).item()
+    assert row["train_eval_loss"] == pytest.approx(plain, rel=1e-5)
+    assert row["train_eval_accuracy"] == pytest.approx((logits.argmax(1) == y).float().mean().item())
+    assert abs(smoothed - plain) > 1e-3 and abs(dropped - plain) > 1e-3  # the check above can fail
+
+
+def test_training_loss_uses_the_label_smoothing_asked_for(fashion):
+    """The loss minimized (and logged per step) is cross-entropy with label smoothing (Szegedy et al.
+    2016): checked on the first step, whose logits a hook records; every label is the same class, so
+    the targets are known whatever the shuffle."""
+    y = torch.full_like(fashion.y_train, 3)
+    for smoothing in (0.0, 0.4):
+        training.seed_everything(0)
+        model = build_model("CNN", {**SPEC["args"], "dropout": 0.0})
+        seen = []
+        handle = model.register_forward_hook(lambda m, args, out: seen.append(out.detach().clone()) if m.training else None)
+        try:
+            history = fit(model, fashion.x_train, y, TrainConfig(epochs=1, batch_size=64, lr=0.05, seed=1,
+                                                                  label_smoothing=smoothing),
+                          mean=fashion.mean, std=fashion.std, device=torch.device("cpu"), train_eval_images=64)
+        finally:
+            handle.remove()
+        first = seen[0].float()                                     # (64, 10): the first step's logits
+        target = torch.full((len(first),), 3)
+        assert history["step_loss"][0] == pytest.approx(
+            F.cross_entropy(first, target, label_smoothing=smoothing).item(), rel=1e-5)
+        if smoothing:
+            assert abs(F.cross_entropy(first, target).item() - history["step_loss"][0]) > 1e-3
+
+
+def test_loss_plot_shows_the_eval_mode_training_loss_and_prints_legibly(fashion):
+    import plots
+    _, history = tiny_fit(fashion, epochs=2)
+    fig = plots.plot_loss(history, "loss", eval_names=("val",))
+    labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert "training loss, eval mode (per epoch)" in labels and "validation loss (per epoch)" in labels
+    line = next(li for li in fig.axes[0].get_lines() if li.get_label() == "training loss, eval mode (per epoch)")
+    assert list(line.get_ydata()) == [e["train_eval_loss"] for e in history["epochs"]]
+    footnote = " ".join(t.get_text() for t in fig.texts).replace("\n", " ")
+    assert "label smoothing" in footnote and "eval mode" in footnote and "256 training images" in footnote
+    assert fig.get_size_inches()[0] <= plots.PRINT_WIDTH_IN and min(plots.font_sizes(fig)) >= plots.MIN_FONT_PT
+    import matplotlib.pyplot as plt
+    plt.close(fig)
