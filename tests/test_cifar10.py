@@ -133,11 +133,14 @@ def test_smoke_run_writes_every_output(arch, tiny_data_dir, tmp_path):
     with Image.open(out / "loss.png") as im:
         im.verify()
     metrics = json.loads((out / "metrics.json").read_text())
-    for key in ("val_accuracy", "test_accuracy", "test_accuracy_tta", "val_loss", "loss_gap"):
+    for key in ("val_accuracy", "test_accuracy", "test_accuracy_tta", "val_loss", "loss_gap", "train_eval_loss"):
         assert math.isfinite(metrics[key])
+    # the overfitting gap compares eval-mode losses, not the running (augmented, smoothed) training loss
+    assert metrics["loss_gap"] == pytest.approx(metrics["val_loss"] - metrics["train_eval_loss"])
+    assert metrics["train_eval_images"] == 200
     assert metrics["train_images"] == 200 and metrics["val_images"] == 56 and metrics["test_images"] == 100
     rows = list(csv.DictReader(open(out / "history.csv")))
-    assert len(rows) == 1 and "val_accuracy" in rows[0]
+    assert len(rows) == 1 and "val_accuracy" in rows[0] and "train_eval_loss" in rows[0]
     assert not any(k.startswith("test") for k in rows[0])  # the test set is not looked at during training
     assert float(rows[0]["val_accuracy"]) == pytest.approx(metrics["val_accuracy"], abs=1e-6)
     model, ckpt = load_checkpoint(out / "model.pt")
@@ -200,9 +203,16 @@ def test_ablation_writes_four_variants(tiny_data_dir, tmp_path):
     assert {"ablation.json", "ablation.md", "ablation.png"} <= {p.name for p in tmp_path.iterdir()}
     for folder, *_ in cifar10.VARIANTS:
         assert RUN_FILES <= {p.name for p in (tmp_path / folder).iterdir()}
-    table = [line for line in (tmp_path / "ablation.md").read_text().splitlines() if line.startswith("| ")]
+    text = (tmp_path / "ablation.md").read_text()
+    table = [line for line in text.splitlines() if line.startswith("| ")]
     assert len(table) == 1 + 4  # header + four variants
-    rows = json.loads((tmp_path / "ablation.json").read_text())["variants"]
+    assert "Dropout: p=0.2 in the dense head, before each of its 2 linear layers" in text
+    assert "Setting: 1 epoch, channels 8-16-32, peak learning rate 0.05, batch 64, 1 seed (0)" in text
+    assert "The default dense network trains with 9 epochs, channels 48-96-192" in text
+    ablation = json.loads((tmp_path / "ablation.json").read_text())
+    assert ablation["setting"]["dropout"] == 0.2 and ablation["setting"]["seeds"] == [0]
+    assert set(ablation["effects"]["dropout"]) == {"with_batchnorm", "without_batchnorm"}
+    rows = ablation["variants"]
     assert [(r["batchnorm"], r["dropout"] > 0) for r in rows] == [(True, True), (True, False), (False, True),
                                                                   (False, False)]
     for r in rows:  # everything else equal: same data, epochs and seed
@@ -215,8 +225,9 @@ def test_ablation_writes_four_variants(tiny_data_dir, tmp_path):
 
 def test_ablation_summary_averages_seeds_and_reports_divergence():
     runs = [{"seed": s, "val_accuracy": a, "val_accuracy_tta": a, "test_accuracy": a, "test_accuracy_tta": a,
-             "train_loss": 1.0, "val_loss": 1.2, "loss_gap": 0.2, "epochs": 3, "train_seconds": 10.0,
-             "history": [{"epoch": 1, "val_loss": 1.2, "val_accuracy": a, "train_loss": 1.0}]}
+             "train_loss": 1.0, "train_eval_loss": 1.0, "train_eval_accuracy": a, "val_loss": 1.2, "loss_gap": 0.2,
+             "epochs": 3, "train_seconds": 10.0, "parameters": 1000,
+             "history": [{"epoch": 1, "val_loss": 1.2, "val_accuracy": a, "train_loss": 1.0, "train_eval_loss": 1.0}]}
             for s, a in ((0, 0.8), (1, 0.9))]
     row = cifar10.summarize("bn-drop", "batch norm + dropout", True, 0.2, runs + [{"seed": 2, "diverged": "nan"}])
     assert row["val_accuracy"] == pytest.approx(0.85) and row["val_accuracy_std"] == pytest.approx(0.0707, abs=1e-3)
@@ -225,6 +236,62 @@ def test_ablation_summary_averages_seeds_and_reports_divergence():
     assert "85.00 ± 7.07" in table and "2 of 3 seeds (1 diverged)" in table
     one = cifar10.summarize("bn-drop", "batch norm + dropout", True, 0.2, runs[:1] + [{"seed": 2, "diverged": "nan"}])
     assert "| 80.00 |" in cifar10.ablation_table([one], "gap")  # one seed counted: no ± 0.00
+
+
+def ablation_rows(with_bn: dict, without_bn: dict, seeds=(0, 1, 2)) -> list[dict]:
+    """Four summarized variants from validation accuracies per seed: {(dropout on): [acc per seed]}."""
+    rows = []
+    for folder, label, batchnorm, drop_on in cifar10.VARIANTS:
+        accs = (with_bn if batchnorm else without_bn)[drop_on]
+        runs = [{"seed": s, "val_accuracy": a, "val_accuracy_tta": a, "test_accuracy": a, "test_accuracy_tta": a,
+                 "train_loss": 1.0, "train_eval_loss": 0.5, "train_eval_accuracy": 0.9, "val_loss": 0.6 + 0.1 * drop_on,
+                 "loss_gap": 0.1 + 0.1 * drop_on, "epochs": 2, "train_seconds": 5.0, "parameters": 1000,
+                 "history": [{"epoch": e, "val_loss": 0.7, "val_accuracy": a, "train_loss": 1.0,
+                              "train_eval_loss": 0.6} for e in (1, 2)]}
+                for s, a in zip(seeds, accs)]
+        rows.append(cifar10.summarize(folder, label, batchnorm, 0.2 if drop_on else 0.0, runs))
+    return rows
+
+
+def test_ablation_reports_dropout_per_batch_norm_setting_never_averaged():
+    """Dropout helps by 2 points with batch norm and hurts by 6 without: the table says +2 and -6,
+    never their average -2."""
+    rows = ablation_rows({True: [0.82, 0.83, 0.84], False: [0.80, 0.81, 0.82]},
+                         {True: [0.50, 0.52, 0.54], False: [0.56, 0.58, 0.60]})
+    effects = cifar10.ablation_effects(rows)
+    with_bn, without_bn = effects["dropout"]["with_batchnorm"], effects["dropout"]["without_batchnorm"]
+    assert with_bn["val_accuracy"]["mean"] == pytest.approx(0.02)
+    assert without_bn["val_accuracy"]["mean"] == pytest.approx(-0.06)
+    assert with_bn["val_accuracy"]["differences"] == pytest.approx([0.02] * 3)
+    assert with_bn["val_accuracy"]["within_spread"] is False  # 2 points against a seed std of 1
+    assert without_bn["loss_gap"]["mean"] == pytest.approx(0.1)
+    assert effects["batchnorm"]["without_dropout"]["val_accuracy"]["mean"] == pytest.approx(0.23)
+    table = cifar10.ablation_table(rows, "gap", effects=effects)
+    assert "- dropout with batch norm: +2.00 ± 0.00 over 3 seeds, beyond the seed spread" in table
+    assert "- dropout without batch norm: -6.00 ± 0.00 over 3 seeds" in table
+    assert "-2.00" not in table
+    fig = cifar10.plot_ablation(rows, "gap")
+    import plots
+    assert fig.get_size_inches()[0] <= plots.PRINT_WIDTH_IN and min(plots.font_sizes(fig)) >= plots.MIN_FONT_PT
+    assert [ax.get_title() for ax in fig.axes[:2]] == ["with batch norm", "without batch norm"]
+
+
+def test_ablation_effect_within_the_seed_spread_is_flagged():
+    rows = ablation_rows({True: [0.80, 0.84, 0.82], False: [0.81, 0.82, 0.83]},
+                         {True: [0.50, 0.52, 0.54], False: [0.56, 0.58, 0.60]})
+    effect = cifar10.ablation_effects(rows)["dropout"]["with_batchnorm"]["val_accuracy"]
+    assert effect["mean"] == pytest.approx(0.0) and effect["within_spread"] is True
+    one = cifar10.ablation_effects(ablation_rows({True: [0.8], False: [0.7]}, {True: [0.5], False: [0.6]}, seeds=(0,)))
+    assert one["dropout"]["with_batchnorm"]["val_accuracy"]["within_spread"] is None  # one seed: unknown
+
+
+def test_dropout_position_follows_the_model():
+    dense = cifar10.parse_args(["--arch", "dense", "--hidden", "128", "64"])
+    assert "before each of its 3 linear layers" in cifar10.dropout_position("dense", cifar10.model_spec(dense, True, 0.2)[1])
+    no_hidden = cifar10.parse_args(["--arch", "dense", "--hidden"])
+    assert "before the one linear (output) layer" in cifar10.dropout_position(
+        "dense", cifar10.model_spec(no_hidden, True, 0.2)[1])
+    assert "globally average-pooled" in cifar10.dropout_position("gap", {})
 
 
 # ---- torchrun / DistributedDataParallel ---------------------------------------------------------
