@@ -60,7 +60,7 @@ def architecture_answer(arch: str, metrics: dict, architecture_text: str) -> lis
     convs = [r for r in rows if r["type"].startswith("Conv2d")]
     linears = [r for r in rows if r["type"].startswith("Linear")]
     pools = [r for r in rows if r["type"].startswith("MaxPool2d")]
-    last_map = next(r["shape"] for r in reversed(rows) if len(r["shape"]) == 3)
+    last_map = next(r["shape"] for r in reversed(rows) if r["name"].startswith("features."))  # (C, H, W)
     sizes = " → ".join(str(s) for s in [32, *[r["shape"][1] for r in pools]])
     norm = ("each followed by batch normalization (each channel normalized over the batch, then scaled and "
             "shifted by learned parameters) and a ReLU" if metrics["batchnorm"] else "each followed by a ReLU "
@@ -78,7 +78,7 @@ def architecture_answer(arch: str, metrics: dict, architecture_text: str) -> lis
                     f"{last_map[0] * last_map[1] * last_map[2]:,} numbers and go through a dense head: {head}"
                     f"an output layer of 10 units, one score per class ({plural(len(linears), 'linear layer')}).")
     else:
-        blocks = [r for r in rows if re.search(r"res\d+_\d+$", r["name"])]
+        blocks = {m.group(0) for r in rows if (m := re.search(r"res\d+_\d+", r["name"]))}  # resS_B
         stem = cfg.get("stem") or 0
         text.append(("A first 3×3 convolution with {stem} channels runs at full resolution; then ".format(stem=stem)
                      if stem else "The network has ") +

@@ -1,0 +1,100 @@
+"""report/draft_cifar.py: answer text built from crafted run files says what the numbers say."""
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "report"))
+import cifar10  # noqa: E402
+import draft_cifar  # noqa: E402
+from test_cifar10 import ablation_rows  # noqa: E402
+
+SETTING = {"epochs": 5, "channels": [24, 48, 96], "lr": 0.1, "batch_size": 512, "dropout": 0.2,
+           "dropout_position": "in the dense head, before each of its 2 linear layers", "seeds": [0, 1, 2],
+           "default_network": {"epochs": 9, "channels": [48, 96, 192], "lr": 0.2, "batch_size": 256, "dropout": 0.0}}
+
+
+def ablation(with_bn, without_bn, seeds=(0, 1, 2)):
+    rows = ablation_rows(with_bn, without_bn, seeds)
+    return {"setting": {**SETTING, "seeds": list(seeds)}, "effects": cifar10.ablation_effects(rows), "variants": rows}
+
+
+def text(paragraphs) -> str:
+    assert all(isinstance(p, str) and p for p in paragraphs)
+    return " ".join(paragraphs)
+
+
+def test_dropout_helps_with_batch_norm_and_hurts_without():
+    a = ablation({True: [0.82, 0.83, 0.84], False: [0.80, 0.81, 0.82]},
+                 {True: [0.50, 0.52, 0.54], False: [0.56, 0.58, 0.60]})
+    out = text(draft_cifar.dropout_answer("dense", a))
+    assert "With batch normalization, dropout raised validation accuracy (from 81.00% ± 1.00 without it to " \
+           "83.00% ± 1.00 with it, +2.00 points" in out
+    assert "Without batch normalization, dropout lowered validation accuracy (from 58.00% ± 2.00 without it to " \
+           "52.00% ± 2.00 with it, −6.00 points" in out
+    assert "−2.00" not in out and "within the spread" not in out.split("Overfitting")[0]  # never averaged
+    assert "p = 0.2, in the dense head, before each of its 2 linear layers" in out
+    assert "three random seeds" in out and "mean ± the standard deviation" in out
+    assert "shorter and narrower than the final network (nine epochs, 48-96-192 channels" in out
+    assert "The final network uses no dropout." in out
+    assert "dropout widened it by 0.100" in out  # the crafted gaps: 0.2 with dropout, 0.1 without
+
+
+def test_a_difference_within_the_seed_spread_is_called_so():
+    a = ablation({True: [0.80, 0.84, 0.82], False: [0.81, 0.82, 0.83]},
+                 {True: [0.50, 0.52, 0.54], False: [0.56, 0.58, 0.60]})
+    out = text(draft_cifar.dropout_answer("gap", a))
+    with_bn = out.split("With batch normalization, ")[1].split("Without batch")[0]
+    assert "did not change" in with_bn and "within the spread between seeds (up to 2.00 points)" in with_bn
+    assert "three seeds cannot tell it from chance" in with_bn
+    one = ablation({True: [0.8], False: [0.7]}, {True: [0.5], False: [0.6]}, seeds=(0,))
+    assert "from one seed, so how much of it is chance is unknown" in text(draft_cifar.dropout_answer("gap", one))
+
+
+def test_batch_norm_answer_per_dropout_setting_and_the_final_setting_named():
+    a = ablation({True: [0.82, 0.83, 0.84], False: [0.80, 0.81, 0.82]},
+                 {True: [0.50, 0.52, 0.54], False: [0.56, 0.58, 0.60]})
+    final = {"config": {"epochs": 12, "channels": [40, 80, 160], "lr": 0.2}, "dropout": 0.1}
+    out = text(draft_cifar.batchnorm_answer("gap", a, final))
+    assert "Without dropout, batch normalization raised validation accuracy (from 58.00% ± 2.00 without it to " \
+           "81.00% ± 1.00 with it, +23.00 points" in out
+    assert "With dropout (p = 0.2), batch normalization raised validation accuracy (from 52.00% ± 2.00" in out
+    assert "(12 epochs, 40-80-160 channels, peak learning rate 0.2)" in out
+    assert "dropout p = 0.1" in text(draft_cifar.dropout_answer("gap", a, {**final}))
+
+
+def test_loss_answer_reads_the_gap_from_eval_mode_losses():
+    history = [{"epoch": "1", "train_loss": "1.9", "train_eval_loss": "1.2", "val_loss": "1.25"},
+               {"epoch": "2", "train_loss": "1.4", "train_eval_loss": "0.6", "val_loss": "0.85"},
+               {"epoch": "3", "train_loss": "1.2", "train_eval_loss": "0.4", "val_loss": "0.9"}]
+    out = text(draft_cifar.loss_answer("gap", {"train_eval_images": 5000}, history))
+    assert "validation loss 0.900 against 0.400 on training images, a gap of +0.500" in out and "clearly" in out
+    assert "from +0.050 after the first epoch to +0.500" in out
+    assert "lowest after epoch 2 (0.850) and rose afterwards" in out
+    assert "5,000 training images" in out and "ends above the validation loss" in out
+    flat = [{"epoch": 1, "train_loss": 0.5, "train_eval_loss": 0.71, "val_loss": 0.7}]
+    out = text(draft_cifar.loss_answer("gap", {"train_eval_images": 100}, flat))
+    assert "no measurable overfitting" in out and "ends above" not in out
+
+
+def test_architecture_and_validation_answers_use_plain_words(tmp_path):
+    import torch
+
+    from training import build_model
+    args = cifar10.parse_args(["--arch", "gap", "--channels", "8", "16", "32", "--blocks", "0", "1", "1"])
+    name, margs = cifar10.model_spec(args, True, 0.1)
+    model = build_model(name, margs)
+    arch_text = cifar10.architecture_text(model, name, margs)
+    metrics = {"batchnorm": True, "dropout": 0.1, "dropout_position": cifar10.dropout_position("gap", margs),
+               "parameters": sum(p.numel() for p in model.parameters()), "train_images": 45000,
+               "config": {**vars(args), "out_dir": "x"}}
+    out = text(draft_cifar.architecture_answer("gap", metrics, arch_text))
+    assert "three stages with 8-16-32 channels" in out and "two residual blocks" in out
+    assert "global average pooling turns the 32×4×4 feature maps into 32 numbers" in out
+    assert f"{metrics['parameters']:,} trainable parameters" in out and "p = 0.1" in out
+    assert "first six epochs see the images shrunk to 24×24" in out
+    assert "GAPNet" not in out and "preset" not in out and torch is not None
+    v = text(draft_cifar.validation_answer("gap", {"val_accuracy": 0.8512, "val_images": 5000, "test_accuracy": 0.8401,
+                                                   "test_images": 10000, "test_accuracy_tta": 0.85}))
+    assert "validation accuracy: 85.12% on the 5,000 validation images" in v and "Test accuracy" in v
+    assert "84.01%" in v
