@@ -31,8 +31,15 @@ batch norm do not train at all; add --lr 0.1 to compare at a rate all four can u
 Writes to runs/cifar10-<arch>[-<preset>][-nobn][-nodrop|-drop]/ (or --out-dir): model.pt (checkpoint
 with final metrics), metrics.json, history.csv (per epoch), steps.csv (per step), loss.png
 (training and validation loss), architecture.txt (every layer, its output shape and parameters).
+Besides the running training loss (augmented batches, dropout on, label smoothing), every epoch
+measures train_eval_loss on a fixed subset of 5,000 training images exactly as the validation loss
+(eval mode, plain cross-entropy); metrics.json's loss_gap is val_loss - train_eval_loss.
 --ablation writes runs/cifar10-<arch>[-<preset>]-ablation/: one run folder per variant (and seed),
-ablation.json, ablation.md (the table) and ablation.png (validation curves of the four).
+ablation.json ("setting": epochs, widths, learning rate, dropout rate and position, seeds, and the
+default network's length and width; "variants": per variant mean, std and per-seed results;
+"effects": what dropout does with batch norm and without, and batch norm with dropout and without,
+paired by seed, never averaged across the other switch), ablation.md (the table and those effects)
+and ablation.png (per batch-norm setting: dropout on and off, validation accuracy and losses).
 """
 import math
 import time

@@ -80,13 +80,17 @@ def architecture_answer(arch: str, metrics: dict, architecture_text: str) -> lis
     else:
         blocks = {m.group(0) for r in rows if (m := re.search(r"res\d+_\d+", r["name"]))}  # resS_B
         stem = cfg.get("stem") or 0
+        bn = metrics["batchnorm"]
         text.append(("A first 3×3 convolution with {stem} channels runs at full resolution; then ".format(stem=stem)
                      if stem else "The network has ") +
-                    f"{plural(len(cfg['channels']), 'stage')} with {dashed(cfg['channels'])} channels. Each stage "
-                    f"starts with a 3×3 convolution and 2×2 max pooling ({sizes} pixels), {norm}"
-                    + (f", then {plural(len(blocks), 'residual block')} in all ({'-'.join(map(str, cfg['blocks']))} "
-                       "per stage): two 3×3 convolutions with batch normalization whose input is added back to their "
-                       "output before the last ReLU (He et al. 2016)" if blocks else "") + ".")
+                    f"{plural(len(cfg['channels']), 'stage')} with {dashed(cfg['channels'])} channels, "
+                    f"{plural(len(convs), 'convolutional layer')} in all (3×3 kernels). Each stage starts with a "
+                    f"convolution, 2×2 max pooling ({sizes} pixels), "
+                    + ("batch normalization (each channel normalized over the batch, then scaled and shifted by "
+                       "learned parameters) and a ReLU" if bn else "and a ReLU (no batch normalization)")
+                    + (f"; then come {plural(len(blocks), 'residual block')} in all ({'-'.join(map(str, cfg['blocks']))} "
+                       f"per stage), each two 3×3 convolutions{' with batch normalization' if bn else ''} whose input "
+                       "is added back to their output before the last ReLU (He et al. 2016)" if blocks else "") + ".")
         text.append(f"After the last stage, global average pooling turns the {last_map[0]}×{last_map[1]}×"
                     f"{last_map[2]} feature maps into {last_map[0]} numbers, the mean of each channel, and a single "
                     "linear layer maps them to the 10 class scores: there is no dense hidden layer, so each class "
