@@ -77,6 +77,26 @@ DEFAULTS = {
     ("gap", "gpu"): dict(TRAIN, epochs=18, lr=0.4, channels=[64, 256, 512], blocks=[1, 1, 1], stem=32,
                          dropout=0.1, batch_size=1024),
 }
+
+
+def defaults_table(options: set) -> str:
+    """DEFAULTS as --help's epilog: the settings all share, then one line per (arch, preset);
+    `options` are the parser's dests (other keys are fixed settings without an option)."""
+    def flag(key, value):
+        if isinstance(value, bool):
+            return f"--{'' if value else 'no-'}{key.replace('_', '-')}"
+        value = " ".join(map(str, value)) if isinstance(value, list) else value
+        return f"--{key.replace('_', '-')} {value}"
+
+    shared = {k: v for k, v in TRAIN.items() if all(d.get(k) == v for d in DEFAULTS.values())}
+    lines = ["defaults by --arch and --preset (an option you give replaces its default):",
+             "  all      " + " ".join(flag(k, v) for k, v in shared.items() if k in options)
+             + " (fixed: " + ", ".join(f"{k} {v}" for k, v in shared.items() if k not in options) + ")"]
+    for (arch, preset), d in DEFAULTS.items():
+        lines.append(f"  {arch:5} {preset:8} " + " ".join(flag(k, v) for k, v in d.items() if k not in shared))
+    return "\n".join(lines)
+
+
 # --ablation's rate for its "dropout on" variants where the preset's default is 0 (--dropout overrides).
 ABLATION_DROPOUT = 0.2
 NAMES = {"dense": "VGG-style CNN with a dense head", "gap": "ResNet-style CNN with global average pooling"}
@@ -94,8 +114,7 @@ N_TRAIN, IMAGE = 50_000, (3, 32, 32)
 def parse_args(argv=None):
     p = cli.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=cli.HelpFormatter,
-                                epilog="Training and architecture defaults depend on --arch and --preset "
-                                       "(DEFAULTS in this file).")
+                                )
     p.add_argument("--arch", choices=["dense", "gap"], default="gap",
                    help="dense: VGG-style convs + dense head; gap: residual stages + global average pooling "
                         "+ one linear layer")
@@ -129,6 +148,7 @@ def parse_args(argv=None):
                    help="dropout rate (dense: before each dense layer; gap: before fc); with --ablation the rate "
                         f"of its 'dropout on' variants (default {ABLATION_DROPOUT} where the preset has none)")
     a.add_argument("--no-batchnorm", dest="batchnorm", action="store_false", help="drop every batch norm layer")
+    p.epilog = defaults_table({action.dest for action in p._actions})
     args = p.parse_args(argv)
     if args.ablation and args.dropout is None and DEFAULTS[args.arch, args.preset]["dropout"] == 0:
         args.dropout = ABLATION_DROPOUT
