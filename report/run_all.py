@@ -18,7 +18,7 @@ are skipped and an interrupted training continues from its last epoch (--resume)
 shared module (training.py, cnn.py, ...) pass --force. A failed step does not stop the others;
 only the steps that read its outputs are blocked, and the exit status is 1.
 
-Measured times: README "Results". --limit runs 16 fresh Python processes, most of whose time
+Measured times: docs/experiments.md. --limit runs 16 fresh Python processes, most of whose time
 goes to importing torch, scipy and matplotlib.
 
 Writes runs/logs/<step>.log (the step's output) and <step>.json (its command and state), and
