@@ -111,8 +111,7 @@ N_TRAIN, IMAGE = 50_000, (3, 32, 32)
 
 def parse_args(argv=None):
     p = cli.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=cli.HelpFormatter,
-                                )
+                                formatter_class=cli.HelpFormatter)
     p.add_argument("--arch", choices=["dense", "gap"], default="gap",
                    help="dense: VGG-style convs + dense head; gap: residual stages + global average pooling "
                         "+ one linear layer")

@@ -43,7 +43,7 @@ PRESETS = {
               "ablation": ["--preset", "quick", "--epochs", "2"],
               "mytorch": ["--repeats", "1"]},
     # The ablation trains 4 networks per arch, so even "full" uses the quick preset's 5 epochs for
-    # it, at 48-96-192 channels, wider than the quick preset, for a clearer comparison.
+    # it, at 48-96-192 channels (wider than the quick preset; docs/experiments.md has its table).
     "full": {"ablation": ["--preset", "quick", "--channels", "48", "96", "192"]},
 }
 # --limit N (tests): every training step sees N images for one epoch and every network is tiny, so a
