@@ -28,3 +28,4 @@ def test_cifar10_help_prints_every_arch_and_preset(capsys, monkeypatch):
         assert f" {arch} {preset} --batch-size" in out
     assert "gap quick --batch-size 512 --epochs 3 " in out
     assert "--momentum" not in out and "(fixed: momentum 0.9, warmup 0.2)" in out  # not options
+    assert "DEFAULTS" not in out
