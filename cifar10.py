@@ -8,7 +8,7 @@ batch norm and dropout do to each.
     python cifar10.py --arch dense --ablation       # batch norm on/off x dropout on/off, same everything else
     python cifar10.py --arch gap --ablation --seeds 3 --epochs 5
     python cifar10.py --arch gap --preset quick     # 1-4 minutes on a 2-core CPU
-    python cifar10.py --arch gap --preset large     # the former default: 2-3 points more, 10-20 min with native bf16, ~1 h in float32
+    python cifar10.py --arch gap --preset large     # 64-128-256 channels, 18 epochs: 2-3 points more, about 2.5x the time
     python cifar10.py --arch gap --preset gpu       # wider and longer, for one CUDA GPU
     torchrun --nproc_per_node=4 cifar10.py --arch gap --preset gpu   # DistributedDataParallel
 
@@ -19,11 +19,11 @@ end, for the reported test accuracy (plain, and with flip test-time augmentation
 
 Model: see cnn.CNN / cnn.GAPNet and architecture.txt. Training: SGD with Nesterov momentum, a
 one-cycle linear schedule, label smoothing 0.2, random flips and 2-pixel shifts, channels-last
-layout, and bfloat16 autocast where the CPU runs it natively (AMX/AVX512-BF16: about 2x faster).
+layout, and bfloat16 autocast where the CPU runs it natively (AMX/AVX512-BF16).
 The default gap net also resizes progressively: its first 6 of 12 epochs see images downsampled
-to 24x24, whose steps cost 55% of a full-size one (the dense head needs 32x32). Networks without
-batch norm start from He initialization (see he_init). The default dense net has no dropout (it
-cost 0.2-0.7 points of validation accuracy in 9 epochs, 2 seeds), so its --ablation turns dropout on at
+to 24x24, whose steps cost about (24/32)^2 of a full-size one (the dense head needs 32x32). Networks without
+batch norm start from He initialization (see he_init). The default dense net has no dropout (in 9
+epochs it does not overfit, so dropout only slowed the fit: docs/experiments.md), so its --ablation turns dropout on at
 ABLATION_DROPOUT for the "dropout on" variants. The ablation keeps everything else,
 the learning rate included, equal: at a peak --lr of 0.4 (the quick preset's) the networks without
 batch norm do not train at all; add --lr 0.1 to compare at a rate all four can use.
@@ -58,17 +58,15 @@ from training import (TrainingError, build_model, config_from_args, count_parame
                       finish_run, fit, is_main_process, metrics_from_logits, pick_device, predict,
                       rank_and_world, seed_everything)
 
-# Chosen on the 5,000 validation images (README "The two CIFAR-10 designs"); the test set
-# played no part. "default" is sized for 20 minutes on 2 CPU cores in float32 (x86-64 with AVX2:
-# 85.35% dense with the dropout 0.2 of then, 85.55% gap), "quick" for 5 minutes; "large" (the
-# default until it was found to need about an hour in float32) fits 20 minutes only where the CPU
-# runs bfloat16 natively (87.7% dense, 87.5% gap; AMX about 19 min, AVX512-BF16 about 10); "gpu" is for one H100 or H200 and not yet tuned there: run to the end on a CPU
-# it gave 88.5% (gap, seed 0), short of the 93% that benchmarks/bench_cifar10.py asks of it.
+# Chosen on the 5,000 validation images (the trials: benchmarks/results/design_trials.json,
+# docs/experiments.md); the test set played no part. "default" is sized for 20 minutes on 2 CPU
+# cores in float32, "quick" for 5 minutes; "large" fits 20 minutes only where the CPU runs
+# bfloat16 natively; "gpu" is for one CUDA GPU, a wider net at a larger batch.
 TRAIN = dict(batch_size=512, optimizer="sgd", momentum=0.9, weight_decay=5e-4, label_smoothing=0.2,
              warmup=0.2, flip=True, crop=2)
 DEFAULTS = {
     ("dense", "default"): dict(TRAIN, epochs=9, lr=0.2, batch_size=256, channels=[48, 96, 192],
-                               convs_per_block=2, hidden=[256], dropout=0.0),  # 0.2: 0.2-0.7 points less val
+                               convs_per_block=2, hidden=[256], dropout=0.0),  # 0.2 lowered val accuracy on 2 seeds
     ("gap", "default"): dict(TRAIN, epochs=12, lr=0.2, batch_size=256, channels=[40, 80, 160], blocks=[1, 1, 1],
                              stem=0, dropout=0.1, low_res=24, low_res_fraction=0.5),  # 6 epochs at 24x24
     ("dense", "large"): dict(TRAIN, epochs=18, lr=0.4, channels=[64, 128, 256], convs_per_block=2,
@@ -84,6 +82,26 @@ DEFAULTS = {
     ("gap", "gpu"): dict(TRAIN, epochs=18, lr=0.4, channels=[64, 256, 512], blocks=[1, 1, 1], stem=32,
                          dropout=0.1, batch_size=1024),
 }
+
+
+def defaults_table(options: set) -> str:
+    """DEFAULTS as --help's epilog: the settings all share, then one line per (arch, preset);
+    `options` are the parser's dests (other keys are fixed settings without an option)."""
+    def flag(key, value):
+        if isinstance(value, bool):
+            return f"--{'' if value else 'no-'}{key.replace('_', '-')}"
+        value = " ".join(map(str, value)) if isinstance(value, list) else value
+        return f"--{key.replace('_', '-')} {value}"
+
+    shared = {k: v for k, v in TRAIN.items() if all(d.get(k) == v for d in DEFAULTS.values())}
+    lines = ["defaults by --arch and --preset (an option you give replaces its default):",
+             "  all      " + " ".join(flag(k, v) for k, v in shared.items() if k in options)
+             + " (fixed: " + ", ".join(f"{k} {v}" for k, v in shared.items() if k not in options) + ")"]
+    for (arch, preset), d in DEFAULTS.items():
+        lines.append(f"  {arch:5} {preset:8} " + " ".join(flag(k, v) for k, v in d.items() if k not in shared))
+    return "\n".join(lines)
+
+
 # --ablation's rate for its "dropout on" variants where the preset's default is 0 (--dropout overrides).
 ABLATION_DROPOUT = 0.2
 NAMES = {"dense": "VGG-style CNN with a dense head", "gap": "ResNet-style CNN with global average pooling"}
@@ -100,9 +118,7 @@ N_TRAIN, IMAGE = 50_000, (3, 32, 32)
 
 def parse_args(argv=None):
     p = cli.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=cli.HelpFormatter,
-                                epilog="Training and architecture defaults depend on --arch and --preset "
-                                       "(DEFAULTS in this file).")
+                                formatter_class=cli.HelpFormatter)
     p.add_argument("--arch", choices=["dense", "gap"], default="gap",
                    help="dense: VGG-style convs + dense head; gap: residual stages + global average pooling "
                         "+ one linear layer")
@@ -136,6 +152,8 @@ def parse_args(argv=None):
                    help="dropout rate (dense: before each dense layer; gap: before fc); with --ablation the rate "
                         f"of its 'dropout on' variants (default {ABLATION_DROPOUT} where the preset has none)")
     a.add_argument("--no-batchnorm", dest="batchnorm", action="store_false", help="drop every batch norm layer")
+    t.title = "training"  # its defaults: the table in the epilog
+    p.epilog = defaults_table({action.dest for action in p._actions})
     args = p.parse_args(argv)
     if args.ablation and args.dropout is None and DEFAULTS[args.arch, args.preset]["dropout"] == 0:
         args.dropout = ABLATION_DROPOUT

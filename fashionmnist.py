@@ -19,12 +19,13 @@ from sklearn.metrics import confusion_matrix
 import cli
 import plots
 from data import limit_images, load_dataset, train_val_split
+from saliency import choose_examples
 from training import (build_model, config_from_args, count_parameters, distributed, finish_run, fit,
                       is_main_process, metrics_from_logits, pick_device, predict, rank_and_world,
                       seed_everything)
 
-# Defaults chosen on a 10k validation split held out from the training set (README: "How the
-# defaults were chosen"); the test set played no part.
+# The one table of defaults, per model; --help shows them. Chosen on a 10k validation split held
+# out from the training set (docs/experiments.md); the test set played no part.
 DEFAULTS = {
     "ffn": dict(epochs=22, batch_size=512, lr=3e-3, optimizer="adamw", weight_decay=5e-2,
                 label_smoothing=0.1, flip=True, crop=0,
@@ -39,8 +40,7 @@ NAMES = {"ffn": "Feed-forward network", "cnn": "CNN"}
 
 
 def parse_args(argv=None):
-    p = cli.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=cli.HelpFormatter,
-                                epilog="Training and architecture defaults depend on --model (DEFAULTS in this file).")
+    p = cli.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=cli.HelpFormatter)
     p.add_argument("--model", choices=["ffn", "cnn"], default="cnn", help="which network to train")
     cli.add_common_args(p)
     t = cli.add_training_args(p)
@@ -59,12 +59,33 @@ def parse_args(argv=None):
                         "quarter of the pixels (cnn.CNN early_pool)")
     a.add_argument("--dropout", type=cli.finite_float)
     a.add_argument("--no-batchnorm", dest="batchnorm", action="store_false", help="drop batch norm layers")
+    t.title = "training"
+    show_defaults(p, DEFAULTS)
     args = p.parse_args(argv)
     cli.refuse_foreign_options(p, args, "--model", MODEL_ONLY)
     cli.fill_defaults(args, DEFAULTS[args.model])
     args.out_dir = Path(args.out_dir or f"runs/fashionmnist-{args.model}")
     check_args(p, args)
     return args
+
+
+def show_defaults(parser, defaults: dict):
+    """Append each option's per-model default from `defaults` to its --help text, e.g.
+    '(default: 18 for cnn, 22 for ffn)', or '(default: 0.1)' where every model uses the same."""
+    def show(value):
+        if isinstance(value, bool):
+            return "on" if value else "off"
+        return " ".join(map(str, value)) if isinstance(value, list) else str(value)
+
+    for action in parser._actions:
+        per_model = {m: show(d[action.dest]) for m, d in sorted(defaults.items()) if action.dest in d}
+        if not per_model:
+            continue
+        if len(per_model) == len(defaults) and len(set(per_model.values())) == 1:
+            said = next(iter(per_model.values()))
+        else:
+            said = ", ".join(f"{v} for {m}" for m, v in per_model.items())
+        action.help = f"{action.help or ''} (default: {said})".strip().replace("%", "%%")
 
 
 def check_args(parser, args):
@@ -99,19 +120,11 @@ def test_results(logits, y, classes) -> dict:
             "confusion_matrix": cm.tolist()}
 
 
-def pick_examples(pred, y, seed) -> tuple[int, int]:
-    """Indices of one correctly and one wrongly classified test image, chosen with `seed`."""
-    g = torch.Generator().manual_seed(seed)
-    right, wrong = (pred == y).nonzero()[:, 0], (pred != y).nonzero()[:, 0]
-    choose = lambda idx: int(idx[torch.randint(len(idx), (1,), generator=g)]) if len(idx) else None
-    return choose(right), choose(wrong)
-
-
 def plot_examples(x_test, y_test, pred, probs, picks, classes, network):
+    """picks: (indices, correct) from saliency.choose_examples."""
     images, titles = [], []
-    for label, i in zip(("correct", "wrong"), picks):
-        if i is None:
-            continue
+    for i, right in zip(*picks):
+        i, label = int(i), "correct" if right else "wrong"
         images.append(x_test[i].numpy())
         titles.append(f"{label}: test image #{i}\npredicted: {classes[pred[i]]} ({100 * probs[i]:.0f}%)"
                       f"\ntrue: {classes[y_test[i]]}")
@@ -170,7 +183,7 @@ def report(args, ds, model, history, device, n_train):
                                     f"{network}\ntest confusion matrix, accuracy "
                                     f"{100 * results['test_accuracy']:.2f}% on {len(ds.y_test):,} images"),
                args.out_dir / "confusion_matrix.png")
-    picks = pick_examples(pred, ds.y_test, args.seed)
+    picks = choose_examples(pred, ds.y_test, 2, args.seed)  # one right and one wrong, where there is one
     plots.save(plot_examples(ds.x_test, ds.y_test, pred, probs, picks, ds.classes, NAMES[args.model]),
                args.out_dir / "examples.png")
     print(f"test accuracy {100 * results['test_accuracy']:.2f}%  test loss {results['test_loss']:.4f}  "

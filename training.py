@@ -130,8 +130,8 @@ def seed_everything(seed: int):
 
 def autocast(device: torch.device, cpu_bf16: bool = False):
     """Mixed precision on CUDA (bfloat16: no loss scaling needed); full precision elsewhere,
-    unless cpu_bf16 (bfloat16 on a CPU with native support, e.g. AVX512-BF16/AMX: about 2x
-    faster convolutions; see cpu_bf16_supported)."""
+    unless cpu_bf16 (bfloat16 on a CPU with native support, e.g. AVX512-BF16/AMX, where its
+    convolutions run faster than float32; see cpu_bf16_supported)."""
     if device.type == "cpu" and cpu_bf16:
         return torch.autocast("cpu", dtype=torch.bfloat16)
     return torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
@@ -210,8 +210,8 @@ def predict(model, x, mean, std, device, batch_size=256, full_precision=False) -
 
     full_precision: no bfloat16 autocast, on CUDA either (it changes the argmax of 12-17 of the
     10,000 CIFAR-10 test images; saliency.py chooses and titles its examples in float32).
-    batch_size 256, not larger: on a 2-core CPU the CIFAR-10 nets infer 10,000 images in 7.5 s
-    at 256 and 10.5 s at 1,000 (activations of a small batch stay in cache)."""
+    batch_size 256, not larger: a small batch's activations stay in the CPU's cache, which makes
+    inference faster per image than at 1,000."""
     model.eval()
     out = []
     for i in range(0, len(x), batch_size):
@@ -486,7 +486,7 @@ def data_fingerprint(x: torch.Tensor, y: torch.Tensor) -> str:
     """A short hash of the training images and labels, in order: a resumed run must train on the
     same split (another --seed or --val-size changes it, and would leak validation images)."""
     h = hashlib.sha256(y.cpu().numpy().tobytes())
-    h.update(x.cpu().numpy().tobytes())  # 138 MB for CIFAR-10: about 0.3 s, once per run
+    h.update(x.cpu().numpy().tobytes())  # 138 MB for CIFAR-10, hashed once per run
     return h.hexdigest()[:16]
 
 

@@ -1,6 +1,6 @@
 """Accuracy and wall time of cifar10.py's default runs on the real CIFAR-10 data.
 
-Run:  python benchmarks/bench_cifar10.py [--data-dir ../shared/data] [--only gap gap-quick]
+Run:  python benchmarks/bench_cifar10.py [--data-dir data] [--only gap gap-quick]
                                          [--out benchmarks/results/cifar10.json]
 
 Each case runs `python cifar10.py ...` in a fresh process (so data loading and the final
@@ -9,11 +9,11 @@ trains nothing and reads the default runs (dense, gap) of `python report/run_all
 checked against their command in runs/logs/ (`--from-runs runs/quick --only dense-quick gap-quick`
 reads those of `run_all.py --preset quick --runs-dir runs/quick`). Targets: on a 2-core
 CPU each architecture's default run >= 85% test accuracy within 20 minutes of wall time (in
-float32 too), and `--preset quick` >= 75% within 5 minutes; `--preset large` (the default until
-2026-11-23) is held to the same 85% / 20 minutes, which it meets only on CPUs that run bfloat16
-natively (AMX: about 19 min; AVX512-BF16: about 10), and runs only when named with --only. On one CUDA GPU (`--preset gpu`) the GAP
+float32 too), and `--preset quick` >= 75% within 5 minutes; `--preset large` is held to the same
+85% / 20 minutes, which it meets only on CPUs that run bfloat16 natively, and runs only when
+named with --only. On one CUDA GPU (`--preset gpu`) the GAP
 network >= 93% within 60 s (reported as a case only when a GPU is present; its recipe reached 88.5%
-when run to the end on a CPU, so it is expected to miss: README "Results"). Wall times taken while other
+when run to the end on a CPU, so it is expected to miss: docs/experiments.md). Wall times taken while other
 programs share the CPU are pessimistic: results record the load average before and after, and
 the process's CPU seconds. Results are written atomically (cases not rerun are kept); the exit status is 1 on a miss.
 """

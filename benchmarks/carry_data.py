@@ -1,12 +1,11 @@
-"""Carry a dataset npz to an offline machine that takes only small transfers, losslessly.
+"""Carry a dataset npz to a GPU machine without internet that takes only small transfers, losslessly.
 
-The project's lent GPU machine (README "Benchmarks") cannot download and receives at
-most 64 MiB a call, working tree included, but cifar10.npz is 171 MB. Its 60,000 images stored as
-lossless WebP (Pillow, method 2) take about 93 MB, two parts of under 50 MB: one call carries each.
+cifar10.npz is 171 MB; its 60,000 images stored as lossless WebP (Pillow, method 2) take about
+93 MB, which --max-mb splits into parts small enough for each transfer (two of under 50 MB by default).
 
 Run:
-    python benchmarks/carry_data.py pack ../shared/data/cifar10.npz --out .carry   # here: .carry/1, .carry/2
-    python3 benchmarks/carry_data.py unpack .carry --out data                     # there: data/cifar10.npz
+    python benchmarks/carry_data.py pack data/cifar10.npz --out .carry   # here: .carry/1, .carry/2
+    python3 benchmarks/carry_data.py unpack .carry --out data           # there: data/cifar10.npz
 
 Every part holds the labels, the class names and a SHA-256 of each image array, so `unpack`
 proves the rebuilt arrays are the source's, byte for byte, and names any part that is missing.
@@ -140,8 +139,8 @@ def main(argv=None):
     p = cli.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=cli.HelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
     pk = sub.add_parser("pack", help="split an npz into lossless parts", formatter_class=cli.HelpFormatter)
-    pk.add_argument("source", help="the npz to carry, e.g. ../shared/data/cifar10.npz")
-    pk.add_argument("--out", default=".carry", help="parts go to OUT/1, OUT/2, ... (one folder a call)")
+    pk.add_argument("source", help="the npz to carry, e.g. data/cifar10.npz")
+    pk.add_argument("--out", default=".carry", help="parts go to OUT/1, OUT/2, ... (one folder per transfer)")
     pk.add_argument("--max-mb", type=float, default=50, help="largest part, in MB")
     up = sub.add_parser("unpack", help="rebuild the npz from all its parts", formatter_class=cli.HelpFormatter)
     up.add_argument("folder", help="the folder holding the parts' folders")

@@ -1,18 +1,16 @@
 #!/usr/bin/env bash
-# The GPU target of issue #4 (the gap net >= 93% test accuracy within 60 s on one H100/H200),
-# measured in one call of the project's lent GPU machine, which cannot download and takes at
-# most 64 MiB a call. So CIFAR-10 travels in two lossless parts (benchmarks/carry_data.py):
+# The GPU target (the gap net >= 93% test accuracy within 60 s on one GPU), a few wider and
+# longer settings of the gap net, and the test suite, in one session of a GPU machine without
+# internet. CIFAR-10 travels there in lossless parts (benchmarks/carry_data.py):
 #
-#   here:   python benchmarks/carry_data.py pack ../shared/data/cifar10.npz   # .carry/1, .carry/2 (35 s)
-#   call 1: carry [".carry/1"], command "mkdir -p /tmp/carry && cp -r .carry/1 /tmp/carry/ && nvidia-smi -L"
-#           (starts the machine; the copy in /tmp outlives the next call's fresh working tree)
-#   call 2, at once (a machine idle for 30 s goes back, and part 1 with it):
-#           carry [".carry/2"], command "bash benchmarks/gpu_session.sh", timeout_s 580
+#   here:   python benchmarks/carry_data.py pack data/cifar10.npz      # .carry/1, .carry/2
+#   there:  copy the checkout and .carry/ over, then   bash benchmarks/gpu_session.sh
+#           (parts already copied to /tmp/carry are picked up too)
 #
-# Writes into $OUT (8 files at most come back): env.txt, bench.log, cifar10.json (the results file
+# Writes into $OUT (default /tmp/gpu_session): env.txt, bench.log, cifar10.json (the results file
 # with the gap-gpu case added: copy it over benchmarks/results/cifar10.json), variants.json (other
 # settings of the gap net, for choosing a better --preset gpu), pytest.log (the test suite with CUDA).
-# A dry run here, before spending device time (2.5 min; the benchmark case says "skipped (no CUDA GPU)"):
+# A dry run on any machine (the benchmark case says "skipped (no CUDA GPU)"):
 #   OUT=/tmp/dry VARIANT_ARGS="--limit 256 --epochs 1 --test-limit 256 --val-size 256" bash benchmarks/gpu_session.sh
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -21,12 +19,12 @@ mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 MPLBACKEND=Agg
 PY=python3
 start=$SECONDS
-rm -rf /tmp/variants /tmp/variants-*.log  # a warm machine keeps /tmp between calls
+rm -rf /tmp/variants /tmp/variants-*.log  # a previous session's variants
 
 { nvidia-smi -L; $PY -c "import torch, PIL; print('torch', torch.__version__, '|',
 torch.cuda.get_device_name() if torch.cuda.is_available() else 'no CUDA GPU', '| Pillow', PIL.__version__)"; nproc; } > "$OUT/env.txt" 2>&1
 cat "$OUT/env.txt"
-mkdir -p .carry && cp -rn /tmp/carry/. .carry/ 2>/dev/null  # part 1, kept from call 1
+mkdir -p .carry && cp -rn /tmp/carry/. .carry/ 2>/dev/null  # parts copied to /tmp/carry, if any
 $PY benchmarks/carry_data.py unpack .carry --out data || exit 1
 
 # 1. The target, as the benchmark defines it (whole process wall time, plain test accuracy).

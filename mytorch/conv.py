@@ -27,8 +27,8 @@ Memory: the large intermediates (A_pad, cols, Z_cols, dL/dcols, dL/dA_pad) live 
 scratch buffers that the layer keeps between calls while the input shape stays
 the same. A fresh array of that size (19 MB for cols at batch 64, 32 channels,
 16x16) comes from the OS page by page on first write, and glibc gives it back on
-free; those page faults cost a quarter to a third of a forward+backward (CIFAR-10's
-conv2 in benchmarks/bench_mytorch.py: 19.5-22.5 ms with fresh arrays, 15 ms reused).
+free; those page faults cost a sizable share of a forward+backward (compare
+benchmarks/bench_mytorch.py with fresh arrays).
 Z and dL/dA are always new arrays: the caller keeps them.
 """
 import numpy as np

@@ -18,11 +18,8 @@ are skipped and an interrupted training continues from its last epoch (--resume)
 shared module (training.py, cnn.py, ...) pass --force. A failed step does not stop the others;
 only the steps that read its outputs are blocked, and the exit status is 1.
 
-Time measured (README "Results"): full 29-32 min and quick 8 min on a 2-core AMD EPYC with AVX512-BF16; on a 2-core
-Intel Xeon with AMX, with the larger CIFAR-10 settings of then (today's --preset large as the
-default, and the quick preset at 48-96-192), full 1 h 19 min and quick 28 min 34 s.
---limit runs 16 fresh Python processes of 3-5 s each (importing torch, scipy, matplotlib): about
-1.5-2 minutes.
+Measured times: docs/experiments.md. --limit runs 16 fresh Python processes, most of whose time
+goes to importing torch, scipy and matplotlib.
 
 Writes runs/logs/<step>.log (the step's output) and <step>.json (its command and state), and
 runs/run_all.json (the summary table, after every step; report/build.py takes the total time from it).
@@ -46,8 +43,7 @@ PRESETS = {
               "ablation": ["--preset", "quick", "--epochs", "2"],
               "mytorch": ["--repeats", "1"]},
     # The ablation trains 4 networks per arch, so even "full" uses the quick preset's 5 epochs for
-    # it, at the widths of the README's ablation table (the quick preset's until it was narrowed to
-    # fit 5 minutes in float32).
+    # it, at 48-96-192 channels (wider than the quick preset; docs/experiments.md has its table).
     "full": {"ablation": ["--preset", "quick", "--channels", "48", "96", "192"]},
 }
 # --limit N (tests): every training step sees N images for one epoch and every network is tiny, so a

@@ -71,9 +71,16 @@ def test_write_results_keeps_other_cases_and_other_machines_figures(tmp_path, mo
     assert all(case["measured"] for case in (*results["cases"].values(), *results["earlier"]))
 
 
-def test_machine_names_the_cpu():
+def test_machine_names_the_cpu_from_cpuinfo(tmp_path, monkeypatch):
+    import cli
+    import training
+    from pathlib import Path
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nvendor_id\t: Planted\nmodel name\t: Planted CPU 9000 @ 1.0GHz\nflags\t: x\n")
+    monkeypatch.setattr(cli, "Path", lambda p: cpuinfo if str(p) == "/proc/cpuinfo" else Path(p))
     here = common.machine()
-    assert here["cpu"] and here["cpu_count"] >= 1 and isinstance(here["cpu_bf16"], bool)
+    assert here["cpu"] == "Planted CPU 9000 @ 1.0GHz"
+    assert (here["cpu_count"], here["cpu_bf16"]) == (os.cpu_count(), training.cpu_bf16_supported())
 
 
 def test_bench_mytorch_keeps_runs_from_a_same_named_cpu_without_bf16(tmp_path):
@@ -91,3 +98,69 @@ def test_a_failing_script_ends_the_benchmark_with_one_line(tmp_path, capfd):
     with pytest.raises(UserError, match=r"python fashionmnist.py --model ffn failed \(its error is above\)"):
         common.run_script("fashionmnist.py", ["--model", "ffn"], tmp_path)
     assert "fashion_mnist.npz is not a readable .npz file" in capfd.readouterr().err  # the script's own line
+
+
+# ---- benchmarks/design_trials.py --------------------------------------------------------------
+
+def trials_file(tmp_path, command):
+    """A trials file with a tiny fake trial (its recorded numbers planted) and one it must not touch."""
+    fake = {"name": "tiny", "arch": "gap", "change": "a hidden layer of 8", "command": command,
+            "seeds": [0, 3], "runs": [{"seed": 0, "val_accuracy": 0.1234, "test_accuracy": None, "seconds": 99}],
+            "parameters": 1, "machine": {"cpu": "recorded CPU"}, "precision": "float32", "measured": "2000-01-01",
+            "timing": "train", "seconds_range": [1, 2], "decision": "kept", "reason": "planted"}
+    other = {**fake, "name": "other", "command": "python cifar10.py --arch gap"}
+    path = tmp_path / "trials.json"
+    path.write_text(json.dumps({"about": "test", "trials": [fake, other]}))
+    return path
+
+
+def test_design_trials_rerun_replaces_only_that_trials_measurements(tmp_path, tiny_data_dir, monkeypatch):
+    import datetime
+    import fashionmnist
+    from benchmarks import design_trials
+    ran = []  # the script runs in this process (a fresh one would spend its time importing torch)
+    monkeypatch.setattr(design_trials, "run_command",
+                        lambda env, argv: ran.append(argv[1]) or fashionmnist.main(argv[2:]) or 0)
+    path = trials_file(tmp_path, "python fashionmnist.py --model ffn --hidden 8 --limit 128 --val 64 --epochs 1")
+    before = json.loads(path.read_text())
+    design_trials.main(["--run", "tiny", "--file", str(path), "--data-dir", str(tiny_data_dir)])
+    after = json.loads(path.read_text())
+    tiny, other = after["trials"]
+    assert other == before["trials"][1] and after["about"] == "test"
+    assert ran == ["fashionmnist.py"] * 2 and [r["seed"] for r in tiny["runs"]] == [0, 3]
+    assert tiny["runs"][0]["val_accuracy"] != tiny["runs"][1]["val_accuracy"]  # the seed reached the script
+    assert all(0 <= r["val_accuracy"] <= 1 and 0 <= r["test_accuracy"] <= 1 and r["seconds"] >= 0 for r in tiny["runs"])
+    assert tiny["runs"][0]["val_accuracy"] != 0.1234 and tiny["parameters"] == 28 * 28 * 8 + 2 * 8 + 8 * 10 + 10  # linear (no bias: batch norm follows), batch norm, linear
+    assert tiny["machine"] == common.machine() and tiny["measured"] == datetime.date.today().isoformat()
+    assert "seconds_range" not in tiny and (tiny["decision"], tiny["reason"]) == ("kept", "planted")
+
+
+def test_design_trials_dry_run_names_each_seeds_command_and_writes_nothing(tmp_path, capsys):
+    from benchmarks import design_trials
+    path = trials_file(tmp_path, "OMP_NUM_THREADS=1 python cifar10.py --arch gap --epochs 3")
+    before = path.read_text()
+    design_trials.main(["--run", "tiny", "--dry-run", "--file", str(path), "--data-dir", "d"])
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(" --out-dir")[0] for line in lines] == [
+        f"OMP_NUM_THREADS=1 python cifar10.py --arch gap --epochs 3 --seed {s} --data-dir d" for s in (0, 3)]
+    assert path.read_text() == before
+
+
+def test_design_trials_names_an_unknown_trial(tmp_path):
+    from benchmarks import design_trials
+    with pytest.raises(UserError, match="no trial named 'nope'.*--list"):
+        design_trials.main(["--run", "nope", "--file", str(trials_file(tmp_path, "python x.py"))])
+
+
+def test_the_recorded_trials_file_reads_and_reruns_its_commands():
+    from benchmarks import design_trials
+    trials = design_trials.read_trials(design_trials.TRIALS)
+    names = [t["name"] for t in trials["trials"]]
+    assert len(names) == len(set(names))
+    for t in trials["trials"]:
+        assert t["compared_to"] in (None, *names) and t["decision"] in ("baseline", "kept", "dropped", "superseded")
+        if t["command"]:  # a command the parser of cifar10.py accepts as recorded
+            env, argv = design_trials.split_command(t["command"])
+            assert argv[0] == "cifar10.py"
+            import cifar10
+            cifar10.parse_args(argv[1:] + ["--out-dir", "x"])
