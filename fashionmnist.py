@@ -173,8 +173,11 @@ def report(args, ds, model, history, device, n_train):
                "torch": str(torch.__version__),
                "threads": torch.get_num_threads(), "seed": args.seed, "train_images": n_train,
                "config": cli.args_record(args)}
+    last = history["epochs"][-1]
+    metrics |= {"train_eval_loss": last["train_eval_loss"], "train_eval_accuracy": last["train_eval_accuracy"],
+                "train_eval_images": history["train_eval_images"]}  # eval mode, a fixed training subset
     if args.val:
-        metrics["val_accuracy"] = history["epochs"][-1]["val_accuracy"]
+        metrics["val_accuracy"] = last["val_accuracy"]
     finish_run(args.out_dir, metrics, history)
 
     pred, probs = logits.argmax(1), logits.softmax(1).max(1).values
