@@ -693,6 +693,7 @@ def run_stats(ex: Examples, seed: int, n: int, layer=None, sanity: dict | None =
 TEXT_WIDTH_IN = 1.3   # the column of example titles: fits "pred: automobile (100%)" at 7 pt
 MAX_PANEL_IN = 1.1    # a 32 x 32 image needs no more
 MAX_HEIGHT_IN = 8.0   # a page of the report, with room for the caption
+SAVE_PAD_IN = 0.12    # plots.save crops to the content (axes frames reach past the axes) plus 0.1 in a side
 
 
 def example_layout(n: int, k: int) -> tuple:
@@ -701,7 +702,8 @@ def example_layout(n: int, k: int) -> tuple:
     panels within the print width plots.PRINT_WIDTH_IN and MAX_HEIGHT_IN (0.9 in for the headings)."""
     def panel(g):
         rows = -(-n // g)
-        return min(MAX_PANEL_IN, (plots.PRINT_WIDTH_IN / g - TEXT_WIDTH_IN) / k, (MAX_HEIGHT_IN - 0.9) / rows)
+        width = plots.PRINT_WIDTH_IN - 2 * SAVE_PAD_IN
+        return min(MAX_PANEL_IN, (width / g - TEXT_WIDTH_IN) / k, (MAX_HEIGHT_IN - 0.9) / rows)
     groups = max((1, 2), key=panel) if n > 1 else 1
     return groups, panel(groups)
 
