@@ -25,7 +25,8 @@ With --stats also saliency_stats.json, the numbers behind the report's interpret
 shown ones: where each map's mass falls (centre share), how concentrated it is, right against
 wrong predictions, the rank correlation between the methods, and the deletion curve (Petsiuk
 et al. 2018: class probability as the most salient pixels are removed first, against a random
-order); with --sanity, the sanity check's summary too (see saliency.run_stats).
+order); with --sanity, the sanity check's summary too (see saliency.run_stats). A chosen
+selection's statistics get its name too (saliency_stats-target-cat.json).
 """
 
 import cli
@@ -100,8 +101,9 @@ def main(argv=None):
     print(f"{name} of {len(ex.index)} test images -> {ex.out_dir / f'{stem}.png'}")
     sanity = saliency.run_sanity(ex, args.seed, args.sanity_n, args.layer) if args.sanity else None
     if args.stats:
-        stats = saliency.run_stats(ex, args.seed, args.stats_n, args.layer, sanity)
-        print(f"map statistics of {stats['images']} test images -> {ex.out_dir / 'saliency_stats.json'}")
+        name = saliency.output_stem("saliency_stats", args, ex)
+        stats = saliency.run_stats(ex, args.seed, args.stats_n, args.layer, sanity, name)
+        print(f"map statistics of {stats['images']} test images -> {ex.out_dir / f'{name}.json'}")
 
 
 if __name__ == "__main__":

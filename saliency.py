@@ -15,6 +15,11 @@
 - The cascading model-parameter randomization test (Adebayo et al. 2018, "Sanity Checks for
   Saliency Maps", Sec. 3.1): re-initialize the layers from the top down, one more each step,
   and measure how much each method's maps change (Spearman rank correlation).
+- Interpretation statistics (`saliency_statistics`, `run_stats` -> saliency_stats.json): where
+  each map's mass falls (centre share), how concentrated it is, right against wrong predictions,
+  the rank correlation between methods, and the deletion curve (Petsiuk et al. 2018, "RISE",
+  Sec. 4.1): class probability as the most salient pixels are removed first, against a random
+  order. report/draft_saliency.py turns them into the report's interpretation.
 
 Every map is computed for a whole batch in one forward and one backward pass (images are
 independent in eval mode, so the gradient of the summed target scores gives each image its
@@ -671,9 +676,11 @@ def sanity_summary(result: dict) -> dict:
                 "layers": last["randomized"], "images": result["images"]} for m in result["methods"]}
 
 
-def run_stats(ex: Examples, seed: int, n: int, layer=None, sanity: dict | None = None) -> dict:
+def run_stats(ex: Examples, seed: int, n: int, layer=None, sanity: dict | None = None,
+              name: str = "saliency_stats") -> dict:
     """saliency_statistics on a seeded draw of n test images, the shown examples' statistics and
-    the sanity check's summary; writes saliency_stats.json."""
+    the sanity check's summary; writes <name>.json (a chosen selection passes its own name, see
+    output_stem, so the standard file, the report's, stays)."""
     if n > len(ex.x_test):
         print(f"--stats-n {n}: the test set has {len(ex.x_test)} images, so the statistics use all of them")
     g = torch.Generator().manual_seed(seed + 1)  # not the sanity check's batch
@@ -684,7 +691,7 @@ def run_stats(ex: Examples, seed: int, n: int, layer=None, sanity: dict | None =
              "shown": shown_statistics(ex.model, ex, layer),
              "sanity": sanity_summary(sanity) if sanity else None, "test_indices": idx.tolist()}
     stats["cam_method"] = "CAM" if "CAM" in stats["methods"] else "Grad-CAM" if "Grad-CAM" in stats["methods"] else None
-    cli.write_json(ex.out_dir / "saliency_stats.json", stats)
+    cli.write_json(ex.out_dir / f"{name}.json", stats)
     return stats
 
 

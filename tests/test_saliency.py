@@ -397,9 +397,12 @@ def test_cam_script(checkpoints, tiny_data_dir, capsys):
     cam.main(["--checkpoint", str(checkpoints["dense"]), *base])
     assert "CAM does not apply" in capsys.readouterr().out
     assert (checkpoints["dense"].parent / "gradcam.png").exists()
-    cam.main(["--checkpoint", str(checkpoints["dense"]), *base, "--method", "gradcam", "--target", "cat"])
+    cam.main(["--checkpoint", str(checkpoints["dense"]), *base, "--method", "gradcam", "--target", "cat",
+              "--stats", "--stats-n", "8"])
     assert "CAM does not apply" not in capsys.readouterr().out  # asked for by name: nothing to explain
     assert (checkpoints["dense"].parent / "gradcam-target-cat.png").exists()  # the standard figure stays
+    chosen = json.loads((checkpoints["dense"].parent / "saliency_stats-target-cat.json").read_text())
+    assert chosen["cam_method"] == "Grad-CAM" and not (checkpoints["dense"].parent / "saliency_stats.json").exists()
     cam.main(["--checkpoint", str(checkpoints["dense"]), *base, "--layer", "features.relu1_1"])
     assert (checkpoints["dense"].parent / "gradcam-layer-features-relu1_1.png").exists()
     with pytest.raises(cli.UserError, match="gradcam"):
