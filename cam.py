@@ -6,6 +6,7 @@ wrongly classified test images.
     python cam.py --checkpoint runs/cifar10-gap/model.pt --method gradcam --layer features.res2_1.relu2
     python cam.py --checkpoint runs/cifar10-gap/model.pt --index 3 17 42 --target cat
     python cam.py --checkpoint runs/cifar10-gap/model.pt --sanity    # + randomization sanity check
+    python cam.py --checkpoint runs/cifar10-gap/model.pt --sanity --stats   # + interpretation numbers
 
 CAM (Zhou et al. 2016, Eq. 2) needs global average pooling followed by one linear layer
 (GAPNet); Grad-CAM (Selvaraju et al. 2017) works on any CNN and is the default elsewhere.
@@ -18,6 +19,14 @@ or gradcam.json (which images, predictions); with --sanity also sanity.png and s
 (same as guided_backprop.py --sanity: every method that applies). A chosen selection (--index,
 --target, --layer) gets its own name, e.g. cam-index-3-17-42-target-cat.png, so the standard
 figure (the report's) stays.
+
+With --stats also saliency_stats.json, the numbers behind the report's interpretation of CAM
+(or Grad-CAM) and guided backpropagation, on --stats-n test images drawn with --seed and on the
+shown ones: where each map's mass falls (centre share), how concentrated it is, right against
+wrong predictions, the rank correlation between the methods, and the deletion curve (Petsiuk
+et al. 2018: class probability as the most salient pixels are removed first, against a random
+order); with --sanity, the sanity check's summary too (see saliency.run_stats). A chosen
+selection's statistics get its name too (saliency_stats-target-cat.json).
 """
 
 import cli
@@ -34,6 +43,10 @@ def parse_args(argv=None):
     p.add_argument("--method", choices=["auto", "cam", "gradcam"], default="auto",
                    help="auto: CAM on a GAP network, else Grad-CAM")
     p.add_argument("--layer", help="Grad-CAM layer (a module name); default: the last conv layer's ReLU")
+    p.add_argument("--stats", action="store_true",
+                   help="also write saliency_stats.json: map statistics and deletion curves on --stats-n test images")
+    p.add_argument("--stats-n", type=cli.positive_int, default=256,
+                   help="test images (drawn with --seed) for --stats")
     return p.parse_args(argv)
 
 
@@ -68,8 +81,8 @@ def main(argv=None):
     maps = compute_maps(ex.model, ex.x, method, ex.target, layer)    # (N, H, W)
     note = ""
     if args.method == "auto" and method == "gradcam":
-        note = (f"CAM does not apply to {network} (no global average pooling + single linear layer), "
-                "so this is Grad-CAM")
+        note = (f"CAM does not apply to {network} (no global average pooling\n"
+                "+ single linear layer), so this is Grad-CAM")
         print(note)
 
     name = METHODS[method]
@@ -77,8 +90,8 @@ def main(argv=None):
     titles, colors = saliency.titles(ex)
     fig = saliency.plot_example_maps(
         ex.images, [("image", "image", None), (f"{name}", "overlay", maps)], titles, colors,
-        f"{network} ({ex.ckpt['dataset']}): {name}{where}, correctly (green) and wrongly (red) classified "
-        f"test images\n{saliency.explained_class(ex)}; red = strongest, blue = weakest evidence (each map scaled on its own)"
+        f"{network} ({ex.ckpt['dataset']}): {name}{where}\ncorrectly (green) and wrongly (red) classified "
+        f"test images, {saliency.explained_class(ex)}\nred = strongest, blue = weakest evidence (each map scaled on its own)"
         + (f"\n{note}" if note else ""))
     stem = saliency.output_stem(method, args, ex)
     plots.save(fig, ex.out_dir / f"{stem}.png")
@@ -86,8 +99,11 @@ def main(argv=None):
                    saliency.examples_json(ex, method=name, layer=layer, checkpoint=args.checkpoint,
                                           seed=args.seed, note=note or None))
     print(f"{name} of {len(ex.index)} test images -> {ex.out_dir / f'{stem}.png'}")
-    if args.sanity:
-        saliency.run_sanity(ex, args.seed, args.sanity_n, args.layer)
+    sanity = saliency.run_sanity(ex, args.seed, args.sanity_n, args.layer) if args.sanity else None
+    if args.stats:
+        name = saliency.output_stem("saliency_stats", args, ex)
+        stats = saliency.run_stats(ex, args.seed, args.stats_n, args.layer, sanity, name)
+        print(f"map statistics of {stats['images']} test images -> {ex.out_dir / f'{name}.json'}")
 
 
 if __name__ == "__main__":

@@ -59,17 +59,17 @@ def main(argv=None):
     rows = [("image", "image", None)]
     if layer is not None:
         rows.append(("Grad-CAM", "overlay", maps["gradcam"]))
-    rows += [("guided backprop", "rgb", maps["guided"]),
-             ("|guided backprop|", "heatmap", maps["magnitude"])]
+    rows += [("guided\nbackprop", "rgb", maps["guided"]),
+             ("|guided\nbackprop|", "heatmap", maps["magnitude"])]
     if layer is not None:
-        rows.append(("guided Grad-CAM", "rgb", maps["guided_gradcam"]))
+        rows.append(("guided\nGrad-CAM", "rgb", maps["guided_gradcam"]))
     titles, colors = saliency.titles(ex)
-    colours = "|guided backprop|: bright = strongest; gray = zero gradient"
+    colours = "guided backprop: gray = zero gradient; |guided backprop|: bright = strongest"
     if layer:
-        colours = f"Grad-CAM of {layer}: red = strongest; " + colours
+        colours = f"Grad-CAM of {layer}: red = strongest\n" + colours
     fig = saliency.plot_example_maps(
         ex.images, rows, titles, colors,
-        f"{network} ({ex.ckpt['dataset']}): guided backpropagation, correctly (green) and wrongly (red) "
+        f"{network} ({ex.ckpt['dataset']}): guided backpropagation\ncorrectly (green) and wrongly (red) "
         f"classified test images, {saliency.explained_class(ex)}\n{colours}")
     stem = saliency.output_stem("guided_backprop", args, ex)
     plots.save(fig, ex.out_dir / f"{stem}.png")

@@ -15,6 +15,11 @@
 - The cascading model-parameter randomization test (Adebayo et al. 2018, "Sanity Checks for
   Saliency Maps", Sec. 3.1): re-initialize the layers from the top down, one more each step,
   and measure how much each method's maps change (Spearman rank correlation).
+- Interpretation statistics (`saliency_statistics`, `run_stats` -> saliency_stats.json): where
+  each map's mass falls (centre share), how concentrated it is, right against wrong predictions,
+  the rank correlation between methods, and the deletion curve (Petsiuk et al. 2018, "RISE",
+  Sec. 4.1): class probability as the most salient pixels are removed first, against a random
+  order. report/draft_saliency.py turns them into the report's interpretation.
 
 Every map is computed for a whole batch in one forward and one backward pass (images are
 independent in eval mode, so the gradient of the summed target scores gives each image its
@@ -31,7 +36,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy.stats import spearmanr
+from scipy.stats import mannwhitneyu, spearmanr, wilcoxon
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
@@ -320,12 +325,14 @@ class Examples:
 
 
 def parse_target(text, classes):
+    """--target as a class index: a class name (any case) or a number 0..len(classes)-1 in ASCII
+    digits (str.isdigit also accepts "²" and "①", which int() refuses)."""
     if text is None:
         return None
     lower = [c.lower() for c in classes]
     if text.lower() in lower:
         return lower.index(text.lower())
-    if text.isdigit() and int(text) < len(classes):
+    if text.isascii() and text.isdecimal() and int(text) < len(classes):
         return int(text)
     raise cli.UserError(f"--target {text!r} is neither a class name nor a number 0..{len(classes) - 1}; "
                         f"classes: {', '.join(classes)}")
@@ -358,17 +365,19 @@ def load_examples(args) -> Examples:
 
 
 def titles(ex: Examples) -> tuple[list, list]:
-    """Per example: 'correct/wrong #index', predicted class and confidence, true class, and
-    the class its map explains (the prediction, or --target; for a wrong example the maps show
-    the evidence for the wrong class); green for correct, red for wrong."""
+    """Per example: test index and right/wrong, the predicted class and its probability, the true
+    class of a wrong one, and the explained class when --target differs from the prediction (by
+    default the maps explain the prediction: for a wrong example, the evidence for the wrong
+    class); green for right, red for wrong."""
     out, colors = [], []
     for i in range(len(ex.index)):
         ok = bool(ex.pred[i] == ex.y[i])
-        explained = ex.pred[i] if ex.target is None else ex.target[i]
-        lines = [f"{'correct' if ok else 'wrong'}  #{int(ex.index[i])}",
-                 f"pred: {ex.classes[ex.pred[i]]} {100 * ex.prob[i]:.0f}%",
-                 f"true: {ex.classes[ex.y[i]]}",
-                 f"map for: {ex.classes[explained]}"]
+        lines = [f"#{int(ex.index[i])} {'right' if ok else 'wrong'}",
+                 f"pred: {ex.classes[ex.pred[i]]} ({100 * ex.prob[i]:.0f}%)"]
+        if not ok:
+            lines.append(f"true: {ex.classes[ex.y[i]]}")
+        if ex.target is not None:
+            lines.append(f"map for: {ex.classes[ex.target[i]]}")
         out.append("\n".join(lines))
         colors.append("tab:green" if ok else "tab:red")
     return out, colors
@@ -498,17 +507,235 @@ def run_sanity(ex: Examples, seed: int, n: int, layer=None) -> dict:
     return result
 
 
+# ---- interpretation statistics: where the maps fall, and whether they point at used evidence -------
+#
+# Computed on the maps of the predicted class (CAM signed as in Eq. 2, Grad-CAM, and guided
+# backpropagation's magnitude sum_c |map|), each upsampled to the image, (N, H, W):
+# - centre share: the fraction of the map's positive mass inside the central box covering
+#   CENTRE_AREA of the image (a uniform map gives that fraction; CIFAR-10 objects sit mostly
+#   in the centre);
+# - concentration: the fraction of the mass in the top TOP_SHARE of pixels (a uniform map
+#   gives TOP_SHARE, a map on a single pixel 1);
+# - agreement: Spearman rank correlation of two methods' maps of the same image;
+# - deletion (Petsiuk et al. 2018, "RISE", Sec. 4.1): the probability of the explained class
+#   as pixels are removed, most salient first, against a random order; a map that points at
+#   evidence the network uses makes the probability fall sooner (a smaller area under the curve).
+
+STATS_METHODS = ("CAM", "Grad-CAM", "guided backprop")
+CENTRE_AREA = 0.5
+TOP_SHARE = 0.10
+DELETION_STEPS = 16
+
+
+def centre_mask(size) -> torch.Tensor:
+    """(H, W) bool: pixels whose centre lies in the centred box of CENTRE_AREA of the image
+    (side sqrt(CENTRE_AREA) of each side)."""
+    h, w = size
+    half = CENTRE_AREA ** 0.5 / 2
+    rows = ((torch.arange(h) + 0.5) / h - 0.5).abs() <= half    # (H,)
+    cols = ((torch.arange(w) + 0.5) / w - 0.5).abs() <= half    # (W,)
+    return rows[:, None] & cols[None, :]
+
+
+def map_statistics(maps: torch.Tensor) -> dict:
+    """Per map of (N, H, W): {"centre": (N,) share of the positive mass in the centre box,
+    "top": (N,) share in the top TOP_SHARE of pixels}; nan for a map with no positive mass."""
+    m = maps.detach().clamp(min=0).flatten(1).double().cpu()     # (N, HW)
+    mass = m.sum(1)
+    k = max(1, round(TOP_SHARE * m.shape[1]))
+    centre = (m * centre_mask(maps.shape[-2:]).flatten()).sum(1) / mass
+    top = m.topk(k, dim=1).values.sum(1) / mass
+    empty = mass <= 0
+    return {"centre": centre.masked_fill(empty, float("nan")), "top": top.masked_fill(empty, float("nan"))}
+
+
+def uniform_statistics(size) -> dict:
+    """map_statistics of a constant map: the reference a map is compared with."""
+    return {k: float(v[0]) for k, v in map_statistics(torch.ones(1, *size)).items()}
+
+
+def deletion_order(maps: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """(N, H, W) -> (N, HW) pixel indices, highest map value first; ties (a flat map, or an
+    all-zero one: a random order) broken by a random permutation drawn from `generator`."""
+    n, hw = len(maps), maps[0].numel()
+    shuffle = torch.rand(n, hw, generator=generator).argsort(1)             # (N, HW)
+    keys = maps.detach().flatten(1).float().cpu().gather(1, shuffle)
+    return shuffle.gather(1, keys.argsort(dim=1, descending=True, stable=True))
+
+
+@torch.no_grad()
+def deletion_curve(model: nn.Module, x: torch.Tensor, maps: torch.Tensor, target: torch.Tensor,
+                   steps: int = DELETION_STEPS, seed: int = 0, batch_size: int = 32) -> torch.Tensor:
+    """Deletion curve (Petsiuk et al. 2018, Sec. 4.1) of normalized images x (N, C, H, W):
+    (N, steps + 1) softmax probabilities of class `target` (N,) after removing the first
+    k/steps of the pixels in the order of `maps` (N, H, W), most salient first, k = 0..steps.
+    A removed pixel is set to 0 in every channel, the training set's mean colour after
+    normalization. `maps` all zero gives a random order (the baseline)."""
+    n, c, h, w = x.shape
+    order = deletion_order(maps, torch.Generator().manual_seed(seed))        # (N, HW)
+    position = torch.empty_like(order).scatter_(1, order, torch.arange(h * w).expand(n, -1))
+    removed = torch.linspace(0, h * w, steps + 1).round().long()             # (S+1,) pixels removed
+    target = target.cpu()
+    out = []
+    with hooks.eval_mode(model, freeze=True):
+        for i in range(0, n, batch_size):
+            pos, t = position[i:i + batch_size], target[i:i + batch_size]    # (B, HW), (B,)
+            keep = (pos[:, None, :] >= removed[None, :, None]).view(len(pos), steps + 1, 1, h, w)
+            xs = x[i:i + batch_size, None] * keep.to(x.device, x.dtype)       # (B, S+1, C, H, W)
+            p = model(xs.flatten(0, 1)).float().softmax(1).view(len(pos), steps + 1, -1).cpu()
+            out.append(p.gather(2, t[:, None, None].expand(-1, steps + 1, 1))[..., 0])
+    return torch.cat(out)
+
+
+def area_under(curves: torch.Tensor) -> torch.Tensor:
+    """(N, S+1) curves over the removed fraction 0..1 -> (N,) trapezoid areas."""
+    return torch.trapezoid(curves, dx=1 / (curves.shape[1] - 1), dim=1)
+
+
+def _summary(values) -> dict:
+    """Mean, std and count of the finite values (nan: a map with no mass)."""
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v)]
+    return {"mean": float(v.mean()) if len(v) else None, "std": float(v.std()) if len(v) else None, "n": len(v)}
+
+
+def _compare(a, b) -> dict:
+    """Right against wrong: difference of means and the two-sided Mann-Whitney U test's p-value
+    (None with fewer than 2 finite values on a side)."""
+    a, b = (np.asarray(v, dtype=float) for v in (a, b))
+    a, b = a[np.isfinite(a)], b[np.isfinite(b)]
+    if len(a) < 2 or len(b) < 2:
+        return {"diff": None, "p": None}
+    return {"diff": float(a.mean() - b.mean()), "p": float(mannwhitneyu(a, b).pvalue)}
+
+
+def _paired(method_auc, random_auc) -> dict:
+    """Deletion areas of a method against the random order, image by image: means, the share of
+    images where the method's area is smaller, and the Wilcoxon signed-rank test's p-value."""
+    d = random_auc - method_auc
+    p = float(wilcoxon(d).pvalue) if len(d) >= 2 and np.any(d != 0) else None
+    return {"auc": float(method_auc.mean()), "random_auc": float(random_auc.mean()),
+            "diff": float(d.mean()), "faster_share": float((d > 0).mean()), "p": p, "n": len(d)}
+
+
+def stats_maps(model: nn.Module, x: torch.Tensor, target: torch.Tensor, layer=None, batch_size=64) -> dict:
+    """{method: (N, H, W) maps of class `target`} for the STATS_METHODS that apply to `model`
+    (guided backpropagation as its magnitude), computed batch by batch."""
+    methods = {k: fn for k, fn in methods_for(model, x[:1], layer).items() if k in STATS_METHODS}
+    return {name: torch.cat([fn(model, x[i:i + batch_size], target[i:i + batch_size]).detach().cpu()
+                             for i in range(0, len(x), batch_size)])
+            for name, fn in methods.items()}
+
+
+def saliency_statistics(model: nn.Module, x: torch.Tensor, y: torch.Tensor, seed: int = 0,
+                        steps: int = DELETION_STEPS, layer=None) -> dict:
+    """The interpretation numbers of test images x (N, C, H, W) with labels y (N,), maps of the
+    predicted class: per method, centre share and concentration for all, right and wrong
+    predictions (and right against wrong), the deletion areas against a random order, and the
+    rank correlation between every two methods."""
+    with torch.no_grad(), hooks.eval_mode(model, freeze=True):
+        pred = torch.cat([model(x[i:i + 256]).argmax(1) for i in range(0, len(x), 256)]).cpu()
+    right = (pred == y.cpu()).numpy()
+    maps = stats_maps(model, x, pred, layer)
+    random_auc = area_under(deletion_curve(model, x, torch.zeros(len(x), *x.shape[-2:]), pred, steps, seed + 1))
+    methods = {}
+    for name, m in maps.items():
+        st = {k: v.numpy() for k, v in map_statistics(m).items()}
+        curves = deletion_curve(model, x, m, pred, steps, seed)              # (N, S+1)
+        auc = area_under(curves).numpy()
+        methods[name] = {
+            "empty_maps": int(np.isnan(st["centre"]).sum()),
+            **{group: {k: _summary(v[mask]) for k, v in st.items()}
+               for group, mask in (("all", right | ~right), ("right", right), ("wrong", ~right))},
+            "right_vs_wrong": {k: _compare(v[right], v[~right]) for k, v in st.items()},
+            "deletion": {**_paired(auc, random_auc.numpy()), "curve": curves.mean(0).tolist(),
+                         "right": _paired(auc[right], random_auc.numpy()[right]) if right.any() else None,
+                         "wrong": _paired(auc[~right], random_auc.numpy()[~right]) if (~right).any() else None}}
+    names = list(maps)
+    agreement = [{"a": a, "b": b, **_summary(rank_correlation(maps[a], maps[b]))}
+                 for i, a in enumerate(names) for b in names[i + 1:]]
+    return {"images": len(x), "right": int(right.sum()), "wrong": int((~right).sum()), "seed": seed,
+            "uniform": uniform_statistics(x.shape[-2:]), "centre_area": CENTRE_AREA, "top_share": TOP_SHARE,
+            "deletion_steps": steps, "methods": methods, "agreement": agreement}
+
+
+def shown_statistics(model: nn.Module, ex: "Examples", layer=None) -> dict:
+    """Centre share and concentration of each shown example's maps (the figure's images)."""
+    maps = stats_maps(model, ex.x, ex.pred.to(ex.x.device) if ex.target is None else ex.target, layer)
+    per = {name: {k: [None if np.isnan(v) else round(float(v), 4) for v in vals.numpy()]
+                  for k, vals in map_statistics(m).items()} for name, m in maps.items()}
+    return {"index": ex.index.tolist(), "correct": (ex.pred == ex.y).tolist(), "methods": per}
+
+
+def sanity_summary(result: dict) -> dict:
+    """Per method of a cascading_randomization result: the rank correlation with the trained
+    maps after re-initializing the top layer and after all layers."""
+    steps = result["steps"]
+    top, last = steps[min(1, len(steps) - 1)], steps[-1]
+    return {m: {"top_layer": top["layer"], "after_top": top[m]["mean"], "after_all": last[m]["mean"],
+                "layers": last["randomized"], "images": result["images"]} for m in result["methods"]}
+
+
+def run_stats(ex: Examples, seed: int, n: int, layer=None, sanity: dict | None = None,
+              name: str = "saliency_stats") -> dict:
+    """saliency_statistics on a seeded draw of n test images, the shown examples' statistics and
+    the sanity check's summary; writes <name>.json (a chosen selection passes its own name, see
+    output_stem, so the standard file, the report's, stays)."""
+    if n > len(ex.x_test):
+        print(f"--stats-n {n}: the test set has {len(ex.x_test)} images, so the statistics use all of them")
+    g = torch.Generator().manual_seed(seed + 1)  # not the sanity check's batch
+    idx = torch.randperm(len(ex.x_test), generator=g)[:n].sort().values
+    x = normalize(ex.x_test[idx].to(ex.device), ex.ckpt["mean"], ex.ckpt["std"])
+    stats = {"network": ex.ckpt["model"]["name"], "dataset": ex.ckpt["dataset"],
+             **saliency_statistics(ex.model, x, ex.y_test[idx], seed, layer=layer),
+             "shown": shown_statistics(ex.model, ex, layer),
+             "sanity": sanity_summary(sanity) if sanity else None, "test_indices": idx.tolist()}
+    stats["cam_method"] = "CAM" if "CAM" in stats["methods"] else "Grad-CAM" if "Grad-CAM" in stats["methods"] else None
+    cli.write_json(ex.out_dir / f"{name}.json", stats)
+    return stats
+
+
 # ---- figures -----------------------------------------------------------------------------------
 
+TEXT_WIDTH_IN = 1.3   # the column of example titles: fits "pred: automobile (100%)" at 7 pt
+MAX_PANEL_IN = 1.1    # a 32 x 32 image needs no more
+MAX_HEIGHT_IN = 8.0   # a page of the report, with room for the caption
+SAVE_PAD_IN = 0.12    # plots.save crops to the content (axes frames reach past the axes) plus 0.1 in a side
+
+
+def example_layout(n: int, k: int) -> tuple:
+    """(groups, panel size in inches) for n examples, one per row, each with a title column and k
+    map panels: the examples split into 1 or 2 side-by-side groups, whichever gives the larger
+    panels within the print width plots.PRINT_WIDTH_IN and MAX_HEIGHT_IN (0.9 in for the headings)."""
+    def panel(g):
+        rows = -(-n // g)
+        width = plots.PRINT_WIDTH_IN - 2 * SAVE_PAD_IN
+        return min(MAX_PANEL_IN, (width / g - TEXT_WIDTH_IN) / k, (MAX_HEIGHT_IN - 0.9) / rows)
+    groups = max((1, 2), key=panel) if n > 1 else 1
+    return groups, panel(groups)
+
+
 def plot_example_maps(images, rows, titles, colors, suptitle):
-    """One column per example. images: (N, C, H, W) uint8; rows: [(label, kind, maps)] with kind
-    "image" (maps unused), "overlay" ((N, H, W) in [0, 1], drawn over the image, blue low to red
-    high), "heatmap" ((N, H, W) in [0, 1]) or "rgb" ((N, C, H, W) in [0, 1])."""
-    n = len(images)
-    fig, axes = plt.subplots(len(rows), n, figsize=(1.55 * n + 0.8, 1.6 * len(rows) + 1.1), squeeze=False)
-    for r, (label, kind, maps) in enumerate(rows):
-        for i in range(n):
-            ax, image = axes[r, i], np.asarray(images[i])
+    """One row per example (in two side-by-side groups when that prints larger), a column of
+    titles then one column per map. images: (N, C, H, W) uint8; rows: [(label, kind, maps)] with
+    kind "image" (maps unused), "overlay" ((N, H, W) in [0, 1], drawn over the image, blue low to
+    red high), "heatmap" ((N, H, W) in [0, 1]) or "rgb" ((N, C, H, W) in [0, 1]). Every text is
+    at least plots.MIN_FONT_PT and the figure at most plots.PRINT_WIDTH_IN wide."""
+    n, k = len(images), len(rows)
+    groups, p = example_layout(n, k)
+    per = -(-n // groups)
+    fig = plt.figure(figsize=(groups * (TEXT_WIDTH_IN + k * p), per * p + 0.9))
+    grid = fig.add_gridspec(per, groups * (k + 1), width_ratios=[TEXT_WIDTH_IN, *[p] * k] * groups,
+                            left=0, right=1, bottom=0, top=1 - 0.9 / (per * p + 0.9), wspace=0.05, hspace=0.08)
+    for i in range(n):
+        g, r = divmod(i, per)
+        text = fig.add_subplot(grid[r, g * (k + 1)])
+        text.axis("off")
+        text.text(0.97, 0.5, titles[i], fontsize=plots.MIN_FONT_PT, color=colors[i], ha="right", va="center",
+                  transform=text.transAxes)
+        image = np.asarray(images[i])
+        for j, (label, kind, maps) in enumerate(rows):
+            ax = fig.add_subplot(grid[r, g * (k + 1) + 1 + j])
             if kind == "image":
                 plots.show_image(ax, image)
             elif kind == "overlay":
@@ -519,30 +746,31 @@ def plot_example_maps(images, rows, titles, colors, suptitle):
             else:  # "rgb": vmin/vmax matter only for a single channel (drawn in gray)
                 plots.show_image(ax, np.asarray(maps[i]), **({"vmin": 0, "vmax": 1} if maps.shape[1] == 1 else {}))
             if r == 0:
-                ax.set_title(titles[i], fontsize=7, color=colors[i])
-        axes[r, 0].set_ylabel(label, fontsize=9)
-    fig.suptitle(suptitle, fontsize=10)
-    fig.tight_layout()
+                ax.set_title(label, fontsize=plots.MIN_FONT_PT)
+    fig.suptitle(suptitle, fontsize=8, y=0.995, va="top")
     return fig
 
 
 def plot_sanity(result: dict, network: str):
-    """Mean rank correlation (band: +-1 std over images) vs the number of layers randomized."""
+    """Mean rank correlation (band: +-1 std over images) vs the number of layers randomized;
+    plots.PRINT_WIDTH_IN wide, no text under plots.MIN_FONT_PT."""
     steps = result["steps"]
     k = [s["randomized"] for s in steps]
-    fig, ax = plt.subplots(figsize=(max(6.5, 0.45 * len(k) + 2), 4.8))
+    fig, ax = plt.subplots(figsize=(plots.PRINT_WIDTH_IN, 4.2))
     for method in result["methods"]:
         mean = np.array([s[method]["mean"] for s in steps])
         std = np.array([s[method]["std"] for s in steps])
         line, = ax.plot(k, mean, "o-", ms=4, label=method)
         ax.fill_between(k, mean - std, mean + std, color=line.get_color(), alpha=0.12)
     ax.axhline(0, color="gray", lw=0.8)
-    ax.set_xticks(k, [s["layer"].split("+")[0] for s in steps], rotation=60, ha="right", fontsize=7)
-    ax.set(xlabel="randomized from the output layer down to (cumulative)",
-           ylabel="Spearman rank correlation\nwith the trained model's maps", ylim=(-0.5, 1.05),
-           title=f"{network}: cascading randomization sanity check (Adebayo et al. 2018)\n"
-                 f"{result['images']} test images; a method that passes drops toward 0")
+    ax.set_xticks(k, [s["layer"].split("+")[0] for s in steps], rotation=60, ha="right", fontsize=plots.MIN_FONT_PT)
+    ax.tick_params(axis="y", labelsize=8)
+    ax.set_xlabel("randomized from the output layer down to (cumulative)", fontsize=8)
+    ax.set_ylabel("Spearman rank correlation\nwith the trained model's maps", fontsize=8)
+    ax.set_ylim(-0.5, 1.05)
+    ax.set_title(f"{network}: cascading randomization sanity check (Adebayo et al. 2018)\n"
+                 f"{result['images']} test images; a method that passes drops toward 0", fontsize=9)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=plots.MIN_FONT_PT)
     fig.tight_layout()
     return fig

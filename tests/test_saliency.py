@@ -4,6 +4,8 @@ CAM proportional to Grad-CAM on a GAP net); hooks, modes and module flags always
 sanity check changes the maps but not the model; the figure titles name the classes."""
 import copy
 import json
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -264,13 +266,72 @@ def _examples(target=None):
 def test_titles_name_predicted_true_and_explained_class():
     titles, colors = saliency.titles(_examples())
     assert colors == ["tab:green", "tab:red"]
-    assert titles[1].splitlines() == ["wrong  #7", "pred: dog 69%", "true: cat", "map for: dog"]
-    assert titles[0].splitlines()[0] == "correct  #4" and "map for: ship" in titles[0]
+    assert titles[1].splitlines() == ["#7 wrong", "pred: dog (69%)", "true: cat"]
+    assert titles[0].splitlines() == ["#4 right", "pred: ship (91%)"]
     assert saliency.explained_class(_examples()) == "maps for the predicted class"
     titles, colors = saliency.titles(_examples(target=3))  # --target cat
     assert titles[1].splitlines()[-1] == "map for: cat" and titles[0].splitlines()[-1] == "map for: cat"
     assert colors == ["tab:green", "tab:red"]  # still right and wrong by the prediction
     assert saliency.explained_class(_examples(target=3)) == "maps for class cat"
+
+
+@pytest.mark.parametrize("text", ["²", "①", "٣", "-1", "10", "unicorn"])
+def test_target_outside_ascii_digits_and_names_is_a_user_error(text):
+    with pytest.raises(cli.UserError, match="--target"):
+        saliency.parse_target(text, CLASSES)
+    assert saliency.parse_target("3", CLASSES) == 3 and saliency.parse_target("CAT", CLASSES) == 3
+
+
+def _printed_width(fig) -> float:
+    """Inches the saved figure spans: plots.save crops to the drawn content, text included, and
+    pads it by 0.1 in on each side."""
+    fig.canvas.draw()
+    return fig.get_tightbbox(fig.canvas.get_renderer()).width + 0.2
+
+
+@pytest.mark.parametrize("n, rows", [(8, 2), (8, 5), (4, 5), (3, 2)])
+def test_example_figure_prints_legibly(n, rows):
+    """At most the text width, no text under 7 pt, and no example title wider than its column,
+    with the longest CIFAR-10 class name and the longest row labels the scripts use."""
+    images = torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8)
+    maps = torch.rand(n, 32, 32)
+    labels = ["image", "Grad-CAM", "guided\nbackprop", "|guided\nbackprop|", "guided\nGrad-CAM"][:rows]
+    kinds = ["image", "overlay", "rgb", "heatmap", "rgb"][:rows]
+    grid = [(label, kind, maps[:, None].expand(-1, 3, -1, -1) if kind == "rgb" else maps)
+            for label, kind in zip(labels, kinds)]
+    ex = _examples(target=1)
+    ex.y, ex.pred, ex.prob = torch.tensor([1, 0]), torch.tensor([1, 1]), torch.tensor([1.0, 0.99])
+    ex.index = torch.tensor([9999, 9998])
+    long_titles, _ = saliency.titles(ex)   # "pred: automobile (100%)", "true: airplane", "map for: automobile"
+    titles = [long_titles[i % 2] for i in range(n)]
+    fig = saliency.plot_example_maps(images, grid, titles, ["tab:green"] * n,
+                                     "GAPNet (cifar10): CAM of features.res3_1.relu2\ncorrectly (green) and wrongly "
+                                     "(red) classified test images, maps for the predicted class\nred = strongest, "
+                                     "blue = weakest evidence (each map scaled on its own)")
+    assert min(plots.font_sizes(fig)) >= plots.MIN_FONT_PT
+    assert fig.get_size_inches()[0] <= plots.PRINT_WIDTH_IN
+    assert _printed_width(fig) <= plots.PRINT_WIDTH_IN
+    renderer = fig.canvas.get_renderer()
+    for text_ax in [ax for ax in fig.axes if not ax.axison]:
+        (title,) = text_ax.texts
+        assert title.get_window_extent(renderer).width <= text_ax.get_window_extent(renderer).width + 1
+    plt_close(fig)
+
+
+def test_sanity_figure_prints_legibly():
+    steps = [{"randomized": k, "layer": f"features.conv{k}_1+features.bn{k}_1" if k else "none",
+              **{m: {"mean": 1 - k / 14, "std": 0.1} for m in ("CAM", "Grad-CAM", "guided backprop", "gradient")}}
+             for k in range(14)]
+    fig = saliency.plot_sanity({"steps": steps, "images": 32,
+                                "methods": ["CAM", "Grad-CAM", "guided backprop", "gradient"]}, "GAPNet")
+    assert min(plots.font_sizes(fig)) >= plots.MIN_FONT_PT
+    assert fig.get_size_inches()[0] <= plots.PRINT_WIDTH_IN
+    assert _printed_width(fig) <= plots.PRINT_WIDTH_IN
+    plt_close(fig)
+
+
+def plt_close(fig):
+    plots.plt.close(fig)
 
 
 # ---- the sanity check ---------------------------------------------------------------------------
@@ -313,8 +374,17 @@ def checkpoints(tiny_data_dir, tmp_path_factory):
 
 def test_cam_script(checkpoints, tiny_data_dir, capsys):
     base = ["--data-dir", str(tiny_data_dir), "--n", "4"]
-    cam.main(["--checkpoint", str(checkpoints["gap"]), *base, "--sanity", "--sanity-n", "6"])
+    cam.main(["--checkpoint", str(checkpoints["gap"]), *base, "--sanity", "--sanity-n", "6", "--stats", "--stats-n", "16"])
     folder = checkpoints["gap"].parent
+    stats = json.loads((folder / "saliency_stats.json").read_text())
+    assert stats["images"] == 16 and stats["cam_method"] == "CAM" and stats["right"] + stats["wrong"] == 16
+    assert set(stats["methods"]) == {"CAM", "Grad-CAM", "guided backprop"} and set(stats["sanity"]) >= {"CAM"}
+    assert len(stats["shown"]["index"]) == 4 and stats["shown"]["index"] == [e["index"] for e in
+                                                                           json.loads((folder / "cam.json").read_text())["examples"]]
+    assert all(0 <= m["deletion"]["auc"] <= 1 for m in stats["methods"].values())
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "report"))
+    import draft_saliency
+    assert draft_saliency.cam_answer("the network", stats) and draft_saliency.guided_answer("the network", stats)
     assert (folder / "cam.png").stat().st_size > 0
     shown = json.loads((folder / "cam.json").read_text())["examples"]
     assert len(shown) == 4 and {e["correct"] for e in shown} == {True, False}
@@ -327,15 +397,19 @@ def test_cam_script(checkpoints, tiny_data_dir, capsys):
     cam.main(["--checkpoint", str(checkpoints["dense"]), *base])
     assert "CAM does not apply" in capsys.readouterr().out
     assert (checkpoints["dense"].parent / "gradcam.png").exists()
-    cam.main(["--checkpoint", str(checkpoints["dense"]), *base, "--method", "gradcam", "--target", "cat"])
+    cam.main(["--checkpoint", str(checkpoints["dense"]), *base, "--method", "gradcam", "--target", "cat",
+              "--stats", "--stats-n", "8"])
     assert "CAM does not apply" not in capsys.readouterr().out  # asked for by name: nothing to explain
     assert (checkpoints["dense"].parent / "gradcam-target-cat.png").exists()  # the standard figure stays
+    chosen = json.loads((checkpoints["dense"].parent / "saliency_stats-target-cat.json").read_text())
+    assert chosen["cam_method"] == "Grad-CAM" and not (checkpoints["dense"].parent / "saliency_stats.json").exists()
     cam.main(["--checkpoint", str(checkpoints["dense"]), *base, "--layer", "features.relu1_1"])
     assert (checkpoints["dense"].parent / "gradcam-layer-features-relu1_1.png").exists()
     with pytest.raises(cli.UserError, match="gradcam"):
         cam.main(["--checkpoint", str(checkpoints["dense"]), *base, "--method", "cam"])
-    with pytest.raises(cli.UserError, match="--target"):
-        cam.main(["--checkpoint", str(checkpoints["gap"]), *base, "--target", "unicorn"])
+    for bad in ("unicorn", "²", "①"):
+        with pytest.raises(cli.UserError, match="--target"):
+            cam.main(["--checkpoint", str(checkpoints["gap"]), *base, "--target", bad])
 
 
 def test_guided_backprop_script(checkpoints, tiny_data_dir):
@@ -349,3 +423,72 @@ def test_guided_backprop_script(checkpoints, tiny_data_dir):
     assert "CAM" not in sanity["methods"]
     assert all(np.isfinite(s[m]["mean"]) for s in sanity["steps"] for m in sanity["methods"])
     assert sanity["steps"][-1]["gradient"]["mean"] < 0.9  # measured 0.06
+
+
+# ---- interpretation statistics ----------------------------------------------------------------
+
+def test_map_statistics_centre_and_concentration():
+    flat = torch.ones(1, 32, 32)
+    spot = torch.zeros(1, 32, 32)
+    spot[0, 14:18, 14:18] = 1                        # 16 central pixels: all mass in the centre and the top 10%
+    border = torch.zeros(1, 32, 32)
+    border[0, :2] = 1                                # the top two rows: outside the central box
+    uniform = saliency.uniform_statistics((32, 32))
+    assert abs(uniform["centre"] - 0.5) < 0.05 and abs(uniform["top"] - 0.1) < 0.01
+    st = saliency.map_statistics(torch.cat([flat, spot, border, torch.zeros(1, 32, 32)]))
+    assert st["centre"][0] == pytest.approx(uniform["centre"]) and st["top"][0] == pytest.approx(uniform["top"])
+    assert st["centre"][1] == 1 and st["top"][1] == 1
+    assert st["centre"][2] == 0 and st["top"][2] == 1   # its 64 pixels are within the top 102
+    assert torch.isnan(st["centre"][3]) and torch.isnan(st["top"][3])   # no mass: undefined
+
+
+class KnownPixels(nn.Module):
+    """A network whose answer depends only on the pixels in `mask` (H, W): class 0's logit is the
+    sum of those pixels (over channels), class 1's is 0."""
+
+    def __init__(self, mask):
+        super().__init__()
+        self.register_buffer("mask", mask.float())
+
+    def forward(self, x):
+        s = (x * self.mask).sum((1, 2, 3))
+        return torch.stack([s, torch.zeros_like(s)], 1)
+
+
+def test_deletion_ranks_the_true_map_above_a_random_one():
+    g = torch.Generator().manual_seed(0)
+    mask = torch.zeros(16, 16, dtype=torch.bool)
+    mask[4:8, 9:14] = True                                   # the evidence: 20 of 256 pixels
+    x = torch.rand(12, 3, 16, 16, generator=g) * 0.2          # positive: every evidence pixel counts
+    model = KnownPixels(mask)
+    target = torch.zeros(12, dtype=torch.long)
+    true_map = mask.float().expand(12, -1, -1)
+    random_map = torch.rand(12, 16, 16, generator=g)
+    true_curve = saliency.deletion_curve(model, x, true_map, target, steps=16)
+    random_curve = saliency.deletion_curve(model, x, random_map, target, steps=16)
+    with torch.no_grad():
+        intact = model(x).softmax(1)[:, 0]
+    torch.testing.assert_close(true_curve[:, 0], intact)                  # nothing removed yet
+    torch.testing.assert_close(true_curve[:, -1], torch.full((12,), 0.5))  # all removed: logits 0, 0
+    torch.testing.assert_close(true_curve[:, 2], torch.full((12,), 0.5))   # 2/16 = 32 pixels: the 20 are gone
+    assert (saliency.area_under(true_curve) < saliency.area_under(random_curve)).all()
+    blank = saliency.deletion_curve(model, x, torch.zeros(12, 16, 16), target, seed=3)    # random order
+    torch.testing.assert_close(blank, saliency.deletion_curve(model, x, torch.zeros(12, 16, 16), target, seed=3))
+    assert not torch.equal(blank, saliency.deletion_curve(model, x, torch.zeros(12, 16, 16), target, seed=4))
+
+
+def test_saliency_statistics_reproducible_and_model_left_alone(gapnet):
+    x, y = _batch(5, n=12)
+    before = _fingerprint(gapnet, x)
+    st = saliency.saliency_statistics(gapnet, x, y, seed=0, steps=4)
+    assert set(st["methods"]) == {"CAM", "Grad-CAM", "guided backprop"}
+    assert st["right"] + st["wrong"] == 12
+    assert {(a["a"], a["b"]) for a in st["agreement"]} == {("CAM", "Grad-CAM"), ("CAM", "guided backprop"),
+                                                          ("Grad-CAM", "guided backprop")}
+    # Grad-CAM = ReLU(CAM) / (h w) on a GAP net (test above): where both are defined they rank alike
+    cam_gradcam = next(a for a in st["agreement"] if a["b"] == "Grad-CAM")
+    assert cam_gradcam["mean"] > 0.5
+    assert st == saliency.saliency_statistics(gapnet, x, y, seed=0, steps=4)     # same seed, same numbers
+    assert _no_hook_left(gapnet)
+    after = _fingerprint(gapnet, x)
+    assert torch.equal(before[0], after[0]) and torch.equal(before[1], after[1])
