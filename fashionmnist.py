@@ -19,10 +19,9 @@ from sklearn.metrics import confusion_matrix
 import cli
 import plots
 from data import limit_images, load_dataset, train_val_split
-from saliency import choose_examples
-from training import (build_model, config_from_args, count_parameters, distributed, finish_run, fit,
-                      is_main_process, metrics_from_logits, pick_device, predict, rank_and_world,
-                      seed_everything)
+from training import (build_model, choose_examples, config_from_args, count_parameters, distributed,
+                      finish_run, fit, is_main_process, metrics_from_logits, pick_device, predict,
+                      rank_and_world, seed_everything)
 
 # The one table of defaults, per model; --help shows them. Chosen on a 10k validation split held
 # out from the training set (docs/experiments.md); the test set played no part.
@@ -121,7 +120,7 @@ def test_results(logits, y, classes) -> dict:
 
 
 def plot_examples(x_test, y_test, pred, probs, picks, classes, network):
-    """picks: (indices, correct) from saliency.choose_examples."""
+    """picks: (indices, correct) from training.choose_examples."""
     images, titles = [], []
     for i, right in zip(*picks):
         i, label = int(i), "correct" if right else "wrong"

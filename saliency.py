@@ -44,7 +44,7 @@ import cli
 import hooks
 import plots
 from data import load_dataset, normalize
-from training import load_checkpoint, pick_device, predict, seed_everything
+from training import choose_examples, load_checkpoint, pick_device, predict, seed_everything
 
 plt = plots.plt
 
@@ -274,19 +274,6 @@ def magnitude(grad: torch.Tensor) -> torch.Tensor:
 
 
 # ---- choosing examples ---------------------------------------------------------------------------
-
-def choose_examples(pred: torch.Tensor, y: torch.Tensor, n: int, seed: int):
-    """Indices of n test images, half correctly and half wrongly classified (fewer wrong ones
-    only if there are not enough), drawn with `seed`; correct ones first. Returns (idx, correct)."""
-    g = torch.Generator().manual_seed(seed)
-    right, wrong = (pred == y).nonzero()[:, 0], (pred != y).nonzero()[:, 0]
-    n_wrong = min(n // 2, len(wrong))
-    n_right = min(n - n_wrong, len(right))
-    n_wrong = min(n - n_right, len(wrong))
-    draw = lambda pool, k: pool[torch.randperm(len(pool), generator=g)[:k]].sort().values
-    idx = torch.cat([draw(right, n_right), draw(wrong, n_wrong)])
-    return idx, pred[idx] == y[idx]
-
 
 # ---- what both scripts do ----------------------------------------------------------------------
 

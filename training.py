@@ -221,6 +221,19 @@ def predict(model, x, mean, std, device, batch_size=256, full_precision=False) -
     return torch.cat(out)
 
 
+def choose_examples(pred: torch.Tensor, y: torch.Tensor, n: int, seed: int):
+    """Indices of n test images, half correctly and half wrongly classified (fewer wrong ones
+    only if there are not enough), drawn with `seed`; correct ones first. Returns (idx, correct)."""
+    g = torch.Generator().manual_seed(seed)
+    right, wrong = (pred == y).nonzero()[:, 0], (pred != y).nonzero()[:, 0]
+    n_wrong = min(n // 2, len(wrong))
+    n_right = min(n - n_wrong, len(right))
+    n_wrong = min(n - n_right, len(wrong))
+    draw = lambda pool, k: pool[torch.randperm(len(pool), generator=g)[:k]].sort().values
+    idx = torch.cat([draw(right, n_right), draw(wrong, n_wrong)])
+    return idx, pred[idx] == y[idx]
+
+
 def metrics_from_logits(logits: torch.Tensor, y: torch.Tensor) -> dict:
     return {"loss": F.cross_entropy(logits, y).item(),
             "accuracy": (logits.argmax(1) == y).float().mean().item()}
