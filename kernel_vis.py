@@ -16,18 +16,27 @@ figures, which the report uses, stay:
                    own (RGB kernels: over their three channels together, drawn as colour images)
 - filtered.png     the sample image, then its convolution with each first-layer kernel (the
                    layer's own stride, padding and bias), each normalized to [0, 1]
-- feature_maps.png the sample image and the first channel of every activation and pooling stage
-                   in forward order (see `feature_path` for which stages are shown)
+- feature_maps.png the sample image first, then the first channel of every activation and pooling
+                   stage in forward order, each labelled in plain words ('conv 1 + batch norm +
+                   ReLU', 'max pool 1') with its shape (see `feature_path`, `stage_labels`)
+- feature_stats.json  per stage: its label, shape (C, H, W), share of active units and how its
+                   response follows the image's edges or its whole silhouette (see
+                   `stage_statistics`), on the sample and averaged over the first --stats-images
+                   test images
 - feature_maps_<layer>.png / filters_<layer>.png  for each of --layers (default: the first, the
                    middle and the last conv layer, from low-level to abstract; the assignment asks
-                   for at most three): every output channel's feature map (after the layer's
-                   activation) and every kernel (first input channel; RGB for the first layer), one
-                   panel per output channel (--max-channels caps them); those of other layers,
-                   left by an earlier run, are deleted
+                   for at most three): the feature maps (after the layer's activation) and the
+                   kernels (first input channel; RGB for the first layer) of channels 1-32, each
+                   numbered; feature_maps_<layer>_all.png / filters_<layer>_all.png  every channel
+                   without numbers, for a layer with more than 32 (--max-channels caps both); those
+                   of other layers, left by an earlier run, are deleted
 - gabor.png, gabor.json  a 2-D Gabor function fitted to each first-layer kernel, for the trained
                    network and for an untrained one of the same shape (see `fit_gabor`); --seed
                    seeds that untrained network (with the run's own --seed it is the very network
                    training started from) and the fit's random starts
+
+Every figure fits the printed text width (plots.PRINT_WIDTH_IN) with no text under
+plots.MIN_FONT_PT.
 
 The sample: test image --index (default 0, the first test image), or any image file --image,
 converted to the model's channels, center-cropped to a square and resized to the training size,
@@ -546,7 +555,8 @@ def plot_feature_path(image01, caption, path, network: str):
     for (name, kind, out), label in zip(path, stage_labels(path)):
         first = out[0, 0]  # (H, W): the first channel, as the assignment asks
         shape = "x".join(map(str, out.shape[1:]))
-        titles.append(f"{label}\n{shape}" + (" (all 0)" if first.max() == first.min() else ""))
+        unbroken = " + ".join(part.replace(" ", "\N{NO-BREAK SPACE}") for part in label.split(" + "))
+        titles.append(f"{unbroken}\n{shape}" + (" (all 0)" if first.max() == first.min() else ""))
         panels.append(plots.minmax(first, (0, 1)).numpy())
     return plot_panels(panels, titles,
                        f"{network}: the input ({caption.replace(chr(10), ', ')}) through the network: the first "
