@@ -667,7 +667,7 @@ def feature_stats(model, ckpt, x_uint8, caption: str, test_images, n_images: int
     sample = feature_statistics(model, x_uint8, mean, std)
     test = [None] * len(sample) if tested is None else feature_statistics(model, tested, mean, std)
     return {
-        "sample": caption.splitlines()[0],
+        "sample": caption.splitlines()[0], "input_shape": list(x_uint8.shape[1:]),
         "test_images": 0 if tested is None else len(tested),
         "measures": {
             "active_fraction": "share of the stage's units (channels x positions) above 0",

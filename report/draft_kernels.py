@@ -5,7 +5,7 @@ Each function returns plain-text paragraphs (no markup); every claim is conditio
 it is given. Files read (relative to a run folder such as runs/fashionmnist-cnn/):
 
 - kernels/feature_stats.json (`feature_path_answer`), written by kernel_vis.py:
-  {"sample": "test image #0 (Ankle boot)", "test_images": 256 (0: only the sample was measured),
+  {"sample": "test image #0 (Ankle boot)", "input_shape": [C, H, W], "test_images": 256 (0: only the sample was measured),
    "measures": {key: definition}, "stages": [{"name", "label" (plain words, e.g. "conv 1 + batch
    norm + ReLU"), "shape": [C, H, W], "sample": {"active_fraction", "edge_correlation",
    "shape_correlation"}, "test_mean": the same averaged over the test images, or null}]}
@@ -71,10 +71,9 @@ def feature_path_answer(stats: dict) -> list[str]:
              else f"on the sample ({stats['sample']})")
     (c0, h0, w0), (c1, h1, w1) = first["shape"], last["shape"]
     size = ("shrink" if h1 * w1 < h0 * w0 else "keep their size" if h1 * w1 == h0 * w0 else "grow")
-    channels = "more" if c1 > c0 else "the same number of" if c1 == c0 else "fewer"
     overview = (f"The feature-map figure follows the sample ({stats['sample']}) through {len(stages)} stages. "
                 f"The maps {size} from {h0}x{w0} at {first['label']} to {h1}x{w1} at {last['label']}, while the "
-                f"network keeps {channels} channels ({c0} to {c1}). To say what each stage responds to we measured, "
+                f"number of channels goes from {c0} to {c1}. To say what each stage responds to we measured, "
                 f"{where}, the share of active units (above zero) and how closely each stage's response map (the "
                 f"mean absolute activation over its channels, scaled up to the image size) correlates with the "
                 f"image's edges (the Sobel gradient magnitude, large where brightness changes) and with its "
@@ -100,13 +99,16 @@ def feature_path_answer(stats: dict) -> list[str]:
                 f" The share of active units stays near {_pct((a0 + a1) / 2)} from the first to the last stage.")
 
     pools = sum("pool" in s["label"] for s in stages)
+    c, h, w = stats.get("input_shape") or first["shape"]
+    pixels = h * w if c == 1 else f"{c}x{h * w}"
     why = (f"Why the hierarchy helps classification: each convolution combines the previous stage's features "
            f"over a small neighbourhood, so after {pools} pooling stage{'s' if pools != 1 else ''} a unit of the "
            f"last stage summarises a large part of the image, and pooling keeps the strongest response of a "
            f"neighbourhood, so a small shift of the garment changes it little. The classifier then sees "
-           f"{c1 * h1 * w1} numbers ({c1}x{h1}x{w1}) that describe parts and outlines rather than "
-           f"{h0 * w0} raw pixels, and classes that differ in shape (a sandal's straps against a sneaker's "
-           f"closed upper, a shirt's sleeves against a bag) become separable from them.")
+           f"{c1 * h1 * w1} numbers ({c1}x{h1}x{w1}), each summarising a neighbourhood of features, rather "
+           f"than {pixels} raw pixels whose meaning changes with every shift, so classes that differ in shape "
+           f"(a sandal's straps against a sneaker's closed upper, a shirt's sleeves against a bag) can be told "
+           f"apart from them.")
     return [overview, trend + sparsity, why]
 
 

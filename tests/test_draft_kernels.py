@@ -27,13 +27,14 @@ def stats(first, last, test_images=256):
             s["sample"] = s["sample"] if s is stages[1] else None
         stages[0]["sample"] = dict(zip(("active_fraction", "edge_correlation", "shape_correlation"), first))
         stages[2]["sample"] = dict(zip(("active_fraction", "edge_correlation", "shape_correlation"), last))
-    return {"sample": "test image #0 (Ankle boot)", "test_images": test_images, "stages": stages}
+    return {"sample": "test image #0 (Ankle boot)", "input_shape": [1, 28, 28], "test_images": test_images,
+            "stages": stages}
 
 
 def test_edges_then_shapes_is_said_with_the_numbers():
     text = " ".join(dk.feature_path_answer(stats((0.6, 0.62, 0.31), (0.2, 0.18, 0.71))))
     assert "from low-level edge detection to responses to the garment as a whole" in text
-    assert "shrink from 28x28" in text and "to 7x7" in text and "(32 to 64)" in text
+    assert "shrink from 28x28" in text and "to 7x7" in text and "from 32 to 64" in text
     assert "averaged over the first 256 test images" in text
     assert "60% of units active, correlation 0.62 with the edges and 0.31 with the silhouette" in text
     assert "falls from 60% to 20%" in text

@@ -378,6 +378,7 @@ def test_main_writes_every_figure_and_gabor_json(checkpoints, tiny_data_dir, tmp
     assert "Gabor fits" in capsys.readouterr().out
     stats = json.loads((out / "feature_stats.json").read_text())
     assert stats["sample"].startswith("test image #3 (")
+    assert stats["input_shape"] == [1, 28, 28]
     assert stats["test_images"] == 128  # the tiny test set has 128 images, fewer than --stats-images
     assert [(s["name"], s["label"], s["shape"]) for s in stats["stages"]] == [
         ("relu1_1", "conv 1 + batch norm + ReLU", [4, 28, 28]), ("pool1", "max pool 1", [4, 14, 14]),
