@@ -16,24 +16,34 @@ figures, which the report uses, stay:
                    own (RGB kernels: over their three channels together, drawn as colour images)
 - filtered.png     the sample image, then its convolution with each first-layer kernel (the
                    layer's own stride, padding and bias), each normalized to [0, 1]
-- feature_maps.png the sample image and the first channel of every activation and pooling stage
-                   in forward order (see `feature_path` for which stages are shown)
+- feature_maps.png the sample image first, then the first channel of every activation and pooling
+                   stage in forward order, each labelled in plain words ('conv 1 + batch norm +
+                   ReLU', 'max pool 1') with its shape (see `feature_path`, `stage_labels`)
+- feature_stats.json  per stage: its label, shape (C, H, W), share of active units and how its
+                   response follows the image's edges or its whole silhouette (see
+                   `stage_statistics`), on the sample and averaged over the first --stats-images
+                   test images
 - feature_maps_<layer>.png / filters_<layer>.png  for each of --layers (default: the first, the
                    middle and the last conv layer, from low-level to abstract; the assignment asks
-                   for at most three): every output channel's feature map (after the layer's
-                   activation) and every kernel (first input channel; RGB for the first layer), one
-                   panel per output channel (--max-channels caps them); those of other layers,
-                   left by an earlier run, are deleted
+                   for at most three): the feature maps (after the layer's activation) and the
+                   kernels (first input channel; RGB for the first layer) of channels 1-32, each
+                   numbered; feature_maps_<layer>_all.png / filters_<layer>_all.png  every channel
+                   without numbers, for a layer with more than 32 (--max-channels caps both); those
+                   of other layers, left by an earlier run, are deleted
 - gabor.png, gabor.json  a 2-D Gabor function fitted to each first-layer kernel, for the trained
                    network and for an untrained one of the same shape (see `fit_gabor`); --seed
                    seeds that untrained network (with the run's own --seed it is the very network
                    training started from) and the fit's random starts
+
+Every figure fits the printed text width (plots.PRINT_WIDTH_IN) with no text under
+plots.MIN_FONT_PT.
 
 The sample: test image --index (default 0, the first test image), or any image file --image,
 converted to the model's channels, center-cropped to a square and resized to the training size,
 then normalized with the checkpoint's mean and std.
 """
 import math
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -59,6 +69,7 @@ GABOR_PARAMS = ("amplitude", "x0", "y0", "sigma_x", "sigma_y", "theta", "frequen
 # every kernel passes: there only the untrained baseline (same shape, default init) says anything.
 GABOR_THRESHOLD = 0.7
 MIN_GABOR_KERNEL = 5  # smallest kernel size for which the Gabor share means something
+STATS_IMAGES = 256    # test images feature_stats.json averages over: a stable mean in a second or two
 
 
 def parse_args(argv=None):
@@ -77,11 +88,16 @@ def parse_args(argv=None):
                         "res2_1.conv1)")
     f.add_argument("--max-channels", type=cli.positive_int,
                    help="at most this many channels per feature-map or filter figure (default: all)")
+    f.add_argument("--stats-images", type=int, default=STATS_IMAGES,
+                   help="first test images that feature_stats.json averages over (0: the sample only; "
+                        "with --image, only the image is measured)")
     f.add_argument("--gabor-threshold", type=float, default=GABOR_THRESHOLD,
                    help="R^2 from which a kernel counts as Gabor-like")
     args = p.parse_args(argv)
     if args.index < 0:
         p.error(f"--index must be >= 0, got {args.index}")
+    if args.stats_images < 0:
+        p.error(f"--stats-images must be >= 0, got {args.stats_images}")
     if not 0 < args.gabor_threshold < 1:
         p.error(f"--gabor-threshold must be between 0 and 1, got {args.gabor_threshold}")
     args.out_dir = Path(args.out_dir) if args.out_dir else default_out_dir(args)
@@ -254,6 +270,93 @@ def conv_feature_maps(model: nn.Module, records, layers) -> dict:
     return maps
 
 
+# ---- what each stage responds to (Fashion-MNIST question 9) ------------------------------------------
+
+PART_WORDS = {"conv": "conv", "bn": "batch norm", "skip": "skip sum", "relu": "ReLU", "maxpool": "max pool",
+              "avgpool": "average pool"}
+
+
+def stage_labels(path) -> list:
+    """Plain-words label of each stage of a `feature_path`, convs and pools numbered in forward
+    order: 'conv 1 + batch norm + ReLU', 'max pool 1', 'conv 4 + batch norm + skip sum + ReLU'."""
+    counts, labels = {"conv": 0, "maxpool": 0, "avgpool": 0}, []
+    for _, kind, _ in path:
+        parts = []
+        for part in kind.split("+"):
+            if part in counts:
+                counts[part] += 1
+                parts.append(f"{PART_WORDS[part]} {counts[part]}")
+            else:
+                parts.append(PART_WORDS[part])
+        labels.append(" + ".join(parts))
+    return labels
+
+
+SOBEL_X = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]])
+
+
+def edges_and_silhouette(image01: torch.Tensor):
+    """Two references for raw images (N, C, H, W) in [0, 1], taken over the channel mean:
+    the Sobel gradient magnitude (N, H, W) (edges), and the silhouette (N, H, W): pixels brighter
+    than a tenth of the image's brightest (on Fashion-MNIST's black background: the whole garment)."""
+    gray = image01.float().mean(1, keepdim=True)                       # (N, 1, H, W)
+    sobel = torch.stack([SOBEL_X, SOBEL_X.T])[:, None]                  # (2, 1, 3, 3): d/dx, d/dy
+    gradient = F.conv2d(F.pad(gray, (1, 1, 1, 1), mode="replicate"), sobel)
+    mask = (gray > 0.1 * gray.amax((2, 3), keepdim=True)).float()
+    return gradient.norm(dim=1), mask[:, 0]
+
+
+def pearson(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Pearson correlation of each pair of maps (N, H, W) -> (N,); NaN where a map is constant."""
+    a = a.flatten(1) - a.flatten(1).mean(1, keepdim=True)
+    b = b.flatten(1) - b.flatten(1).mean(1, keepdim=True)
+    return (a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1))
+
+
+def stage_statistics(out: torch.Tensor, edges: torch.Tensor, silhouette: torch.Tensor) -> dict:
+    """Per image (N,) numbers of one stage's output (N, C, H', W'):
+
+    active_fraction: share of units > 0 (after a ReLU: units that fire);
+    edge_correlation / shape_correlation: Pearson correlation of the stage's response map (the
+    channel mean of |activation|, upsampled bilinearly to the image's H x W) with the image's Sobel
+    edge magnitude and with its silhouette. A stage that detects edges is strong along outlines and
+    weak on flat areas, so it follows the Sobel map; one that responds to the garment as a whole is
+    strong over all of it, so it follows the silhouette. Edges lie inside the silhouette, so the two
+    correlate with each other too: the stage leans to edges when edge_correlation >
+    shape_correlation, to whole shapes when it is the other way round."""
+    response = F.interpolate(out.abs().mean(1, keepdim=True), size=edges.shape[-2:], mode="bilinear",
+                             align_corners=False)[:, 0]
+    return {"active_fraction": (out > 0).float().mean((1, 2, 3)),
+            "edge_correlation": pearson(response, edges), "shape_correlation": pearson(response, silhouette)}
+
+
+STAGE_MEASURES = ("active_fraction", "edge_correlation", "shape_correlation")
+
+
+def _summary(values: torch.Tensor):
+    """Mean over images, NaNs (constant maps) left out; None when every value is NaN."""
+    values = values[~values.isnan()]
+    return round(values.mean().item(), 4) if len(values) else None
+
+
+def feature_statistics(model: nn.Module, images_uint8: torch.Tensor, mean, std, batch: int = 64) -> list:
+    """[{name, label, shape (C, H, W), active_fraction, edge_correlation, shape_correlation}] for
+    every stage of `feature_path`, each number averaged over the images (N, C, H, W) uint8."""
+    path = None
+    edges, silhouette = edges_and_silhouette(images_uint8.float() / 255)
+    per_image = []
+    for start in range(0, len(images_uint8), batch):
+        x = data.normalize(images_uint8[start:start + batch], mean, std)
+        path = feature_path(model, trace(model, x)[0])
+        per_image.append([stage_statistics(out, edges[start:start + batch], silhouette[start:start + batch])
+                          for _, _, out in path])
+    labels = stage_labels(path)
+    return [{"name": name, "label": label, "shape": list(out.shape[1:]),
+             **{key: _summary(torch.cat([chunk[i][key] for chunk in per_image]))
+                for key in STAGE_MEASURES}}
+            for i, ((name, _, out), label) in enumerate(zip(path, labels))]
+
+
 def layer_filters(conv: nn.Conv2d, rgb: bool) -> torch.Tensor:
     """Kernels to draw for a conv layer: (C_out, 3, k, k) RGB if `rgb`, else the first input
     channel (C_out, 1, k, k); each min-max normalized on its own."""
@@ -370,31 +473,51 @@ def grid_shape(n: int, max_cols: int = 8) -> tuple[int, int]:
     return rows, math.ceil(n / rows)
 
 
+def wrap(text: str, width_in: float, points: float) -> str:
+    """Text broken into lines that fit width_in inches at `points` (an average DejaVu Sans
+    character is about 0.6 em wide; existing line breaks are kept)."""
+    chars = max(int(width_in * 72 / (0.6 * points)), 4)
+    return "\n".join(textwrap.fill(line, chars, break_on_hyphens=False) or line for line in text.split("\n"))
+
+
+CBAR_IN = 0.9      # width a colour bar and its label take beside a grid
+SUPTITLE_PT = 9
+
+
 def plot_panels(panels, titles, suptitle: str, cbar_label: str | None = None, cmap="gray",
-                panel_size=1.5, title_size=7, max_cols=8, wide=False, input_first=False):
-    """Images (C, H, W) or (H, W) with values in [0, 1] in a grid, a title over each, and one
-    colour bar for all (0 to 1) when cbar_label is given. wide: as few rows as max_cols allows.
-    input_first: the first panel is the input image, drawn in gray (or RGB) whatever `cmap`."""
+                panel_size=1.5, title_size=plots.MIN_FONT_PT, max_cols=8, wide=False, input_first=False):
+    """Images (C, H, W) or (H, W) with values in [0, 1] in a grid, a title over each (None: no
+    panel titles), and one colour bar for all (0 to 1) when cbar_label is given. wide: as few rows
+    as max_cols allows. input_first: the first panel is the input image, drawn in gray (or RGB)
+    whatever `cmap`. Panels shrink so that the figure fits the printed text width
+    (plots.PRINT_WIDTH_IN); titles are wrapped to their panel, the suptitle to the figure."""
     import matplotlib.pyplot as plt
 
     n = len(panels)
     rows, cols = grid_shape(n, max_cols) if not wide else (math.ceil(n / max_cols), 0)
     cols = cols or math.ceil(n / rows)
-    title_lines = max(str(t).count("\n") + 1 for t in titles)
+    cbar = CBAR_IN if cbar_label else 0
+    panel_size = min(panel_size, (plots.PRINT_WIDTH_IN - cbar - 0.1) / cols)
+    titles = [None] * n if titles is None else [wrap(str(t), panel_size, title_size) for t in titles]
+    title_lines = max((t.count("\n") + 1 for t in titles if t), default=0)
+    width = panel_size * cols + cbar
+    suptitle = wrap(suptitle, width, SUPTITLE_PT)
     fig, axes = plt.subplots(rows, cols, squeeze=False, layout="constrained", figsize=(
-        panel_size * cols + (0.9 if cbar_label else 0),
-        (panel_size + 0.13 * title_lines) * rows + 0.25 + 0.18 * (suptitle.count("\n") + 1)))
+        width, (panel_size + 0.14 * title_lines) * rows + 0.1 + 0.18 * (suptitle.count("\n") + 1)))
     for ax in axes.flat[n:]:
         ax.axis("off")
     for i, (ax, panel, title) in enumerate(zip(axes.flat, panels, titles)):
         plots.show_image(ax, np.asarray(panel), None, cmap="gray" if input_first and i == 0 else cmap,
                          vmin=0, vmax=1)
-        ax.set_title(title, fontsize=title_size)
-    fig.suptitle(suptitle, fontsize=9)
+        if title:
+            ax.set_title(title, fontsize=title_size)
+    fig.suptitle(suptitle, fontsize=SUPTITLE_PT)
     if cbar_label:
         mappable = plt.cm.ScalarMappable(cmap=cmap, norm=plt.Normalize(0, 1))
-        fig.colorbar(mappable, ax=axes, fraction=0.04 if rows > 1 else 0.08, shrink=min(1.0, 0.5 + 0.1 * rows),
-                     label=cbar_label)
+        bar = fig.colorbar(mappable, ax=axes, fraction=0.04 if rows > 1 else 0.08,
+                           shrink=min(1.0, 0.5 + 0.1 * rows))
+        bar.set_label(wrap(cbar_label, 0.15 + 0.25 * panel_size * rows, 8), fontsize=8)
+        bar.ax.tick_params(labelsize=8)
     return fig
 
 
@@ -407,64 +530,75 @@ def plot_kernels(k01: torch.Tensor, network: str, layer: str):
     rgb = k01.shape[1] == 3
     panels = k01.numpy() if rgb else k01[:, 0].numpy()
     how = "each drawn as an RGB image, its 3 channels scaled together" if rgb else "gray scale"
-    return plot_panels(panels, [f"#{i}" for i in range(len(panels))],
+    return plot_panels(panels, [f"#{i + 1}" for i in range(len(panels))],
                        f"{network}: the {len(panels)} kernels of the first conv layer ({layer}, "
-                       f"{k01.shape[-2]}x{k01.shape[-1]})\neach min-max normalized to [0, 1] on its own "
+                       f"{k01.shape[-2]}x{k01.shape[-1]}), each min-max normalized to [0, 1] on its own "
                        f"(0 = its most negative weight, 1 = its most positive); {how}",
                        cbar_label="normalized weight" + (" (each colour channel)" if rgb else ""))
 
 
 def plot_filtered(image01, caption, responses: torch.Tensor, network: str, layer: str):
     panels = [image01] + list(plots.minmax(responses, (1, 2)).numpy())
-    titles = ["input:\n" + caption] + [f"kernel #{i}" for i in range(len(responses))]
+    titles = ["input"] + [f"kernel #{i + 1}" for i in range(len(responses))]
     h, w = responses.shape[-2:]
     return plot_panels(panels, titles,
-                       f"{network}: the sample image convolved with each kernel of {layer} "
-                       f"(its stride, padding and bias; before batch norm and ReLU)\n"
-                       f"each {h}x{w} output min-max normalized to [0, 1] on its own (white = strongest response)",
+                       f"{network}: the input ({caption.replace(chr(10), ', ')}) convolved with each kernel of "
+                       f"{layer} (its stride, padding and bias; before batch norm and ReLU); each {h}x{w} output "
+                       f"min-max normalized to [0, 1] on its own (white = strongest response)",
                        cbar_label="normalized response", input_first=True)
 
 
 def plot_feature_path(image01, caption, path, network: str):
-    panels, titles = [image01], ["input:\n" + caption]
-    for name, kind, out in path:
+    """The input image first, then the first channel of each stage of `path`, labelled in plain
+    words (stage_labels) with its output shape (channels x height x width)."""
+    panels, titles = [image01], ["input image\n" + "x".join(map(str, image01.shape))]
+    for (name, kind, out), label in zip(path, stage_labels(path)):
         first = out[0, 0]  # (H, W): the first channel, as the assignment asks
-        titles.append(f"{name}\n{kind}\n{tuple(out.shape[1:])}" + ("\n(all equal)" if first.max() == first.min() else ""))
+        shape = "x".join(map(str, out.shape[1:]))
+        unbroken = " + ".join(part.replace(" ", "\N{NO-BREAK SPACE}") for part in label.split(" + "))
+        titles.append(f"{unbroken}\n{shape}" + (" (all 0)" if first.max() == first.min() else ""))
         panels.append(plots.minmax(first, (0, 1)).numpy())
     return plot_panels(panels, titles,
-                       f"{network}: the sample through the network, first channel of every activation and "
-                       f"pooling stage\ntitle: stage, what ran since the previous panel, output shape (C, H, W); "
-                       f"each panel min-max normalized on its own",
-                       cbar_label="normalized activation", cmap="viridis", panel_size=1.9,
-                       title_size=7, max_cols=7, wide=True, input_first=True)
+                       f"{network}: the input ({caption.replace(chr(10), ', ')}) through the network: the first "
+                       f"channel of every activation and pooling stage, in forward order; under each stage its "
+                       f"output shape (channels x height x width); each panel min-max normalized on its own",
+                       cbar_label="normalized activation", cmap="viridis", panel_size=1.4,
+                       max_cols=5, wide=True, input_first=True)
 
 
-def grid_style(n: int) -> dict:
-    """Smaller panels in more columns for wide layers, so 192 channels still fit a page."""
-    return dict(panel_size=1.0, max_cols=16, title_size=5) if n > 64 else {}
+BODY_CHANNELS = 32  # channels of a layer in the body figure; the rest go to its _all figure
 
 
-def plot_layer_maps(maps: torch.Tensor, description: str, network: str, max_channels: int | None):
-    shown = maps[:max_channels]
-    cap = f"the first {len(shown)} of {len(maps)} channels" if len(shown) < len(maps) else f"all {len(maps)} channels"
-    panels = [plots.minmax(m, (0, 1)).numpy() for m in shown]
-    titles = [f"ch {i}" + (" (0)" if m.max() == m.min() else "") for i, m in enumerate(shown)]
+def channel_range(shown: int, total: int) -> str:
+    return f"all {total} channels" if shown == total else f"channels 1-{shown} of {total}"
+
+
+def plot_layer_maps(maps: torch.Tensor, description: str, network: str, shown: int, numbered=True):
+    """Feature maps (C, H, W) of one layer, channels 1..shown; numbered: a number over each panel
+    (the appendix grid of every channel leaves them out to stay legible)."""
+    panels = [plots.minmax(m, (0, 1)).numpy() for m in maps[:shown]]
+    zero = [bool(m.max() == m.min()) for m in maps[:shown]]
+    titles = [f"{i + 1}" + ("(0)" if z else "") for i, z in enumerate(zero)] if numbered else None
     return plot_panels(panels, titles,
-                       f"{network}: feature maps of {description}\n{cap}, {tuple(maps.shape[-2:])} each, "
-                       f"each min-max normalized on its own ((0): all zero for this image)",
-                       cbar_label="normalized activation", cmap="viridis", **grid_style(len(shown)))
+                       f"{network}: feature maps of {description}, {channel_range(shown, len(maps))}, "
+                       f"{maps.shape[-2]}x{maps.shape[-1]} each, each min-max normalized on its own"
+                       + (" ((0): all zero for this image)" if numbered and any(zero) else
+                          f"; {sum(zero)} of them all zero" if any(zero) else ""),
+                       cbar_label="normalized activation", cmap="viridis",
+                       max_cols=8 if numbered else 16)
 
 
-def plot_layer_filters(k01: torch.Tensor, layer: str, in_channels: int, network: str, max_channels: int | None):
-    shown = k01[:max_channels]
-    rgb = shown.shape[1] == 3
-    cap = f"the first {len(shown)} of {len(k01)}" if len(shown) < len(k01) else f"all {len(k01)}"
-    what = "drawn as RGB" if rgb else (f"input channel 0 of {in_channels}" if in_channels > 1 else "")
-    return plot_panels(shown.numpy() if rgb else shown[:, 0].numpy(), [f"#{i}" for i in range(len(shown))],
-                       f"{network}: learned filters of {layer}, {cap} ({k01.shape[-2]}x{k01.shape[-1]}"
-                       f"{', ' + what if what else ''})\neach min-max normalized to [0, 1] on its own",
+def plot_layer_filters(k01: torch.Tensor, layer: str, in_channels: int, network: str, shown: int, numbered=True):
+    rgb = k01.shape[1] == 3
+    part = k01[:shown]
+    what = "drawn as RGB" if rgb else (f"input channel 1 of {in_channels}" if in_channels > 1 else "")
+    return plot_panels(part.numpy() if rgb else part[:, 0].numpy(),
+                       [f"#{i + 1}" for i in range(len(part))] if numbered else None,
+                       f"{network}: learned filters of {layer}, {channel_range(shown, len(k01))} "
+                       f"({k01.shape[-2]}x{k01.shape[-1]}{', ' + what if what else ''}), each min-max "
+                       f"normalized to [0, 1] on its own",
                        cbar_label="normalized weight" + (" (each colour channel)" if rgb else ""),
-                       **grid_style(len(shown)))
+                       max_cols=8 if numbered else 16)
 
 
 def plot_gabor(kernels_k: np.ndarray, fits: list, report: dict, network: str, n_best: int = 8):
@@ -472,22 +606,26 @@ def plot_gabor(kernels_k: np.ndarray, fits: list, report: dict, network: str, n_
     import matplotlib.pyplot as plt
 
     order = np.argsort([-f["r2"] for f in fits])[:n_best]
+    panel = min(1.0, (plots.PRINT_WIDTH_IN - 0.4) / max(len(order), 1))
+    width = max(panel * len(order), 3.5) + 0.4  # room for the title when only a few kernels exist
+    t, tr, un = report["threshold"], report["trained"], report["untrained"]
+    caveat = "" if report["meaningful"] else (
+        f"; caveat: {report['kernel_size']}x{report['kernel_size']} kernels have {report['pixels']} pixels "
+        f"for 9 parameters, so nearly anything fits: compare with the untrained share")
+    suptitle = wrap(f"{network}: first-layer kernels most like a Gabor function ({report['fitted_to']}); "
+                    f"R² ≥ {t}: {100 * tr['share_above_threshold']:.0f}% of trained kernels, "
+                    f"{100 * un['share_above_threshold']:.0f}% of an untrained network's{caveat}", width, SUPTITLE_PT)
     fig, axes = plt.subplots(2, len(order), squeeze=False, layout="constrained",
-                             figsize=(1.6 * max(len(order), 4) + 0.5, 4.6))
+                             figsize=(width, 2 * panel + 0.6 + 0.18 * (suptitle.count("\n") + 1)))
     for col, i in enumerate(order):
         kern, fitted = kernels_k[i], fits[i]["fitted"]
         lo, hi = min(kern.min(), fitted.min()), max(kern.max(), fitted.max())  # same scale for both
-        plots.show_image(axes[0, col], kern, f"kernel #{i}\nR² = {fits[i]['r2']:.2f}", vmin=lo, vmax=hi)
-        axes[0, col].title.set_fontsize(8)
-        plots.show_image(axes[1, col], fitted, "its fitted Gabor", vmin=lo, vmax=hi)
-        axes[1, col].title.set_fontsize(8)
-    t, tr, un = report["threshold"], report["trained"], report["untrained"]
-    caveat = "" if report["meaningful"] else (
-        f"\ncaveat: {report['kernel_size']}x{report['kernel_size']} kernels have {report['pixels']} pixels "
-        f"for 9 parameters, so nearly anything fits: compare with the untrained share")
-    fig.suptitle(f"{network}: first-layer kernels most like a Gabor function ({report['fitted_to']})\n"
-                 f"R² ≥ {t}: {100 * tr['share_above_threshold']:.0f}% of trained kernels, "
-                 f"{100 * un['share_above_threshold']:.0f}% of an untrained network's{caveat}", fontsize=9)
+        plots.show_image(axes[0, col], kern, None, vmin=lo, vmax=hi)
+        axes[0, col].set_title(f"#{i + 1}\nR² {fits[i]['r2']:.2f}", fontsize=plots.MIN_FONT_PT)
+        plots.show_image(axes[1, col], fitted, None, vmin=lo, vmax=hi)
+    axes[0, 0].set_ylabel("kernel", fontsize=8)
+    axes[1, 0].set_ylabel("fitted\nGabor", fontsize=8)
+    fig.suptitle(suptitle, fontsize=SUPTITLE_PT)
     return fig
 
 
@@ -508,15 +646,40 @@ def pick_layers(model, requested) -> list:
     return list(dict.fromkeys(requested))
 
 
-def file_name(prefix: str, layer: str) -> str:
-    return f"{prefix}_{layer.replace('.', '-')}.png"
+def file_name(prefix: str, layer: str, suffix: str = "") -> str:
+    return f"{prefix}_{layer.replace('.', '-')}{suffix}.png"
 
 
 def load_sample(args, ckpt, in_channels: int):
-    """The sample as uint8 (1, C, H, W) and its caption: --image, else test image --index."""
+    """The sample as uint8 (1, C, H, W), its caption, and the test images (N, C, H, W) uint8 the
+    stage statistics average over (None with --image: no test set is read)."""
     if args.image is not None:
-        return load_image(args.image, in_channels, image_size(ckpt)), args.image.name
-    return sample_from_test_set(data.load_dataset(ckpt["dataset"], args.data_dir), args.index)
+        return load_image(args.image, in_channels, image_size(ckpt)), args.image.name, None
+    ds = data.load_dataset(ckpt["dataset"], args.data_dir)
+    return *sample_from_test_set(ds, args.index), ds.x_test
+
+
+def feature_stats(model, ckpt, x_uint8, caption: str, test_images, n_images: int) -> dict:
+    """What feature_stats.json holds: the stage statistics (feature_statistics) of the sample and,
+    when test images are given, their means over the first n_images of them."""
+    mean, std = ckpt["mean"], ckpt["std"]
+    tested = None if test_images is None or n_images == 0 else test_images[:n_images]
+    sample = feature_statistics(model, x_uint8, mean, std)
+    test = [None] * len(sample) if tested is None else feature_statistics(model, tested, mean, std)
+    return {
+        "sample": caption.splitlines()[0], "input_shape": list(x_uint8.shape[1:]),
+        "test_images": 0 if tested is None else len(tested),
+        "measures": {
+            "active_fraction": "share of the stage's units (channels x positions) above 0",
+            "edge_correlation": "Pearson correlation of the channel mean of |activation|, upsampled to the "
+                                "image size, with the image's Sobel edge magnitude",
+            "shape_correlation": "the same with the image's silhouette (pixels brighter than a tenth of the "
+                                 "image's brightest)"},
+        "stages": [{"name": s["name"], "label": s["label"], "shape": s["shape"],
+                    "sample": {k: s[k] for k in STAGE_MEASURES},
+                    "test_mean": None if t is None else {k: t[k] for k in STAGE_MEASURES}}
+                   for s, t in zip(sample, test, strict=True)],
+    }
 
 
 def compute(model: nn.Module, ckpt, x: torch.Tensor, layers, seed: int, threshold: float) -> dict:
@@ -547,7 +710,9 @@ def compute(model: nn.Module, ckpt, x: torch.Tensor, layers, seed: int, threshol
 
 def figures(result: dict, network: str, image01, caption: str, max_channels):
     """(file name, figure) for every figure of `result` (see compute), drawn one at a time so
-    that each can be saved and closed before the next."""
+    that each can be saved and closed before the next. A layer with more channels than
+    BODY_CHANNELS (after --max-channels) gets a body figure of its first BODY_CHANNELS, numbered,
+    and an appendix figure `<name>_all.png` of all of them without numbers."""
     layer = result["layer"]
     yield "kernels.png", plot_kernels(result["kernels"], network, layer)
     yield "filtered.png", plot_filtered(image01, caption, result["responses"], network, layer)
@@ -555,8 +720,16 @@ def figures(result: dict, network: str, image01, caption: str, max_channels):
     for name in result["layers"]:
         description, fmap = result["maps"][name]
         k01, in_channels = result["filters"][name]
-        yield file_name("feature_maps", name), plot_layer_maps(fmap, description, network, max_channels)
-        yield file_name("filters", name), plot_layer_filters(k01, name, in_channels, network, max_channels)
+        total = min(len(fmap), max_channels or len(fmap))
+        body = min(total, BODY_CHANNELS)
+        yield file_name("feature_maps", name), plot_layer_maps(fmap, description, network, body)
+        if total > body:
+            yield file_name("feature_maps", name, "_all"), plot_layer_maps(fmap, description, network, total,
+                                                                           numbered=False)
+        yield file_name("filters", name), plot_layer_filters(k01, name, in_channels, network, body)
+        if total > body:
+            yield file_name("filters", name, "_all"), plot_layer_filters(k01, name, in_channels, network, total,
+                                                                         numbered=False)
     yield "gabor.png", plot_gabor(result["gabor_kernels"], result["trained_fits"], result["report"], network)
 
 
@@ -601,7 +774,7 @@ def main(argv=None):
     model, ckpt = load_checkpoint(args.checkpoint)
     in_channels = first_conv(model)[1].in_channels    # a UserError for a model without convs
     layers = pick_layers(model, args.layers)
-    x_uint8, caption = load_sample(args, ckpt, in_channels)
+    x_uint8, caption, test_images = load_sample(args, ckpt, in_channels)
     x = data.normalize(x_uint8, ckpt["mean"], ckpt["std"])  # (1, C, H, W)
     result = compute(model, ckpt, x, layers, args.seed, args.gabor_threshold)
     predicted, prob = result["predicted"]
@@ -610,7 +783,9 @@ def main(argv=None):
     written = write_figures(result, args.out_dir, network, as_display(x_uint8), caption, args.max_channels)
     cli.write_json(args.out_dir / "gabor.json", {"checkpoint": str(args.checkpoint), "layer": result["layer"],
                                                  "layers": layers, **result["report"]})  # layers: the report's page order
-    written.append("gabor.json")
+    cli.write_json(args.out_dir / "feature_stats.json", {"checkpoint": str(args.checkpoint), **feature_stats(
+        model, ckpt, x_uint8, caption, test_images, args.stats_images)})
+    written += ["gabor.json", "feature_stats.json"]
     print_summary(network, caption, args.out_dir, written, remove_stale_figures(args.out_dir, written), result)
 
 

@@ -86,8 +86,10 @@ def median_ms(step, repeats):
     return 1e3 * float(np.median(times))
 
 
-def time_case(case, rng, repeats):
-    """Median float32 forward+backward ms of mytorch and of torch (autograd, dLdA included)."""
+def time_case(case, repeats):
+    """Median float32 forward+backward ms of mytorch and of torch (autograd, dLdA included).
+    Its own random numbers, so that timing or not leaves the checked cases' inputs the same."""
+    rng = np.random.default_rng(0)
     layer = make_layer(case, rng, np.float32)
     A = rng.standard_normal((case.N, case.C_in, case.H, case.W), dtype=np.float32)
     dLdZ = rng.standard_normal(layer.output_shape(A.shape), dtype=np.float32)
@@ -110,13 +112,62 @@ def time_case(case, rng, repeats):
 
 
 def run_case(case, rng, repeats):
+    """(shapes (A, W, Z), errors (Z, dLdA, dLdW, dLdb; dLdb None without bias), passed, timings
+    (mytorch ms, torch ms), or None with repeats=0)."""
     layer = make_layer(case, rng)
     A = rng.standard_normal((case.N, case.C_in, case.H, case.W))
     dLdZ = rng.standard_normal(layer.output_shape(A.shape))
     errors = max_errors(layer, A, dLdZ)
-    passed = all(e is None or e <= TOLERANCE for e in errors)  # a NaN error fails
+    passed = all(error_passes(e) for e in errors)
     shapes = (A.shape, layer.W.shape, dLdZ.shape)
-    return shapes, errors, passed, time_case(case, rng, repeats)
+    return shapes, errors, passed, time_case(case, repeats) if repeats else None
+
+
+def error_passes(error) -> bool:
+    return error is None or error <= TOLERANCE  # a NaN error fails
+
+
+# ---- the tester's text: each case, each quantity, PASS or FAIL -------------------------------------
+
+QUANTITIES = ("forward output Z", "backward dLdA", "backward dLdW", "backward dLdb")
+
+
+def tester_case_lines(number: int, case, shapes, errors) -> list:
+    """The tester's lines for one case: its settings and shapes, then each quantity's verdict."""
+    A, W, Z = (tuple(shape) for shape in shapes)
+    lines = [f"Case {number}/{len(CASES)}: {case.name}",
+             f"  A {A}, W {W}, stride {case.stride}, padding {case.padding}, dilation {case.dilation}, "
+             f"bias {'yes' if case.bias else 'no'} -> Z {Z}"]
+    for quantity, error in zip(QUANTITIES, errors):
+        verdict = ("SKIP (no bias)" if error is None else
+                   f"{'PASS' if error_passes(error) else 'FAIL'} (max abs error {error:.1e})")
+        lines.append(f"  {quantity + ':':<18} {verdict}")
+    return lines
+
+
+def tester_text(results) -> str:
+    """The Conv2D tester's output for [(case, shapes, errors)] in CASES order, ending with the
+    verdict over all cases."""
+    lines = [f"Conv2D tester: mytorch.Conv2D against torch.nn.functional.conv2d and autograd, float64, "
+             f"PASS when the max abs error <= {TOLERANCE:g}", ""]
+    failed = []
+    for number, (case, shapes, errors) in enumerate(results, 1):
+        lines += tester_case_lines(number, case, shapes, errors) + [""]
+        if not all(error_passes(e) for e in errors):
+            failed.append(case.name)
+    lines.append(f"Conv2D: all {len(results)} cases passed" if not failed else
+                 f"Conv2D: {len(failed)} of {len(results)} cases FAILED ({', '.join(failed)})")
+    return "\n".join(lines)
+
+
+def run_tester(seed: int = 0) -> str:
+    """Run every case (no timing) and return the tester's text (Conv2DTester.ipynb prints it)."""
+    rng = np.random.default_rng(seed)
+    results = []
+    for case in CASES:
+        shapes, errors, _, _ = run_case(case, rng, repeats=0)
+        results.append((case, shapes, errors))
+    return tester_text(results)
 
 
 def fmt_shape(shape):

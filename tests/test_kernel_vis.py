@@ -21,6 +21,14 @@ from training import save_checkpoint
 FASHION_CLASSES = [str(i) for i in range(10)]
 
 
+@pytest.fixture(autouse=True)
+def close_figures():
+    import matplotlib.pyplot as plt
+
+    yield
+    plt.close("all")
+
+
 def tiny_cnn(**kw):
     torch.manual_seed(0)
     args = dict(in_channels=1, num_classes=10, image_size=28, channels=[4, 8], hidden=[16], **kw)
@@ -149,6 +157,152 @@ def test_feature_path_leaves_no_hook_and_changes_nothing():
     assert not model.training
 
 
+def test_layer_filters_are_normalized_to_0_1_per_filter():
+    torch.manual_seed(0)
+    conv = nn.Conv2d(3, 6, 5)
+    for rgb, channels in ((False, 1), (True, 3)):
+        k01 = kv.layer_filters(conv, rgb)
+        assert k01.shape == (6, channels, 5, 5)
+        torch.testing.assert_close(k01.amin((1, 2, 3)), torch.zeros(6))
+        torch.testing.assert_close(k01.amax((1, 2, 3)), torch.ones(6))
+        w = conv.weight.detach()[:, :channels]
+        for k in range(6):  # each filter on its own: an affine map of its weights, positive slope
+            expected = (w[k] - w[k].min()) / (w[k].max() - w[k].min())
+            torch.testing.assert_close(k01[k], expected)
+
+
+# ---- what each stage responds to ------------------------------------------------------------------
+
+def test_stage_labels_are_plain_words_numbered_in_forward_order():
+    gap, _ = tiny_gapnet()
+    path = kv.feature_path(gap, kv.trace(gap, torch.randn(1, 3, 32, 32))[0])
+    assert kv.stage_labels(path) == [
+        "conv 1 + batch norm + ReLU", "conv 2 + max pool 1", "batch norm + ReLU",
+        "conv 3 + batch norm + ReLU", "conv 4 + batch norm + skip sum + ReLU",
+        "conv 5 + max pool 2", "batch norm + ReLU",
+        "conv 6 + batch norm + ReLU", "conv 7 + batch norm + skip sum + ReLU"]
+
+
+def garment(n=2, size=28):
+    """Planted images (N, 1, H, W) in [0, 1]: a bright square on black, shifted per image."""
+    x = torch.zeros(n, 1, size, size)
+    for i in range(n):
+        x[i, 0, 6 + i:20 + i, 8:22] = 0.8
+    return x
+
+
+def test_stage_statistics_tell_an_edge_map_from_a_shape_map():
+    x = garment()
+    edges, silhouette = kv.edges_and_silhouette(x)
+    torch.testing.assert_close(silhouette, (x[:, 0] > 0).float())
+    assert edges[0, 13, 14] < 1e-6 and edges[0, 6, 14] > 1  # flat inside, strong on the outline
+    # an edge detector's output at half resolution, and a map that fills the garment
+    edge_like = F.max_pool2d(edges[:, None], 2)
+    shape_like = F.avg_pool2d(silhouette[:, None], 2)
+    e = kv.stage_statistics(edge_like, edges, silhouette)
+    s = kv.stage_statistics(shape_like, edges, silhouette)
+    assert (e["edge_correlation"] > e["shape_correlation"] + 0.2).all()
+    assert (s["shape_correlation"] > s["edge_correlation"] + 0.2).all()
+    assert (s["shape_correlation"] > 0.9).all()
+    half = torch.tensor([1.0, -1.0]).repeat(2, 3, 8, 4)  # (2, 3, 8, 8): half the units above 0
+    torch.testing.assert_close(kv.stage_statistics(half, edges, silhouette)["active_fraction"], torch.full((2,), 0.5))
+    assert kv.stage_statistics(torch.zeros(2, 3, 7, 7), edges, silhouette)["edge_correlation"].isnan().all()
+
+
+def test_feature_statistics_average_over_images_and_match_the_path():
+    model, _ = tiny_cnn()
+    images = (garment(5) * 255).to(torch.uint8)
+    stats = kv.feature_statistics(model, images, [0.3], [0.3], batch=2)  # batches of 2, 2, 1
+    x = (images.float() / 255 - 0.3) / 0.3
+    path = kv.feature_path(model, kv.trace(model, x)[0])
+    assert [s["name"] for s in stats] == [n for n, _, _ in path]
+    for s, (_, _, out) in zip(stats, path):
+        assert s["shape"] == list(out.shape[1:])
+        assert s["active_fraction"] == pytest.approx((out > 0).float().mean().item(), abs=1e-4)
+
+
+# ---- figures: what they show, and legible in print ------------------------------------------------
+
+def assert_legible(fig):
+    """<= the printed text width (figure and everything drawn), no text below plots.MIN_FONT_PT, and
+    each panel title no wider than its panel plus the gap to the next."""
+    import plots
+
+    assert fig.get_size_inches()[0] <= plots.PRINT_WIDTH_IN
+    assert min(plots.font_sizes(fig)) >= plots.MIN_FONT_PT
+    renderer = fig.canvas.get_renderer()
+    assert fig.get_tightbbox(renderer).width <= plots.PRINT_WIDTH_IN + 0.05  # in inches
+    for ax in fig.axes:
+        if ax.get_title() and ax.get_images():
+            assert ax.title.get_window_extent(renderer).width <= 1.3 * ax.get_window_extent(renderer).width
+
+
+def test_feature_maps_figure_starts_with_the_input_image():
+    gap, _ = tiny_gapnet()
+    image01 = np.random.default_rng(0).random((3, 32, 32))
+    x = torch.from_numpy(image01).float()[None]
+    path = kv.feature_path(gap, kv.trace(gap, x)[0])
+    fig = kv.plot_feature_path(image01, "test image #4 (cat)\npredicted dog (40%)", path, "CIFAR-10 GAPNet")
+    panels = [ax for ax in fig.axes if ax.get_images()]
+    assert len(panels) == 1 + len(path)
+    assert panels[0].get_title().startswith("input image")
+    np.testing.assert_allclose(panels[0].get_images()[0].get_array(), image01.transpose(1, 2, 0))
+    for ax, label, (_, _, out) in zip(panels[1:], kv.stage_labels(path), path):
+        assert ax.get_title().replace("\n", " ").replace("\N{NO-BREAK SPACE}", " ").startswith(label)
+        assert "max pool\n" not in ax.get_title()  # lines break between the parts, never inside one
+        assert "x".join(map(str, out.shape[1:])) in ax.get_title()
+    assert "test image #4 (cat)" in fig._suptitle.get_text().replace("\n", " ")
+    assert_legible(fig)
+
+
+def test_every_figure_is_legible_in_print():
+    g = torch.Generator().manual_seed(0)
+    image01 = torch.rand(1, 28, 28, generator=g).numpy()
+    fits = [kv.fit_gabor(torch.randn(7, 7, generator=g).numpy(), seed=i) for i in range(9)]
+    report = kv.gabor_report(fits, fits, 0.7, 7, 1)
+    gap, _ = tiny_gapnet()
+    path = kv.feature_path(gap, kv.trace(gap, torch.randn(1, 3, 32, 32))[0])
+    figures = [kv.plot_kernels(torch.rand(64, 3, 3, 3, generator=g), "CIFAR-10 CNN (cifar10-dense)", "conv1_1"),
+               kv.plot_kernels(torch.rand(32, 1, 5, 5, generator=g), "Fashion-MNIST CNN", "conv1_1"),
+               kv.plot_filtered(image01, "test image #0 (Ankle boot)\npredicted Ankle boot (97%)",
+                                torch.rand(32, 28, 28, generator=g), "Fashion-MNIST CNN", "conv1_1"),
+               kv.plot_feature_path(image01, "test image #0 (Ankle boot)", path, "net"),
+               kv.plot_layer_maps(torch.rand(192, 8, 8, generator=g), "conv3 → bn3 → relu3 (output of relu3)",
+                                  "CIFAR-10 GAPNet (cifar10-gap)", 32),
+               kv.plot_layer_maps(torch.rand(192, 8, 8, generator=g), "conv3", "net", 192, numbered=False),
+               kv.plot_layer_filters(torch.rand(192, 1, 3, 3, generator=g), "res3_1.conv2", 192, "net", 32),
+               kv.plot_layer_filters(torch.rand(192, 1, 3, 3, generator=g), "res3_1.conv2", 192, "net", 192,
+                                     numbered=False),
+               kv.plot_gabor(np.stack([np.zeros((7, 7))] * 9), fits, report, "CIFAR-10 CNN (cifar10-dense)")]
+    for fig in figures:
+        assert_legible(fig)
+
+
+def test_wide_layers_get_a_numbered_body_subset_and_a_full_appendix_grid():
+    maps = torch.rand(96, 4, 4)
+    k01 = torch.rand(96, 1, 3, 3)
+    result = {"layer": "conv1", "layers": ["conv3"], "kernels": torch.rand(4, 1, 3, 3),
+              "responses": torch.rand(4, 8, 8), "path": [], "maps": {"conv3": ("conv3", maps)},
+              "filters": {"conv3": (k01, 48)}, "gabor_kernels": np.zeros((4, 3, 3)),
+              "trained_fits": [{"r2": 0.5, "fitted": np.zeros((3, 3))}] * 4,
+              "report": kv.gabor_report([{"r2": 0.5, "params": None}] * 4, [{"r2": 0.5, "params": None}] * 4,
+                                        0.7, 3, 1)}
+    figs = dict(kv.figures(result, "net", np.zeros((1, 8, 8)), "x", None))
+    assert list(figs)[3:7] == ["feature_maps_conv3.png", "feature_maps_conv3_all.png",
+                               "filters_conv3.png", "filters_conv3_all.png"]
+    body, full = figs["feature_maps_conv3.png"], figs["feature_maps_conv3_all.png"]
+    titled = [ax.get_title() for ax in body.axes if ax.get_images()]
+    assert titled == [str(i) for i in range(1, 33)]  # channels numbered from 1
+    assert "channels 1-32 of 96" in body._suptitle.get_text().replace("\n", " ")
+    assert sum(bool(ax.get_images()) for ax in full.axes) == 96  # every channel (Problem 3)
+    assert not any(ax.get_title() for ax in full.axes)            # no per-panel text
+    assert "all 96 channels" in full._suptitle.get_text().replace("\n", " ")
+    assert "channels 1-32 of 96" in figs["filters_conv3.png"]._suptitle.get_text().replace("\n", " ")
+    capped = dict(kv.figures(result, "net", np.zeros((1, 8, 8)), "x", 8))  # --max-channels 8: no appendix
+    assert "feature_maps_conv3_all.png" not in capped and "filters_conv3_all.png" not in capped
+    assert "channels 1-8 of 96" in capped["feature_maps_conv3.png"]._suptitle.get_text().replace("\n", " ")
+
+
 # ---- Gabor fits ----------------------------------------------------------------------------------------------
 
 def test_fit_gabor_recovers_a_synthetic_gabor():
@@ -213,7 +367,7 @@ def test_main_writes_every_figure_and_gabor_json(checkpoints, tiny_data_dir, tmp
              "--out-dir", str(out), "--index", "3"])
     names = {p.name for p in out.iterdir()}
     assert names == {"kernels.png", "filtered.png", "feature_maps.png", "gabor.png", "gabor.json",
-                     "feature_maps_conv1_1.png", "filters_conv1_1.png",
+                     "feature_stats.json", "feature_maps_conv1_1.png", "filters_conv1_1.png",
                      "feature_maps_conv2_1.png", "filters_conv2_1.png"}
     report = json.loads((out / "gabor.json").read_text())
     assert report["kernel_size"] == 3 and report["threshold"] == kv.GABOR_THRESHOLD
@@ -222,6 +376,16 @@ def test_main_writes_every_figure_and_gabor_json(checkpoints, tiny_data_dir, tmp
     assert report["trained"]["r2"] == report["untrained"]["r2"]
     assert report["weight_correlation_trained_untrained"] == pytest.approx(1.0)
     assert "Gabor fits" in capsys.readouterr().out
+    stats = json.loads((out / "feature_stats.json").read_text())
+    assert stats["sample"].startswith("test image #3 (")
+    assert stats["input_shape"] == [1, 28, 28]
+    assert stats["test_images"] == 128  # the tiny test set has 128 images, fewer than --stats-images
+    assert [(s["name"], s["label"], s["shape"]) for s in stats["stages"]] == [
+        ("relu1_1", "conv 1 + batch norm + ReLU", [4, 28, 28]), ("pool1", "max pool 1", [4, 14, 14]),
+        ("relu2_1", "conv 2 + batch norm + ReLU", [8, 14, 14]), ("pool2", "max pool 2", [8, 7, 7])]
+    for s in stats["stages"]:
+        for m in (s["sample"], s["test_mean"]):
+            assert set(m) == set(kv.STAGE_MEASURES) and 0 <= m["active_fraction"] <= 1
     (out / "notes.txt").write_text("not a figure of ours")
     kv.main(["--checkpoint", str(checkpoints["cnn"]), "--data-dir", str(tiny_data_dir),
              "--out-dir", str(out), "--seed", "5", "--layers", "conv1_1"])
@@ -230,7 +394,7 @@ def test_main_writes_every_figure_and_gabor_json(checkpoints, tiny_data_dir, tmp
     assert abs(report["weight_correlation_trained_untrained"]) < 0.9
     # conv2_1's figures were the first run's: deleted, so the folder shows only this run's layers
     assert {p.name for p in out.iterdir()} == {"kernels.png", "filtered.png", "feature_maps.png", "gabor.png",
-                                               "gabor.json", "feature_maps_conv1_1.png", "filters_conv1_1.png",
+                                               "gabor.json", "feature_stats.json", "feature_maps_conv1_1.png", "filters_conv1_1.png",
                                                "notes.txt"}
     assert "removed stale figures of other layers: feature_maps_conv2_1.png, filters_conv2_1.png" \
         in capsys.readouterr().out
@@ -264,6 +428,8 @@ def test_main_gapnet_with_an_image_file(checkpoints, tmp_path):
     assert {"kernels.png", "feature_maps_res2_1-conv2.png", "filters_res2_1-conv2.png",
             "gabor.json"} <= {p.name for p in out.iterdir()}
     assert not (out / "feature_maps_conv1.png").exists()
+    stats = json.loads((out / "feature_stats.json").read_text())
+    assert stats["test_images"] == 0 and all(s["test_mean"] is None for s in stats["stages"])
     assert not (checkpoints["gap"].parent / "kernels").exists()
 
 
@@ -276,8 +442,6 @@ def test_default_layers_span_the_depth_and_every_channel_is_shown():
         assert kv.pick_layers(model, None) == names(model)
     args = kv.parse_args(["--checkpoint", "x/model.pt"])
     assert args.max_channels is None and args.out_dir == Path("x/kernels")
-    fig = kv.plot_layer_maps(torch.rand(96, 4, 4), "conv", "net", args.max_channels)
-    assert sum(ax.get_title().startswith("ch ") for ax in fig.axes) == 96  # a panel per channel (Problem 3)
 
 
 def test_load_image_converts_channels_and_size(tmp_path):

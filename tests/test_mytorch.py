@@ -1,7 +1,10 @@
-"""mytorch.Conv2D against torch (float64, 1e-10), finite differences, dtypes and errors.
+"""mytorch.Conv2D against torch (float64, 1e-10), finite differences, dtypes and errors; the Conv2D
+tester's text, its notebook (HW2 Problem 1) and report/mytorch_check.py's tester_output.txt.
 
 Run:  python -m pytest tests/test_mytorch.py -q
 """
+from pathlib import Path
+
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
@@ -220,3 +223,90 @@ def test_check_report_fails_with_exit_status_1(monkeypatch, capsys):
     monkeypatch.setattr(check, "TOLERANCE", -1.0)  # no error can be below it
     assert check.main(["--repeats", "1"]) == 1
     assert "FAIL" in capsys.readouterr().out
+
+
+# ---- the Conv2D tester (HW2 Problem 1: the output of Conv2DTester.ipynb) ----------------------------
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def verdict_lines(text: str) -> list:
+    """The verdict lines of a tester text: '<quantity>: PASS|FAIL|SKIP ...'."""
+    return [line.strip() for line in text.splitlines() if line.startswith("  ") and ":" in line
+            and line.split(":", 1)[1].split()[0] in ("PASS", "FAIL", "SKIP")]
+
+
+def test_tester_text_gives_each_case_each_quantity_and_the_verdict():
+    text = check.run_tester(seed=3)
+    for number, case in enumerate(check.CASES, 1):
+        assert f"Case {number}/{len(check.CASES)}: {case.name}" in text
+    verdicts = verdict_lines(text)
+    assert len(verdicts) == 4 * len(check.CASES)  # Z, dLdA, dLdW, dLdb per case
+    no_bias = sum(not case.bias for case in check.CASES)
+    assert sum(v.startswith("backward dLdb:") and "SKIP (no bias)" in v for v in verdicts) == no_bias
+    assert sum("PASS (max abs error" in v for v in verdicts) == 4 * len(check.CASES) - no_bias
+    assert "FAIL" not in text
+    assert text.endswith(f"Conv2D: all {len(check.CASES)} cases passed")
+
+
+def test_tester_text_reports_a_failing_quantity():
+    case = check.CASES[0]
+    shapes = ((2, 3, 6, 6), (4, 3, 1, 1), (2, 4, 6, 6))
+    text = check.tester_text([(case, shapes, (1e-16, 0.5, float("nan"), 1e-16))])
+    verdicts = verdict_lines(text)
+    assert verdicts[0].startswith("forward output Z:") and "PASS" in verdicts[0]
+    assert verdicts[1] == "backward dLdA:     FAIL (max abs error 5.0e-01)"
+    assert verdicts[2].startswith("backward dLdW:") and "FAIL" in verdicts[2]  # NaN never passes
+    assert text.endswith(f"Conv2D: 1 of 1 cases FAILED ({case.name})")
+
+
+def run_notebook(path) -> str:
+    """Execute the notebook's code cells in order, in this process; return what they print."""
+    import contextlib
+    import io
+
+    import nbformat
+
+    nb = nbformat.read(path, as_version=4)
+    namespace, printed = {"__name__": "__main__"}, io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        for cell in nb.cells:
+            if cell.cell_type == "code":
+                exec(compile(cell.source, f"{path.name} cell", "exec"), namespace)
+    return printed.getvalue()
+
+
+def test_notebook_prints_the_testers_pass_lines():
+    printed = run_notebook(ROOT / "mytorch" / "Conv2DTester.ipynb")
+    assert check.run_tester(seed=0) in printed  # the same text as report/mytorch_check.py writes
+    assert len(verdict_lines(printed)) == 4 * len(check.CASES)
+    assert "FAIL" not in printed and f"Conv2D: all {len(check.CASES)} cases passed" in printed
+
+
+def test_notebook_prints_fail_for_a_planted_wrong_gradient(monkeypatch):
+    backward = Conv2D.backward
+
+    def wrong_dLdA(self, dLdZ):  # the planted bug: dL/dA off by 0.1%
+        return 1.001 * backward(self, dLdZ)
+
+    monkeypatch.setattr(Conv2D, "backward", wrong_dLdA)
+    printed = run_notebook(ROOT / "mytorch" / "Conv2DTester.ipynb")
+    verdicts = verdict_lines(printed)
+    assert all("FAIL" in v for v in verdicts if v.startswith("backward dLdA:"))
+    assert all("PASS" in v for v in verdicts if v.startswith(("forward output Z:", "backward dLdW:")))
+    assert f"Conv2D: {len(check.CASES)} of {len(check.CASES)} cases FAILED" in printed
+
+
+def test_mytorch_check_writes_the_testers_output_beside_check_json(tmp_path):
+    import importlib.util
+    import json
+
+    spec = importlib.util.spec_from_file_location("report_mytorch_check", ROOT / "report" / "mytorch_check.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.main(["--seed", "2", "--repeats", "1", "--out-dir", str(tmp_path)])
+    report = json.loads((tmp_path / "check.json").read_text())
+    tester = (tmp_path / "tester_output.txt").read_text()
+    assert tester == check.run_tester(seed=2) + "\n"  # timing draws no numbers from the cases' generator
+    assert report["passed"] == report["total"] == len(check.CASES)
+    assert f"Conv2D: all {report['total']} cases passed" in tester
