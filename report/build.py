@@ -366,6 +366,9 @@ def dataset_answer(d: dict) -> list:
                           + (", so the copies flatter the test accuracy" if gap > 0.02 else
                              ", so the copies do not flatter the test accuracy noticeably" if gap > -0.02 else
                              ", so here the copies are not the easy cases") + ")")
+    if not models and any(m.get("near_images") == 0 for m in d.get("models", [])):
+        models.append(f"none of the {d['models'][0]['rest_images']:,} test images scored is a copy, so there is "
+                      "nothing to compare")
     lesson = ("(1) A technical lesson: a test set measures generalization only if it is new to the model. "
               "In this project's data, " + " ".join(facts)
               + (" Measured on the trained networks: " + "; ".join(models) + "." if models else
@@ -523,7 +526,8 @@ def part_one(r: Report):
     doc.heading(1, PART_I, label="part-1")
     f = d["fashion"]
     ffn, cnn = f["ffn"]["metrics"], f["cnn"]["metrics"]
-    done = {m: f[m]["metrics"] for m in ("ffn", "cnn") if f[m]["metrics"]}
+    needed = {"parameters", "test_accuracy", "config", "train_images", "wall_seconds"}
+    done = {m: f[m]["metrics"] for m in ("ffn", "cnn") if needed <= set(f[m]["metrics"] or {})}  # usable runs
 
     def per_network(key_fig, caption):
         for m in ("ffn", "cnn"):
@@ -882,11 +886,13 @@ def settings(doc: Doc, d: dict):
         m = d["cifar"][a]["metrics"]
         if m and m.get("config"):
             c = m["config"]
-            doc.para(f"Training settings of the {ARCH_NAMES[a]}: batch size {c.get('batch_size')}, SGD with Nesterov "
-                     f"momentum, one-cycle learning-rate schedule with peak {c.get('lr')}, label smoothing "
-                     f"{c.get('label_smoothing')}, random horizontal flips and shifts of up to {c.get('crop')} pixels, "
-                     f"{plural(m['epochs'], 'epoch')} on {m['train_images']:,} images, {m['train_seconds']:.0f} s on "
-                     f"{m['device']}.")
+            known = [(f"batch size {c['batch_size']}", "batch_size"), (f"peak learning rate {c.get('lr')} (SGD with "
+                     "Nesterov momentum, one-cycle schedule)", "lr"), (f"label smoothing {c.get('label_smoothing')}",
+                     "label_smoothing"), (f"random flips and shifts of up to {c.get('crop')} pixels", "crop")]
+            doc.para(f"Training settings of the {ARCH_NAMES[a]}: "
+                     + ", ".join([text for text, key in known if c.get(key) is not None]
+                                 + [f"{plural(m['epochs'], 'epoch')} on {m['train_images']:,} images, "
+                                    f"{m['train_seconds']:.0f} s on {m['device']}"]) + ".")
 
 
 def total_time(d) -> str:
