@@ -532,7 +532,7 @@ def part_one(r: Report):
     def per_network(key_fig, caption):
         for m in ("ffn", "cnn"):
             if f[m][key_fig] is not None:
-                r.figure(f[m][key_fig], caption(m, f[m]["metrics"]), f"fig-{key_fig}-{m}")
+                r.figure(f[m][key_fig], caption(m, done.get(m)), f"fig-{key_fig}-{m}")
             else:
                 r.missing_figure(f"{NETWORKS[m]}", f"fashionmnist-{m}/{key_fig}.png")
 
