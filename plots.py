@@ -105,14 +105,14 @@ def show_image(ax, image: np.ndarray, title: str | None = None, title_size: floa
 
 
 def plot_examples(images, titles, suptitle: str):
-    """A row of images, each with its own (multi-line) title; 2.2 in per image, so a row of up to
-    two prints at its own size in the report with 8-9 pt text."""
-    fig, axes = plt.subplots(1, len(images), figsize=(2.2 * max(len(images), 2), 2.9), squeeze=False)
+    """A row of images, each with its own (multi-line) title; 1.6 in per image, so a pair prints
+    at its own size in half the report's text width with 7-8 pt text."""
+    fig, axes = plt.subplots(1, max(len(images), 2), figsize=(1.6 * max(len(images), 2), 2.5), squeeze=False)
     for ax, image, title in zip(axes[0], images, titles):
-        show_image(ax, image, title, title_size=8)
+        show_image(ax, image, title, title_size=7)
     for ax in axes[0][len(images):]:
         ax.axis("off")
-    fig.suptitle(suptitle, fontsize=9)
+    fig.suptitle(suptitle, fontsize=8)
     fig.tight_layout()
     return fig
 

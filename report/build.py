@@ -530,10 +530,10 @@ def part_one(r: Report):
     done = {m: f[m]["metrics"] for m in ("ffn", "cnn") if needed <= set(f[m]["metrics"] or {})}  # usable runs
 
     def per_network(key_fig, caption):
+        doc.figures_row([(f[m][key_fig], caption(m, done.get(m)), f"fig-{key_fig}-{m}")
+                         for m in ("ffn", "cnn") if f[m][key_fig] is not None])
         for m in ("ffn", "cnn"):
-            if f[m][key_fig] is not None:
-                r.figure(f[m][key_fig], caption(m, done.get(m)), f"fig-{key_fig}-{m}")
-            else:
+            if f[m][key_fig] is None:
                 r.missing_figure(f"{NETWORKS[m]}", f"fashionmnist-{m}/{key_fig}.png")
 
     r.item("Q1", own_draft(lambda: [

@@ -94,10 +94,25 @@ class Doc:
                  f"  {cells},\n  {body})]")
 
     def figure(self, path, caption: str, label: str, max_width=TEXT_WIDTH_IN):
+        self.raw(self._figure(path, caption, label, max_width))
+
+    def _figure(self, path, caption, label, max_width=TEXT_WIDTH_IN) -> str:
         rel = os.path.relpath(Path(path).resolve(), self.typ_dir)
         width = print_width_in(path, max_width)
         self.figures.append(Path(path))
-        self.raw(f"#figure(image({string(rel)}, width: {width}in),\n  caption: [{escape(caption)}]) <{label}>")
+        return f"#figure(image({string(rel)}, width: {width}in),\n  caption: [{escape(caption)}]) <{label}>"
+
+    def figures_row(self, figures: list):
+        """[(path, caption, label)] side by side when their printed widths fit the text width
+        together (each still at its own size), else one below the other."""
+        widths = [print_width_in(p) for p, _, _ in figures]
+        if len(figures) < 2 or sum(widths) + 0.2 * (len(figures) - 1) > TEXT_WIDTH_IN:
+            for fig in figures:
+                self.figure(*fig)
+            return
+        cells = ", ".join(f"[{self._figure(*fig)}]" for fig in figures)
+        cols = ", ".join(f"{w}in" for w in widths)
+        self.raw(f"#grid(columns: ({cols}), column-gutter: 1fr, align: top,\n  {cells})")
 
     def source(self) -> str:
         """The markup, with each ref() marker turned into a reference if its label exists (a figure
