@@ -538,13 +538,13 @@ def part_one(r: Report):
 
     r.item("Q1", own_draft(lambda: [
         f"For each network, one test image it classifies correctly and one it gets wrong, with the predicted and "
-        f"the true class (figures {fig_refs('examples')}). The images were drawn at random (with the run's seed) "
+        f"the true class ({fig_refs('examples')}). The images were drawn at random (with the run's seed) "
         "from the correct and the wrong predictions."]))
     per_network("examples", lambda m, met: f"The {NETWORKS[m]}: a correctly and a wrongly classified test image, "
                 "with the predicted class (and the network's confidence) and the true class.")
     r.item("Q2", own_draft(lambda: [
         "Training loss (cross-entropy) per training step, raw and smoothed, and the test loss after each epoch "
-        f"(figures {fig_refs('loss')})."
+        f"({fig_refs('loss')})."
         + "".join(f" The {NETWORKS[m]} trained {plural(met['config']['epochs'], 'epoch')} on "
                   f"{met['train_images']:,} images in {met['wall_seconds']:.0f} s." for m, met in done.items())]))
     per_network("loss", lambda m, met: f"The {NETWORKS[m]}: training loss per step (light: raw; dark: smoothed) and "
@@ -557,7 +557,7 @@ def part_one(r: Report):
                   [[NETWORKS[m], f"{met['parameters']:,}", pct(met["test_accuracy"]), layers_summary(m, met)]
                    for m, met in done.items()], align="(left, right, right, left)")
     r.item("Q4", own_draft(lambda: [
-        f"Confusion matrices on the {test_images(done)} test images (figures {fig_refs('confusion_matrix')}): each "
+        f"Confusion matrices on the {test_images(done)} test images ({fig_refs('confusion_matrix')}): each "
         "row is the true class, each column the predicted one; the diagonal holds the correct predictions."
         + "".join(f" The {NETWORKS[m]}'s test accuracy is {pct(met['test_accuracy'])}; its most confused pair is "
                   f"{most_confused(met)}." for m, met in done.items() if "confusion_matrix" in met)]))

@@ -117,7 +117,7 @@ class Doc:
     def source(self) -> str:
         """The markup, with each ref() marker turned into a reference if its label exists (a figure
         whose file is missing has none: Typst would stop at a reference to it)."""
-        labels = set(re.findall(r"<([\w-]+)>\s*$", "\n".join(self.parts), flags=re.M))
+        labels = set(re.findall(r"(?<!\\)<([A-Za-z][\w-]*)>", "\n".join(self.parts)))  # escaped text has \<
         text = "\n\n".join(self.parts) + "\n"
         return re.sub(REF + r"([\w\\-]+)" + REF, lambda m: (
             "@" + m.group(1).replace("\\", "") if m.group(1).replace("\\", "") in labels else "(missing)"), text)

@@ -177,6 +177,7 @@ def test_measured_numbers_and_plain_words(crafted):
     _, out, _ = crafted
     text = " ".join(pdf_pages(out))
     assert "Ada Lovelace" in pdf_pages(out)[0]
+    assert "true class (Figure 1 and Figure 2)" in text  # cross-references resolve to the figures' numbers
     assert "the CNN beats the feed-forward network: 93.45% against 90.12%" in text
     assert "2,000,000 parameters" in text and "Shirt taken for T-shirt/top (40 images)" in text
     assert "2 of 2 pass" in text and "Conv2D forward: PASSED" in text
