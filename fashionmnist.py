@@ -127,7 +127,7 @@ def plot_examples(x_test, y_test, pred, probs, picks, classes, network):
         images.append(x_test[i].numpy())
         titles.append(f"{label}: test image #{i}\npredicted: {classes[pred[i]]} ({100 * probs[i]:.0f}%)"
                       f"\ntrue: {classes[y_test[i]]}")
-    return plots.plot_examples(images, titles, f"{network}: a correctly and a wrongly classified test image")
+    return plots.plot_examples(images, titles, f"{network}:\na correctly and a wrongly classified test image")
 
 
 def main(argv=None):

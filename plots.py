@@ -79,12 +79,15 @@ def plot_confusion(cm: np.ndarray, classes, title: str):
     """Confusion matrix heatmap: rows are true classes, columns predicted classes."""
     import seaborn as sns
 
-    fig, ax = plt.subplots(figsize=(8, 7))
+    # 6 in wide: printed at its own size in the report (<= PRINT_WIDTH_IN), every text >= MIN_FONT_PT.
+    fig, ax = plt.subplots(figsize=(6.0, 5.4))
     sns.heatmap(cm, annot=True, fmt="d", cmap="Blues", cbar=True, square=True, ax=ax,
-                xticklabels=classes, yticklabels=classes, annot_kws={"fontsize": 8})
-    ax.set_xlabel("Predicted", fontsize=12)
-    ax.set_ylabel("True", fontsize=12)
-    ax.set_title(title)
+                xticklabels=classes, yticklabels=classes, annot_kws={"fontsize": 7})
+    ax.set_xlabel("Predicted class", fontsize=10)
+    ax.set_ylabel("True class", fontsize=10)
+    ax.set_title(title, fontsize=10)
+    ax.tick_params(labelsize=8)
+    ax.collections[0].colorbar.ax.tick_params(labelsize=8)
     ax.tick_params(axis="x", rotation=45)
     plt.setp(ax.get_xticklabels(), ha="right", rotation_mode="anchor")
     ax.tick_params(axis="y", rotation=0)
@@ -100,8 +103,10 @@ def minmax(t, dims=None):
     return (t - lo) / (hi - lo).clamp_min(1e-12)
 
 
-def show_image(ax, image: np.ndarray, title: str | None = None, **kw):
-    """Draw an image given as (C, H, W) or (H, W) array: grayscale or RGB, no axes."""
+def show_image(ax, image: np.ndarray, title: str | None = None, title_size: float = 8, **kw):
+    """Draw an image given as (C, H, W) or (H, W) array: grayscale or RGB, no axes; the title
+    at `title_size` points (>= MIN_FONT_PT for a figure printed at its own size)."""
+    kw_title_size = max(title_size, MIN_FONT_PT)
     image = np.asarray(image)
     if image.ndim == 3 and image.shape[0] == 1:
         image = image[0]
@@ -113,15 +118,18 @@ def show_image(ax, image: np.ndarray, title: str | None = None, **kw):
     ax.set_xticks([])
     ax.set_yticks([])
     if title:
-        ax.set_title(title, fontsize=9)
+        ax.set_title(title, fontsize=kw_title_size)
 
 
 def plot_examples(images, titles, suptitle: str):
-    """A row of images, each with its own (multi-line) title."""
-    fig, axes = plt.subplots(1, len(images), figsize=(3.2 * len(images), 3.6), squeeze=False)
+    """A row of images, each with its own (multi-line) title; 1.6 in per image, so a pair prints
+    at its own size in half the report's text width with 7-8 pt text."""
+    fig, axes = plt.subplots(1, max(len(images), 2), figsize=(1.6 * max(len(images), 2), 2.5), squeeze=False)
     for ax, image, title in zip(axes[0], images, titles):
-        show_image(ax, image, title)
-    fig.suptitle(suptitle)
+        show_image(ax, image, title, title_size=7)
+    for ax in axes[0][len(images):]:
+        ax.axis("off")
+    fig.suptitle(suptitle, fontsize=8)
     fig.tight_layout()
     return fig
 

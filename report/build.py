@@ -1,58 +1,103 @@
-"""Gather what is in runs/ into one PDF, the write-up of both assignments in their question order.
+"""Gather what is in runs/ into the write-up of both assignments, in their own numbering, typeset with Typst.
 
-    python report/build.py                                    # runs/ -> report/report.pdf
-    python report/build.py --runs-dir /tmp/runs --out /tmp/report.pdf
     python report/run_all.py --preset quick                   # makes every input, then calls this
+    $EDITOR report/answers.md                                 # optional: name, declarations, your own words
+    python report/build.py                                    # runs/ -> report/report.typ and report/report.pdf
+    python report/build.py --runs-dir /tmp/runs --out /tmp/report.pdf --author "Ada Lovelace"
 
-Reads only the files the scripts wrote (json, png, txt); it never trains and never imports torch.
-Every number in the text is read from those files, and the short written answers (why the CNN
-beats the FFN, how features evolve, Gabor filters, what CAMs and saliency maps show, the ablation)
-are generated from them with conditional wording, so they cannot contradict the figures. A
-missing input is listed on a "Missing inputs" page with the command that makes it, and the
-report is built from the rest. Every figure gets a caption; the title page gives the hardware,
-the software versions, the data source and the total compute time (runs/run_all.json, else the
-runs' own wall times). The PDF is written atomically.
+Part I answers the Fashion-MNIST assignment (questions 1-9), Part II Homework 2 (problems 1-6, every
+lettered item under its own heading, e.g. "2(a)(c) Impact of batch normalization"); the contents
+page maps each item to its page; appendices hold the full layer tables, all-channel grids, the
+run's settings and hardware, and any missing inputs with the command that makes them.
+
+Text per item: the student's own words from answers.md (next to the PDF unless --answers; created
+with guidance when missing, never overwritten), else a draft generated from the run's numbers by the
+draft modules (report/draft_*.py) or this file; the PDF says which, item by item. Reads only the
+files the scripts wrote (json, png, txt, csv); it never trains. A missing or unusable input makes
+its item say so (and which command makes it) instead of failing. Writes <out>.typ (readable Typst
+source, figures referenced by relative path) and compiles it to <out> atomically.
 """
 import argparse
+import csv
 import importlib.metadata
+import importlib.util
 import json
 import os
 import platform
 import shutil
 import subprocess
 import sys
-import textwrap
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the convlens modules live at the repo root
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import answers as answers_md  # noqa: E402
 import cli  # noqa: E402
-import plots  # noqa: E402  (sets the Agg backend)
 import run_all  # noqa: E402  (the commands that make each input)
+import typst_doc  # noqa: E402
+from cifar10 import NAMES as ARCH_NAMES  # noqa: E402
+from typst_doc import Doc, escape, ref  # noqa: E402
 
-plt = plots.plt
-plt.rcParams["pdf.fonttype"] = 42  # embed TrueType: selectable, searchable text
-
+REPORT_DIR = Path(__file__).resolve().parent
 # Published accuracies run 2-3 points higher on lossless CIFAR-10 (shared/data/README.md).
 JPEG_COPY_BYTES = 170_969_215  # size of the JPEG-degraded offline cifar10.npz
-SANITY_PASS = 0.3     # |Spearman rho| after randomizing every layer below which a map "depends on the weights"
-NOTICEABLE = 0.5      # accuracy difference (points) below which one seed cannot tell two runs apart
-ARCH_NAMES = {"dense": "VGG-style CNN with a dense head", "gap": "ResNet-style CNN with global average pooling"}
+NETWORKS = {"ffn": "feed-forward network", "cnn": "convolutional network (CNN)"}
+PART_I, PART_II = "Part I: Fashion-MNIST", "Part II: Homework 2 (CIFAR-10, MyTorch, CAM, guided backpropagation)"
+
+
+def item_list() -> list:
+    """(key, heading, level, guidance) of every assignment item in the assignments' order; level 2 is
+    a question or problem, 3 a part of problem 2 or 3, 4 a lettered item of problem 2."""
+    items = [("Q1", "Question 1. A correctly and a wrongly classified test image", 2, "For each network."),
+             ("Q2", "Question 2. Training loss", 2, "For each network."),
+             ("Q3", "Question 3. Number of parameters", 2, "For each network."),
+             ("Q4", "Question 4. Confusion matrices", 2, "For each network, on the test data."),
+             ("Q5", "Question 5. Kernels of the first convolutional layer", 2, "After training."),
+             ("Q6", "Question 6. Features extracted by the first-layer kernels", 2, "The sample image."),
+             ("Q7", "Question 7. Feature maps through the layers", 2, "The sample image through every layer."),
+             ("Q8", "Question 8. Why does the CNN perform better?", 2, "Conceptual question."),
+             ("Q9", "Question 9. How do the features evolve through the layers?", 2, "Conceptual question."),
+             ("P1", "Problem 1. Conv2D layer for MyTorch", 2, "The output of Conv2DTester.ipynb is shown.")]
+    for part, arch in (("a", "dense"), ("b", "gap")):
+        for letter, title in (("a", "Final network architecture"), ("b", "How the architecture was chosen"),
+                              ("c", "Impact of batch normalization"), ("d", "Impact of dropout"),
+                              ("e", "Training and validation loss"), ("f", "Final validation accuracy")):
+            items.append((f"2({part})({letter})", title, 4, f"Problem 2({part}), the {ARCH_NAMES[arch]}."))
+    items += [("3(a)", "Feature maps", 3, "Problem 3(a), both networks."),
+              ("3(b)", "Learned filters, and whether they resemble Gabor filters", 3, "Problem 3(b), both networks."),
+              ("P4", "Problem 4. Class activation maps", 2, "Interpret the maps of both networks."),
+              ("P5", "Problem 5. Guided backpropagation", 2, "Interpret the maps of both networks."),
+              ("P6", "Problem 6. Reflection on datasets", 2,
+               "Your own (1) technical lesson, (2) harm and how to overcome it, (3) question.")]
+    return items
+
+
+ITEMS = item_list()
+ITEM_KEYS = [k for k, *_ in ITEMS]
+
+
+def heading_text(key: str, title: str) -> str:
+    """The printed heading: 'Question 1. ...' as is, lettered items prefixed with their key."""
+    return title if key[0] in "QP" else f"{key} {title}"
 
 
 def parse_args(argv=None):
-    p = cli.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=cli.HelpFormatter)
+    p = cli.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=cli.HelpFormatter)
     p.add_argument("--runs-dir", type=Path, default=Path("runs"), help="the folder run_all.py (or the scripts) wrote")
-    p.add_argument("--out", type=Path, default=Path("report/report.pdf"), help="the PDF to write")
+    p.add_argument("--out", type=Path, default=Path("report/report.pdf"),
+                   help="the PDF to write; its Typst source goes next to it (.typ)")
+    p.add_argument("--answers", type=Path, help="your own words and title-page fields (default: answers.md next to --out)")
+    p.add_argument("--author", help="your name on the title page (overrides the name in answers.md)")
     args = p.parse_args(argv)
     if not args.runs_dir.is_dir():
         raise cli.UserError(f"--runs-dir {args.runs_dir} is not a folder; make the runs with "
                             "python report/run_all.py --preset quick, or pass the folder that holds them")
     if args.out.suffix.lower() != ".pdf" or args.out.is_dir():
         raise cli.UserError(f"--out {args.out} must be a .pdf file name")
+    args.answers = args.answers or args.out.parent / "answers.md"
+    if args.answers.is_dir():
+        raise cli.UserError(f"--answers {args.answers} is a folder; pass a .md file name")
     return args
 
 
@@ -73,7 +118,7 @@ class Inputs:
         if not p.exists():
             self.missing.setdefault(str(p), self.command(p))
             return None
-        if p.suffix == ".png" and png_size(p) is None:
+        if p.suffix == ".png" and typst_doc.png_info(p) is None:
             return self.unreadable(p, "not a PNG image")
         return p
 
@@ -88,6 +133,11 @@ class Inputs:
         # every file the report reads holds a JSON object; anything else is from another program
         return value if isinstance(value, dict) and value else self.unreadable(p, "not a JSON object with fields")
 
+    def optional_json(self, rel) -> dict | None:
+        """A file the report uses when present (no entry on the missing page)."""
+        value = cli.read_json_or_none(self.runs / rel, warn=False)
+        return value if isinstance(value, dict) and value else None
+
     def unreadable(self, p: Path, why: str):
         self.missing[str(p)] = f"unreadable ({why}); rerun: {self.command(p)}"
         return None
@@ -96,8 +146,19 @@ class Inputs:
         p = self.path(rel)
         return p.read_text() if p else None
 
+    def csv_rows(self, rel) -> list | None:
+        """history.csv as [{column: float or text}], or None."""
+        p = self.runs / rel
+        if not p.exists():
+            return None
+        try:
+            with open(p, newline="") as f:
+                return [{k: number(v) for k, v in row.items()} for row in csv.DictReader(f)]
+        except (OSError, csv.Error):
+            return None
+
     def command(self, p: Path) -> str:
-        step = self.makers.get(p)
+        step = self.makers.get(Path(p))
         if step is None:
             return "python report/run_all.py --preset quick"
         shown, skip = [], False
@@ -108,60 +169,75 @@ class Inputs:
             shown.append(os.path.relpath(arg, run_all.ROOT) if arg.startswith(str(run_all.ROOT)) else arg)
         return "python " + " ".join(shown)
 
+    def why_missing(self, rel) -> str:
+        return f"needs {self.runs / rel}, made by: {self.command(self.runs / rel)}"
 
-def collect(runs: Path) -> tuple[dict, dict]:
-    """(every number and figure path the report uses, {missing file: command that makes it})."""
+
+def number(v):
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return v
+
+
+def collect(runs: Path) -> tuple[dict, Inputs]:
+    """(every number and figure path the report uses, the Inputs with what is missing)."""
     inp = Inputs(runs)
-    d = {"summary": read_quietly(runs / "run_all.json"), "env": environment()}
-    d["fashion"] = {m: fashion_run(inp, f"fashionmnist-{m}") for m in ("ffn", "cnn")}
-    d["fashion_kernels"] = kernel_outputs(inp, "fashionmnist-cnn/kernels", per_layer=False)
-    d["mytorch"] = inp.json("mytorch/check.json")
+    d = {"summary": inp.optional_json("run_all.json"), "env": environment()}
+    d["fashion"] = {m: {"metrics": inp.json(f"fashionmnist-{m}/metrics.json"),
+                        **{f: inp.path(f"fashionmnist-{m}/{f}.png") for f in ("examples", "loss", "confusion_matrix")}}
+                    for m in ("ffn", "cnn")}
+    folder = "fashionmnist-cnn/kernels"
+    d["fashion_kernels"] = {"gabor": inp.json(f"{folder}/gabor.json"),
+                            "feature_path": inp.optional_json(f"{folder}/feature_path.json"),
+                            **{f: inp.path(f"{folder}/{f}.png") for f in ("kernels", "filtered", "feature_maps")}}
+    d["mytorch"] = {"check": inp.json("mytorch/check.json"),
+                    "tester": read_text_or_none(runs / "mytorch" / "tester_output.txt")}
     d["cifar"] = {a: cifar_run(inp, a) for a in ("dense", "gap")}
-    d["ablation"] = {a: {"table": inp.json(f"cifar10-{a}-ablation/ablation.json"),
-                         "lr": (read_quietly(runs / f"cifar10-{a}-ablation/bn-drop/metrics.json") or {})
-                         .get("config", {}).get("lr"),
-                         "png": inp.path(f"cifar10-{a}-ablation/ablation.png")} for a in ("dense", "gap")}
-    d["kernels"] = {a: kernel_outputs(inp, f"cifar10-{a}/kernels", per_layer=True) for a in ("dense", "gap")}
-    d["saliency"] = {a: saliency_outputs(inp, a) for a in ("dense", "gap")}
     d["dataset"] = {"json": inp.json("dataset/dataset.json"), "balance": inp.path("dataset/class_balance.png"),
                     "pairs": inp.path("dataset/near_duplicates.png")}
-    return d, inp.missing
+    return d, inp
 
 
-def read_quietly(path) -> dict | None:
-    """A json file that is optional (no entry on the missing page)."""
-    value = cli.read_json_or_none(path, warn=False)
-    return value if isinstance(value, dict) and value else None
-
-
-def fashion_run(inp, folder) -> dict:
-    return {"metrics": inp.json(f"{folder}/metrics.json"),
-            **{name: inp.path(f"{folder}/{name}.png") for name in ("examples", "loss", "confusion_matrix")}}
+def read_text_or_none(path: Path) -> str | None:
+    try:
+        return path.read_text() if path.is_file() else None
+    except (OSError, UnicodeDecodeError):
+        return None
 
 
 def cifar_run(inp, arch) -> dict:
-    return {"metrics": inp.json(f"cifar10-{arch}/metrics.json"),
-            "architecture": inp.text(f"cifar10-{arch}/architecture.txt"),
-            "loss": inp.path(f"cifar10-{arch}/loss.png")}
-
-
-def kernel_outputs(inp, folder, per_layer: bool) -> dict:
-    out = {"gabor": inp.json(f"{folder}/gabor.json"), "gabor_png": inp.path(f"{folder}/gabor.png")}
-    if not per_layer:
-        out.update({name: inp.path(f"{folder}/{name}.png") for name in ("kernels", "filtered", "feature_maps")})
-        return out
-    layers = (out["gabor"] or {}).get("layers", [])  # kernel_vis.py's order: first, middle, last conv layer
-    out["layers"] = [(layer, inp.path(f"{folder}/feature_maps_{layer.replace('.', '-')}.png"),
-                      inp.path(f"{folder}/filters_{layer.replace('.', '-')}.png")) for layer in layers]
-    return out
-
-
-def saliency_outputs(inp, arch) -> dict:
-    method = "cam" if arch == "gap" else "gradcam"
-    folder = f"cifar10-{arch}"
-    return {"method": method, "cam": inp.json(f"{folder}/{method}.json"), "cam_png": inp.path(f"{folder}/{method}.png"),
+    folder, method = f"cifar10-{arch}", ("cam" if arch == "gap" else "gradcam")
+    return {"metrics": inp.json(f"{folder}/metrics.json"),
+            "architecture": inp.text(f"{folder}/architecture.txt"),
+            "history": inp.csv_rows(f"{folder}/history.csv"),
+            "loss": inp.path(f"{folder}/loss.png"),
+            "ablation": inp.json(f"{folder}-ablation/ablation.json"),
+            "ablation_png": inp.path(f"{folder}-ablation/ablation.png"),
+            "kernels": kernel_grids(inp, f"{folder}/kernels"),
+            "method": method, "cam": inp.json(f"{folder}/{method}.json"), "cam_png": inp.path(f"{folder}/{method}.png"),
             "gbp": inp.json(f"{folder}/guided_backprop.json"), "gbp_png": inp.path(f"{folder}/guided_backprop.png"),
             "sanity": inp.json(f"{folder}/sanity.json"), "sanity_png": inp.path(f"{folder}/sanity.png")}
+
+
+def kernel_grids(inp, folder) -> dict:
+    """gabor.json and, per conv layer it lists (first, middle, last), the feature-map and filter
+    grids: the body shows a subset grid when kernel_vis wrote one (a file name with 'subset'), the
+    appendix every other grid of that layer (the full one)."""
+    gabor = inp.json(f"{folder}/gabor.json")
+    out = {"gabor": gabor, "gabor_png": inp.path(f"{folder}/gabor.png"), "layers": []}
+    for layer in (gabor or {}).get("layers", []):
+        row = {"layer": layer}
+        for kind in ("feature_maps", "filters"):
+            stem = f"{kind}_{layer.replace('.', '-')}"
+            files = sorted((inp.runs / folder).glob(f"{stem}*.png"))
+            files = [f for f in files if f.stem == stem or not f.stem[len(stem)].isalnum()]  # not conv1 for conv10
+            subset = [f for f in files if "subset" in f.stem]
+            body = subset[0] if subset else (inp.path(f"{folder}/{stem}.png") if not files else files[0])
+            row[kind] = body
+            row[kind + "_appendix"] = [f for f in files if f != body]
+        out["layers"].append(row)
+    return out
 
 
 def environment() -> dict:
@@ -173,7 +249,8 @@ def environment() -> dict:
             return "not installed"
     return {"cpu": cli.cpu_model(), "cores": os.cpu_count(), "memory_gb": memory_gb(), "gpu": gpu_names(),
             "os": f"{platform.system()} {platform.release()}", "python": platform.python_version(),
-            **{pkg: version(pkg) for pkg in ("torch", "torchvision", "numpy", "matplotlib", "scipy", "scikit-learn")}}
+            **{pkg: version(pkg) for pkg in ("torch", "torchvision", "numpy", "matplotlib", "scipy", "scikit-learn",
+                                             "typst")}}
 
 
 def memory_gb() -> float | None:
@@ -198,8 +275,7 @@ def gpu_names() -> str:
 
 # ---- numbers to words -------------------------------------------------------------------------------
 
-def pct(x) -> str:
-    return f"{100 * x:.2f}%"
+pct = run_all.pct  # 0.9345 -> '93.45%'
 
 
 def points(a, b) -> str:
@@ -214,26 +290,12 @@ def plural(n, word: str) -> str:
     return f"{n:g} {word}" + ("" if n == 1 else "s")
 
 
+NOTICEABLE = 0.5      # accuracy difference (points) below which one seed cannot tell two runs apart
+
+
 def compare(a: float, b: float, margin: float = NOTICEABLE / 100) -> str:
     """'higher', 'lower' or 'level' for a against b, within `margin`."""
     return "level" if abs(a - b) < margin else ("higher" if a > b else "lower")
-
-
-def receptive_fields(config: dict, size: int = 28) -> list:
-    """(block, channels, output size, receptive field in input pixels) of a cnn.CNN's blocks: a k x k
-    conv widens the field by (k-1) x the stride so far, a 2x2 pool by 1 x it and doubles the stride.
-    The pool comes after the block's convs, or after its first one with early_pool (cnn.CNN)."""
-    rf, jump, rows = 1, 1, []
-    k = config.get("kernel_size", 3)
-    for b, channels in enumerate(config["channels"], 1):
-        layers = ["conv"] * (config.get("convs_per_block") or 1)
-        layers.insert(1 if config.get("early_pool") else len(layers), "pool")
-        for layer in layers:
-            rf += (k - 1) * jump if layer == "conv" else jump
-            if layer == "pool":
-                jump, size = jump * 2, size // 2
-        rows.append((b, channels, size, rf))
-    return rows
 
 
 def tiny_run(d) -> int | None:
@@ -260,326 +322,475 @@ def answer_cnn_vs_ffn(ffn: dict, cnn: dict) -> list:
     best, hardest = max(gains, key=gains.get), min(cnn["per_class_accuracy"], key=cnn["per_class_accuracy"].get)
     detail = (f"The largest per-class difference is on {best} ({points(cnn['per_class_accuracy'][best], ffn['per_class_accuracy'][best])}); "
               f"the CNN's hardest class is {hardest} ({pct(cnn['per_class_accuracy'][hardest])} correct).")
-    why = ("Why a CNN is suited to images: a convolutional layer slides the same small kernel over every position "
+    why = ("Why a CNN suits images: a convolutional layer slides the same small kernel over every position "
            "(weight sharing), so a local pattern such as an edge, a texture or a collar is learned once and found "
            "anywhere, with few parameters; pooling makes the result tolerant to small shifts; stacked layers see "
-           "ever larger patches, so later layers combine parts into shapes, and the dense head classifies those "
-           "features instead of raw pixels. A fully-connected network treats the 784 pixels as an unordered vector: "
-           "it must learn each pattern separately at each position and has no notion of neighbouring pixels.")
+           "ever larger patches, so later layers combine parts into shapes, and the fully-connected layers at the "
+           "end classify those features instead of raw pixels. A fully-connected network treats the 784 pixels as "
+           "an unordered list: it must learn each pattern separately at each position and has no notion of "
+           "neighbouring pixels.")
     if verdict == "higher":
         why += (" These are the reasons for the advantage measured here"
                 + (", and why the CNN gets it with fewer parameters." if p_c < p_f else "."))
     else:
         why += (" Here that advantage did not show in the test accuracy; with "
                 f"{cnn['train_images']:,} training images and {plural(cnn['config']['epochs'], 'epoch')} the "
-                "training budget, not the architecture, probably decides (see the loss curves).")
+                "training budget, not the architecture, probably decides (see the loss curves of question 2).")
     return [opening + " " + detail, why]
 
 
-def answer_feature_path(cnn: dict, gabor: dict | None) -> list:
-    """Question 9, from the CNN's architecture (resolution, channels, receptive field per block)."""
-    rows = receptive_fields(cnn["config"])
-    stages = "; ".join(f"block {b}: {c} maps of {s}x{s}, each unit seeing {min(rf, 28)}x{min(rf, 28)} input pixels"
-                       for b, c, s, rf in rows)
-    last = rows[-1]
-    channels = [c for _, c, _, _ in rows]
-    width = ("grows" if channels == sorted(channels) and channels[0] < channels[-1] else "goes") + \
-        f" from {channels[0]} to {channels[-1]}"
-    text = [f"The sample image (1x28x28) passes {len(rows)} conv blocks ({stages}). Each block halves the resolution, "
-            f"the number of channels {width}, and each unit's receptive field widens from a "
-            f"{rows[0][3]}x{rows[0][3]} patch to {min(last[3], 28)}x{min(last[3], 28)} pixels"
-            + (" - the whole image." if last[3] >= 28 else ".")]
-    text.append(f"So a first-block unit can only respond to a local pattern inside its {rows[0][3]}x{rows[0][3]} window "
-                "- an edge, a spot, a contrast - and its maps keep the image's layout; each later block combines the "
-                f"previous block's patterns over a wider area, and a last-block unit, seeing {min(last[3], 28)}x"
-                f"{min(last[3], 28)} pixels, can respond to the shape of a whole garment part while its "
-                f"{last[2]}x{last[2]} maps keep only coarse position. This hierarchy gives the dense head a compact, "
-                f"shift-tolerant description ({last[1] * last[2] ** 2:,} numbers instead of 784 pixels) to classify; "
-                "the feature-map figure of section 2 shows the first channel of each stage.")
-    if gabor:
-        text.append(gabor_sentence(gabor, "Fashion-MNIST CNN"))
-    return text
-
-
-def gabor_sentence(g: dict, network: str) -> str:
-    """Whether the first-layer kernels look like Gabor filters, from gabor.json."""
-    tr, un, k = g["trained"]["share_above_threshold"], g["untrained"]["share_above_threshold"], g["kernel_size"]
-    n = len(g["trained"]["r2"])
-    numbers = (f"{network}: a 2-D Gabor function fits {100 * tr:.0f}% of the {n} first-layer {k}x{k} kernels with "
-               f"R² ≥ {g['threshold']} (median R² {g['trained']['median_r2']:.2f}), against {100 * un:.0f}% for the "
-               f"same network untrained (median {g['untrained']['median_r2']:.2f}).")
-    if not g["meaningful"]:
-        verdict = (f" With {k * k} pixels for 9 Gabor parameters almost any {k}x{k} kernel fits, so the fit cannot "
-                   "show Gabor filters here; only the comparison with the untrained network means something, and it "
-                   + ("shows more Gabor-like kernels after training." if tr - un >= 0.15 else
-                      "shows fewer Gabor-like kernels after training: no Gabor filters." if un - tr >= 0.15 else
-                      "shows no real difference: we do not claim Gabor filters."))
-    elif tr - un >= 0.15 and tr >= 0.3:
-        verdict = " Yes: training made the kernels clearly more Gabor-like than at initialization."
-    elif tr >= 0.3:
-        verdict = " Many kernels fit, but about as many as untrained ones: no evidence that training made Gabor filters."
-    else:
-        verdict = " No: few kernels are Gabor-like."
-    corr = g.get("weight_correlation_trained_untrained")
-    if corr is not None and corr > 0.9:
-        verdict += (f" The trained weights still correlate {corr:.2f} with their initialization: training moved the "
-                    "first layer little.")
-    return numbers + verdict
-
-
-def answer_ablation(arch: str, table: dict, lr) -> list:
-    """Problem 2 (c)-(d): the impact of batch norm and dropout, from ablation.json."""
-    rows = {r["variant"]: r for r in table["variants"]}
-    ok = {k: r for k, r in rows.items() if r["val_accuracy"] == r["val_accuracy"]}  # NaN: every seed diverged
-    noise = max([r.get("val_accuracy_std", 0) for r in ok.values()] + [NOTICEABLE / 100])
-    seeds = table.get("seeds", 1)
-    text = [f"{ARCH_NAMES[arch]}: four variants, identical except for batch norm and dropout"
-            + (f", all at peak learning rate {lr}" if lr else "")
-            + f", {plural(max(r['epochs'] for r in ok.values()) if ok else 0, 'epoch')}, {plural(seeds, 'seed')} each."]
-    diverged = [r["label"] for r in rows.values() if r["diverged"]]
-    if diverged:
-        text.append(f"Diverged (loss became NaN): {', '.join(diverged)}.")
-
-    def effect(on, off, what):
-        pairs = [(ok[a]["val_accuracy"], ok[b]["val_accuracy"]) for a, b in zip(on, off) if a in ok and b in ok]
-        if not pairs:
-            return f"The effect of {what} cannot be measured: its variants did not finish."
-        delta = sum(a - b for a, b in pairs) / len(pairs)
-        size = (f"{100 * delta:+.2f} points of validation accuracy on average over the {len(pairs)} paired variants")
-        unclear = abs(delta) < (2 * noise if seeds > 1 else NOTICEABLE / 100)
-        if unclear:
-            return f"{what.capitalize()}: {size}, within the noise of {plural(seeds, 'seed')}: no clear effect at this budget."
-        return f"{what.capitalize()} {'helps' if delta > 0 else 'hurts'}: {size}."
-    text.append(effect(["bn-drop", "bn-nodrop"], ["nobn-drop", "nobn-nodrop"], "batch norm"))
-    text.append(effect(["bn-drop", "nobn-drop"], ["bn-nodrop", "nobn-nodrop"], "dropout"))
-    gaps = {k: r["loss_gap"] for k, r in ok.items()}
-    if "bn-drop" in gaps and "bn-nodrop" in gaps:
-        shrink = gaps["bn-nodrop"] - gaps["bn-drop"]
-        if max(gaps["bn-drop"], gaps["bn-nodrop"]) <= 0:  # no overfitting to reduce
-            verdict = ("neither overfits yet (the validation loss is below the training loss, which is "
-                       "measured on augmented batches with dropout on), so dropout has nothing to regularize here.")
-        else:
-            verdict = "dropout " + ("narrows the gap." if shrink > 0.01 else "does not narrow it here.")
-        text.append(f"Overfitting, as the final validation minus training loss: {gaps['bn-drop']:.3f} with dropout, "
-                    f"{gaps['bn-nodrop']:.3f} without (batch norm on): " + verdict)
-    best = max(ok.values(), key=lambda r: r["val_accuracy"]) if ok else None
-    if best:
-        text.append(f"Best variant: {best['label']}, {pct(best['val_accuracy'])} validation and "
-                    f"{pct(best['test_accuracy'])} test accuracy.")
-    return text
-
-
-CAM_METHODS = ("CAM", "Grad-CAM")   # sanity.json's other methods are gradients: guided backprop's section
-
-
-def sanity_verdicts(s: dict, cams: bool) -> list:
-    """Per method (the CAM methods, or the gradient ones): mean rank correlation with the trained
-    maps after re-initializing the top layer, and after all layers."""
-    first, last = s["steps"][1] if len(s["steps"]) > 1 else s["steps"][0], s["steps"][-1]
-    out = []
-    for m in [m for m in s["methods"] if (m in CAM_METHODS) == cams]:
-        rho = last[m]["mean"]
-        if abs(rho) < SANITY_PASS:
-            verdict = "passes: the maps depend on the learned weights"
-        elif rho > 0:
-            verdict = ("fails: much of the map survives random weights, so it reflects the image (its edges) more "
-                       "than what the network learned")
-        else:
-            verdict = ("fails: random weights turn the map upside down but keep its structure, which therefore "
-                       "comes from the image more than from what the network learned")
-        out.append(f"{m}: rank correlation {first[m]['mean']:.2f} after re-initializing {first['layer']}, "
-                   f"{rho:.2f} after all {last['randomized']} layers - {verdict}.")
-    return out
-
-
-def answer_saliency(arch: str, ex: dict, what: str) -> list:
-    """What the CAM / guided backprop examples and the sanity check show, from their json files."""
-    examples = ex["examples"]
-    right = [e for e in examples if e["correct"]]
-    wrong = [e for e in examples if not e["correct"]]
-    conf = lambda es: f"{100 * sum(e['confidence'] for e in es) / len(es):.0f}%" if es else "n/a"
-    text = [f"{ARCH_NAMES[arch]} ({ex['model']}), {what}: {len(right)} correctly classified test images (mean confidence "
-            f"{conf(right)}) and {len(wrong)} wrongly classified ones (mean confidence {conf(wrong)}). Each map explains "
-            "the predicted class, so for a wrong image it shows the evidence the network found for the wrong class"
-            + (": " + ", ".join(f"#{e['index']} {e['true']} taken for {e['predicted']}" for e in wrong[:4]) if wrong else "")
-            + "."]
-    if ex.get("note"):
-        text.append(ex["note"] + ".")
-    return text
-
-
-def dataset_text(d: dict) -> list:
-    """Problem 6: class balance and train/test duplicates of each dataset, from dataset.json."""
-    out = []
-    if d.get("limit"):
-        out.append(f"Computed on the first {d['limit']:,} images of each split only (--limit).")
+def dataset_answer(d: dict) -> list:
+    """Problem 6 draft: (1) a technical lesson from this run's dataset measurements set against
+    published findings, (2) a harm and its mitigation, (3) a question. Every number is measured
+    (dataset.json) or cited."""
+    rows = {r["name"]: r for r in d["datasets"]}
+    facts = []
     for r in d["datasets"]:
-        shares = [c / max(sum(r["train_counts"]), 1) for c in r["train_counts"]]
-        balance = ("perfectly balanced" if max(r["train_counts"]) == min(r["train_counts"]) else
-                   f"class shares between {100 * min(shares):.1f}% and {100 * max(shares):.1f}%")
-        out.append(f"{r['title']}: {r['train_images']:,} training and {r['test_images']:,} test images, training set "
-                   f"{balance}. {r['exact_duplicates']} test images are exact copies of a training image; "
-                   f"{r['near_duplicates']} more are near duplicates (mean absolute pixel difference ≤ "
-                   f"{r['near_threshold_mad']:g} of 255 to a training image), {r['near_label_differs']} of them with a "
-                   f"different label; {r['hash_identical']} share their 64-bit difference hash with a training image. "
-                   "Near duplicates at other thresholds: "
-                   + ", ".join(f"≤{t}: {n}" for t, n in r["near_by_threshold"].items()) + ".")
-    total = sum(r["exact_duplicates"] + r["near_duplicates"] for r in d["datasets"])
-    out.append("A test image that is (nearly) in the training set measures memory, not generalization; "
-               + ("their number here is small next to the test sets, so the accuracies above are hardly affected."
-                  if total < 0.01 * sum(r["test_images"] for r in d["datasets"]) else
-                  f"here {total} such images are enough to inflate the test accuracies a little."))
-    return out
+        near = r["exact_duplicates"] + r["near_duplicates"]
+        counts = r["train_counts"]
+        balance = ("every class has exactly the same number of training images" if max(counts) == min(counts) else
+                   f"class shares of the training set range from {100 * min(counts) / sum(counts):.1f}% to "
+                   f"{100 * max(counts) / sum(counts):.1f}%")
+        facts.append(f"{r['title']}: {near:,} of the {r['test_images']:,} test images ({100 * near / max(r['test_images'], 1):.1f}%) "
+                     f"are exact or near copies of a training image ({r['exact_duplicates']} exact; near means a mean "
+                     f"absolute pixel difference of at most {r['near_threshold_mad']:g} on the 0-255 scale), and "
+                     f"{balance}.")
+    models = []
+    for m in d.get("models", []):
+        if m.get("near_images") and m.get("rest_images"):
+            gap = m["accuracy_near"] - m["accuracy_rest"]
+            models.append(f"the {m['network']} classifies {pct(m['accuracy_near'])} of the {m['near_images']:,} "
+                          f"near-copy test images correctly against {pct(m['accuracy_rest'])} of the other "
+                          f"{m['rest_images']:,} ({points(m['accuracy_near'], m['accuracy_rest'])}"
+                          + (", so the copies flatter the test accuracy" if gap > 0.02 else
+                             ", so the copies do not flatter the test accuracy noticeably" if gap > -0.02 else
+                             ", so here the copies are not the easy cases") + ")")
+    if not models and any(m.get("near_images") == 0 for m in d.get("models", [])):
+        models.append(f"none of the {d['models'][0]['rest_images']:,} test images scored is a copy, so there is "
+                      "nothing to compare")
+    lesson = ("(1) A technical lesson: a test set measures generalization only if it is new to the model. "
+              "In this project's data, " + " ".join(facts)
+              + (" Measured on the trained networks: " + "; ".join(models) + "." if models else
+                 " (The trained networks' accuracy on these copies against the rest is not in this run's dataset.json; "
+                 "run report/dataset.py with --checkpoints to add it.)")
+              + " Barz and Denzler (2020) found near-duplicates of training images for 3.3% of the CIFAR-10 test "
+              "images. The larger risk is reuse: when Recht et al. (2018) collected a new CIFAR-10 test set the "
+              "same way (CIFAR-10.1), published models lost 4 to 10 points of accuracy, because years of design "
+              "choices had been tuned on the one public test set.")
+    cifar = rows.get("cifar10")
+    if cifar and d.get("jpeg_copy"):
+        lesson += (" The CIFAR-10 copy used here was re-encoded as JPEG (lossy), which lowers accuracy by about 2-3 "
+                   "points against published results on the original pixels: numbers are comparable only on the "
+                   "same copy of the data.")
+    harm = ("(2) A harm and how to overcome it: CIFAR-10 was drawn from the 80 Million Tiny Images collection, "
+            "gathered automatically from web searches for 75,000 nouns. Its authors withdrew it in 2020 after "
+            "Birhane and Prabhu (2021) showed that it contained offensive labels and images of people collected "
+            "without their consent. A mitigation is documentation before use: a datasheet (Gebru et al. 2021) "
+            "records why a dataset was made, how and from whom it was collected, with what consent, and what it "
+            "should not be used for, so that problems are found by the people who build on it rather than years "
+            "later.")
+    question = ("(3) A question: if a benchmark's test set has been reused for over a decade, as CIFAR-10's has "
+                "since 2009, how much of a reported improvement is real progress, and how often should a field "
+                "collect a fresh test set to find out?")
+    return [lesson, harm, question]
 
 
-# ---- the report's content: sections of text blocks and figures ---------------------------------------
+# ---- draft modules (report/draft_*.py, owned by the workers who compute their numbers) -------------------
 
-@dataclass
-class Section:
-    title: str
-    blocks: list = field(default_factory=list)     # (style, text): p, h2, mono
-    figures: list = field(default_factory=list)    # (png path, caption)
+_DRAFTS = {}
 
-    def p(self, *texts):
-        self.blocks += [("p", t) for t in texts]
 
-    def h(self, text):
-        self.blocks.append(("h2", text))
+def draft_module(name: str):
+    """report/<name>.py as a module, or None if it is not there (or fails to import)."""
+    if name not in _DRAFTS:
+        path = REPORT_DIR / f"{name}.py"
+        module = None
+        if path.exists():
+            try:
+                spec = importlib.util.spec_from_file_location(f"report_{name}", path)
+                module = importlib.util.module_from_spec(spec)
+                spec.loader.exec_module(module)
+            except Exception as err:  # noqa: BLE001 (any import error: the item says so, the report is built)
+                print(f"warning: report/{name}.py does not import ({type(err).__name__}: {err})", file=sys.stderr)
+                module = None
+        _DRAFTS[name] = module
+    return _DRAFTS[name]
 
-    def mono(self, text):
-        self.blocks += [("mono", line) for line in text.splitlines()]
 
-    def fig(self, path, caption):
+class Draft:
+    """Generated text of one item, or why there is none."""
+
+    def __init__(self, paragraphs=None, why=None):
+        self.paragraphs, self.why = paragraphs or [], why
+
+
+def call_draft(module: str, func: str, *args, needs: dict | None = None, inp=None) -> Draft:
+    """module.func(*args) -> paragraphs; if an input in `needs` ({relative path: value}) is None,
+    or the module is absent, or it fails on these inputs, a Draft saying why."""
+    for rel, value in (needs or {}).items():
+        if value is None:
+            return Draft(why=inp.why_missing(rel) if inp else f"needs {rel}")
+    mod = draft_module(module)
+    if mod is None or not hasattr(mod, func):
+        return Draft(why=f"the text generator report/{module}.py ({func}) is not installed")
+    try:
+        out = getattr(mod, func)(*args)
+    except (KeyError, TypeError, AttributeError, ValueError, IndexError, ZeroDivisionError) as err:
+        return Draft(why=f"report/{module}.py could not use these inputs ({type(err).__name__}: {err}); "
+                         "they may come from an older run: python report/run_all.py --force")
+    return Draft([str(p) for p in out or []])
+
+
+def own_draft(build, *args, needs: dict | None = None, inp=None) -> Draft:
+    """A draft written by this file, with the same missing-input handling."""
+    for rel, value in (needs or {}).items():
+        if value is None:
+            return Draft(why=inp.why_missing(rel) if inp else f"needs {rel}")
+    try:
+        return Draft(build(*args))
+    except (KeyError, TypeError, AttributeError, ValueError, IndexError, ZeroDivisionError) as err:
+        return Draft(why=f"its inputs are unusable ({type(err).__name__}: {err}); files from an older or foreign "
+                         "run: python report/run_all.py --force")
+
+
+# ---- the document -----------------------------------------------------------------------------------
+
+class Report:
+    """Writes the items in order into a Doc; knows the student's answers and who wrote what."""
+
+    def __init__(self, doc: Doc, d: dict, inp: Inputs, own: dict):
+        self.doc, self.d, self.inp, self.own = doc, d, inp, own
+        self.titles = {k: (t, lvl) for k, t, lvl, _ in ITEMS}
+        self.provenance = {}       # item key -> "student" | "draft" | "none"
+        self.appendix_figures = []  # (path, caption, label)
+
+    def item(self, key: str, draft: Draft):
+        """The item's heading and its text: the student's, else the draft, else why there is none."""
+        title, level = self.titles[key]
+        self.doc.heading(level, heading_text(key, title), label=label(key))
+        if key in self.own:
+            self.provenance[key] = "student"
+            self.doc.note("Written by the student (report/answers.md).")
+            self.doc.para(*answers_md.paragraphs(self.own[key]))
+        elif draft.paragraphs:
+            self.provenance[key] = "draft"
+            self.doc.note(f"Draft generated from this run's numbers; to replace it with your own words, write under "
+                          f"'## {key}' in report/answers.md.")
+            self.doc.para(*draft.paragraphs)
+        else:
+            self.provenance[key] = "none"
+            self.doc.note(f"No generated text: {draft.why}. Write your own under '## {key}' in report/answers.md.")
+
+    def figure(self, path, caption, lbl):
         if path is not None:
-            self.figures.append((path, caption))
+            self.doc.figure(path, caption, lbl)
+
+    def missing_figure(self, what: str, rel: str):
+        self.doc.note(f"Figure missing ({what}): {self.inp.why_missing(rel)}.")
 
 
-def title_section(d, missing) -> Section:
-    e, s = d["env"], d["summary"]
-    sec = Section("convlens report: Fashion-MNIST, CIFAR-10, kernels and saliency")
-    sec.p(f"Built {time.strftime('%Y-%m-%d %H:%M')} from {d.get('runs_dir', 'runs/')}.")
+def label(key: str) -> str:
+    """A Typst label for an item key: 2(a)(c) -> item-2a-c."""
+    return "item-" + key.replace(")(", "-").replace("(", "").replace(")", "")
+
+
+def title_page(doc: Doc, d: dict, fields: dict, author: str | None):
+    name = author or fields.get("name")
+    doc.raw("#align(center)[#v(1.2in)#text(size: 22pt, weight: \"bold\")[Image classification with neural "
+            "networks]#v(6pt)#text(size: 13pt)[Fashion-MNIST classification and kernels; Homework 2: CNNs on "
+            "CIFAR-10, MyTorch Conv2D, class activation maps, guided backpropagation]]")
+    rows = [("Name", name or "(not given: run build.py --author \"Your Name\" or fill in answers.md)"),
+            ("Course", fields.get("course") or "(not given: fill in answers.md)"),
+            ("Collaborators", fields.get("collaborators") or "(not declared: fill in answers.md)"),
+            ("Generative AI use", fields.get("generative-ai") or "(not declared: fill in answers.md)"),
+            ("Built", time.strftime("%Y-%m-%d %H:%M") + f" from the runs in {d.get('runs_dir', 'runs/')}")]
+    doc.raw("#v(0.4in)#align(center)[#table(columns: (1.6in, 4in), align: left, stroke: none, inset: 5pt, "
+            + ", ".join(f"[*{escape(k)}*], [{escape(v)}]" for k, v in rows) + ")]")
     limit = tiny_run(d)
     if limit:
-        sec.p(f"TINY TEST RUN (--limit {limit}: {limit} images, one epoch, small networks). Its numbers say nothing "
-              "about the methods; run python report/run_all.py --preset quick or --preset full for real ones.")
-    sec.h("Hardware")
-    devices = sorted({m["device"] for m in all_metrics(d) if m.get("device")})
-    sec.p(f"CPU: {e['cpu']}, {e['cores']} cores" + (f", {e['memory_gb']} GB memory" if e["memory_gb"] else "")
-          + f". GPU: {e['gpu']}. The runs trained on: {', '.join(devices) or 'unknown'} ({e['os']}).")
-    sec.h("Software")
-    sec.p(f"Python {e['python']}, torch {e['torch']}, torchvision {e['torchvision']}, numpy {e['numpy']}, "
-          f"matplotlib {e['matplotlib']}, scipy {e['scipy']}, scikit-learn {e['scikit-learn']}.")
-    sec.h("Data")
-    sec.p(*data_source(d))
-    sec.h("Total time")
-    sec.p(total_time(d))
-    if s:
-        sec.mono(run_table(s))
-    if missing:
-        sec.p(f"{len(missing)} input file(s) are missing: see the last page.")
-    return sec
+        doc.raw("#v(0.2in)#align(center)[#block(width: 5.5in, stroke: 1pt + red, inset: 8pt)[" + escape(
+            f"TINY TEST RUN (--limit {limit}): {limit} images, one epoch, very small networks. Its numbers say "
+            "nothing about the methods; run python report/run_all.py --preset quick (or full) for real ones.") + "]]")
+    doc.raw("#v(0.3in)#text(size: 9pt)[" + escape(
+        "How to read this report: each question and lettered item of the two assignments has its own heading, "
+        "numbered as in the assignment; the contents on the next page give its page. Under each heading a gray "
+        "line says whether the text was written by the student or is a draft generated from this run's measured "
+        "numbers. Long material (full layer tables, every channel of each layer, the run's settings and "
+        "hardware) is in the appendices.") + "]")
+    doc.raw("#pagebreak()\n#outline(title: [Contents], depth: 4, indent: 1.2em)")
 
 
-def all_metrics(d) -> list:
-    runs = [d["fashion"][m]["metrics"] for m in ("ffn", "cnn")] + [d["cifar"][a]["metrics"] for a in ("dense", "gap")]
-    return [m for m in runs if m]
+def part_one(r: Report):
+    d, doc, inp = r.d, r.doc, r.inp
+    doc.heading(1, PART_I, label="part-1")
+    f = d["fashion"]
+    ffn, cnn = f["ffn"]["metrics"], f["cnn"]["metrics"]
+    needed = {"parameters", "test_accuracy", "config", "train_images", "wall_seconds"}
+    done = {m: f[m]["metrics"] for m in ("ffn", "cnn") if needed <= set(f[m]["metrics"] or {})}  # usable runs
+
+    def per_network(key_fig, caption):
+        doc.figures_row([(f[m][key_fig], caption(m, done.get(m)), f"fig-{key_fig}-{m}")
+                         for m in ("ffn", "cnn") if f[m][key_fig] is not None])
+        for m in ("ffn", "cnn"):
+            if f[m][key_fig] is None:
+                r.missing_figure(f"{NETWORKS[m]}", f"fashionmnist-{m}/{key_fig}.png")
+
+    r.item("Q1", own_draft(lambda: [
+        f"For each network, one test image it classifies correctly and one it gets wrong, with the predicted and "
+        f"the true class ({fig_refs('examples')}). The images were drawn at random (with the run's seed) "
+        "from the correct and the wrong predictions."]))
+    per_network("examples", lambda m, met: f"The {NETWORKS[m]}: a correctly and a wrongly classified test image, "
+                "with the predicted class (and the network's confidence) and the true class.")
+    r.item("Q2", own_draft(lambda: [
+        "Training loss (cross-entropy) per training step, raw and smoothed, and the test loss after each epoch "
+        f"({fig_refs('loss')})."
+        + "".join(f" The {NETWORKS[m]} trained {plural(met['config']['epochs'], 'epoch')} on "
+                  f"{met['train_images']:,} images in {met['wall_seconds']:.0f} s." for m, met in done.items())]))
+    per_network("loss", lambda m, met: f"The {NETWORKS[m]}: training loss per step (light: raw; dark: smoothed) and "
+                "test loss per epoch.")
+    r.item("Q3", own_draft(lambda: [" ".join(
+        f"The {NETWORKS[m]} has {met['parameters']:,} parameters (trainable weights and biases)."
+        for m, met in done.items())], needs={"fashionmnist-ffn/metrics.json": ffn or cnn}, inp=inp))
+    if done:
+        doc.table(["Network", "Parameters", "Test accuracy", "Layers"],
+                  [[NETWORKS[m], f"{met['parameters']:,}", pct(met["test_accuracy"]), layers_summary(m, met)]
+                   for m, met in done.items()], align="(left, right, right, left)")
+    r.item("Q4", own_draft(lambda: [
+        f"Confusion matrices on the {test_images(done)} test images ({fig_refs('confusion_matrix')}): each "
+        "row is the true class, each column the predicted one; the diagonal holds the correct predictions."
+        + "".join(f" The {NETWORKS[m]}'s test accuracy is {pct(met['test_accuracy'])}; its most confused pair is "
+                  f"{most_confused(met)}." for m, met in done.items() if "confusion_matrix" in met)]))
+    per_network("confusion_matrix", lambda m, met: f"The {NETWORKS[m]}: confusion matrix on the test set (rows: true "
+                "class, columns: predicted class)" + (f"; test accuracy {pct(met['test_accuracy'])}." if met else "."))
+
+    k = d["fashion_kernels"]
+    g = k["gabor"]
+    r.item("Q5", own_draft(lambda: [
+        f"The kernels of the CNN's first convolutional layer after training ({ref('fig-kernels')}), each scaled to "
+        "[0, 1] on its own: dark is the kernel's most negative weight, light its most positive"
+        + (f"; {len(g['trained']['r2'])} kernels of {g['kernel_size']}x{g['kernel_size']} weights." if g else ".")]))
+    r.figure(k["kernels"], "The first convolutional layer's kernels after training, each min-max scaled to [0, 1].",
+             "fig-kernels") if k["kernels"] else r.missing_figure("kernels", "fashionmnist-cnn/kernels/kernels.png")
+    r.item("Q6", own_draft(lambda: [
+        "The sample test image convolved with each first-layer kernel; each output is scaled to [0, 1] on its own. "
+        "Kernels that act as edge detectors light up the garment's outline in one direction."]))
+    r.figure(k["filtered"], "The sample image filtered by each first-layer kernel (outputs scaled to [0, 1]).",
+             "fig-filtered") if k["filtered"] else r.missing_figure("filtered image", "fashionmnist-cnn/kernels/filtered.png")
+    r.item("Q7", own_draft(lambda: [
+        "The sample image through every stage of the CNN: the first channel of the output of each convolution "
+        "with its activation and of each pooling layer, labelled with the layer that produced it."]))
+    r.figure(k["feature_maps"], "The sample image and the first channel after each convolution + activation and each "
+             "pooling stage of the CNN.", "fig-feature-path") if k["feature_maps"] else \
+        r.missing_figure("feature maps", "fashionmnist-cnn/kernels/feature_maps.png")
+    r.item("Q8", own_draft(answer_cnn_vs_ffn, ffn, cnn,
+                           needs={"fashionmnist-ffn/metrics.json": ffn, "fashionmnist-cnn/metrics.json": cnn}, inp=inp))
+    stats = k["feature_path"] or g
+    r.item("Q9", call_draft("draft_kernels", "feature_path_answer", stats,
+                            needs={"fashionmnist-cnn/kernels/gabor.json": stats}, inp=inp))
 
 
-def data_source(d) -> list:
-    dirs = sorted({m["config"].get("data_dir") for m in all_metrics(d) if m.get("config", {}).get("data_dir")})
-    cifar = [Path(x) / "cifar10.npz" for x in dirs]
-    jpeg = any(p.exists() and p.stat().st_size == JPEG_COPY_BYTES for p in cifar)
-    text = [("Fashion-MNIST (Zalando SE, MIT License; 60,000 training and 10,000 test images) and CIFAR-10 "
-             "(Krizhevsky 2009; 50,000 and 10,000), read from " + (", ".join(dirs) or "the data folder")
-             + " as .npz files (downloaded through torchvision where missing).")]
-    caveat = ("the offline CIFAR-10 copy in shared/data was decoded from JPEG (quality 75, PSNR about 30 dB), so "
-              "expect accuracies about 2-3 points below published ones on the original pixels; compare CIFAR-10 "
-              "numbers only with numbers measured on the same copy.")
-    text.append(("CIFAR-10 caveat: these runs used the JPEG-degraded copy - " if jpeg else
-                 "CIFAR-10 caveat, if the runs used it: ") + caveat)
-    return text
+def fig_refs(kind: str) -> str:
+    return f"{ref(f'fig-{kind}-ffn')} and {ref(f'fig-{kind}-cnn')}"
 
 
-def total_time(d) -> str:
-    s = d["summary"]
-    if s:
-        return (f"{fmt_time(s['total_seconds'])} of compute for the results in this report: the sum of the wall times "
-                f"of the {sum(r.get('status') in ('ran', 'skipped') for r in s['steps'])} run_all.py steps that made "
-                f"them (preset {s['preset']}" + (f", --limit {s['limit']}" if s.get("limit") else "") + ").")
-    seconds = sum(m.get("wall_seconds", 0) for m in all_metrics(d))
-    if not seconds:
-        return "Unknown: neither run_all.json nor any training run's metrics.json was found."
-    return (f"{fmt_time(seconds)}: the training runs' own wall times (metrics.json); no run_all.json, so kernel "
-            "visualization, saliency and the ablation are not included.")
+def test_images(done: dict) -> str:
+    counts = {sum(map(sum, met["confusion_matrix"])) for met in done.values() if "confusion_matrix" in met}
+    return f"{counts.pop():,}" if len(counts) == 1 else "10,000"
 
 
-def run_table(s) -> str:
-    lines = [f"{'step':<30} {'status':<9} {'seconds':>8}  key figure"]
-    lines += [f"{r['step']:<30} {r['status']:<9} {r.get('made_seconds', r.get('seconds', 0)) or 0:8.1f}  "
-              f"{(r.get('key') or r.get('reason') or '')[:50]}" for r in s["steps"]]
-    return "\n".join(lines)
+def most_confused(met: dict) -> str:
+    cm, names = met["confusion_matrix"], list(met["per_class_accuracy"])
+    i, j = max(((i, j) for i in range(len(cm)) for j in range(len(cm)) if i != j), key=lambda ij: cm[ij[0]][ij[1]])
+    return f"{names[i]} taken for {names[j]} ({cm[i][j]} images)"
 
 
-def fashion_sections(d) -> list:
-    f, k = d["fashion"], d["fashion_kernels"]
-    names = {"ffn": "Feed-forward network", "cnn": "CNN"}
-    sec = Section("1. Fashion-MNIST: the two networks (questions 1-4)")
-    for m in ("ffn", "cnn"):
-        r = f[m]["metrics"]
-        if r:
-            c = r["config"]
-            arch = (f"hidden layers {c.get('hidden')}" if m == "ffn" else
-                    f"conv channels {c.get('channels')}, {c.get('convs_per_block') or 1} conv(s) per block, "
-                    f"{c.get('kernel_size')}x{c.get('kernel_size')} kernels, "
-                    f"dense head {c.get('hidden')}")
-            sec.p(f"{names[m]}: {r['parameters']:,} parameters ({arch}, dropout {c.get('dropout')}); trained "
-                  f"{plural(c['epochs'], 'epoch')} on {r['train_images']:,} images ({c.get('optimizer')}, peak lr {c.get('lr')}) "
-                  f"in {r['wall_seconds']:.0f} s; test accuracy {pct(r['test_accuracy'])} on the 10,000 test images "
-                  f"(the goal is at least 80%: {'met' if r['test_accuracy'] >= 0.8 else 'NOT met'}).")
-        sec.fig(f[m]["examples"], f"{names[m]}: one correctly and one wrongly classified test image, with the "
-                                  "predicted and the true class (question 1).")
-        sec.fig(f[m]["loss"], f"{names[m]}: training loss per step (raw and smoothed) and test loss per epoch (question 2)."
-                + (f" Parameters: {r['parameters']:,} (question 3)." if r else ""))
-        sec.fig(f[m]["confusion_matrix"], f"{names[m]}: confusion matrix on the test set, rows the true class, columns "
-                                          "the predicted one (question 4)"
-                + (f"; test accuracy {pct(r['test_accuracy'])}." if r else "."))
-    kern = Section("2. Fashion-MNIST CNN: kernels, filtered images and feature maps (questions 5-7)")
-    if k["gabor"]:
-        kern.p(gabor_sentence(k["gabor"], "Fashion-MNIST CNN"))
-    kern.fig(k["kernels"], "The kernels of the CNN's first convolutional layer after training, each min-max "
-                           "normalized to [0, 1] on its own (question 5).")
-    kern.fig(k["filtered"], "A test image convolved with each first-layer kernel, each output normalized to [0, 1] "
-                            "(question 6).")
-    kern.fig(k["feature_maps"], "The sample image through the CNN: the first channel after every convolution + "
-                                "activation and every pooling stage, labelled with the layer that made it (question 7).")
-    kern.fig(k["gabor_png"], "The first-layer kernels most like a 2-D Gabor function, above their fitted Gabor "
-                             "functions; the title gives the share of trained and untrained kernels that fit.")
-    qa = Section("3. Conceptual questions (questions 8-9)")
-    if f["ffn"]["metrics"] and f["cnn"]["metrics"]:
-        qa.h("8. Why does the CNN perform better?")
-        qa.p(*answer_cnn_vs_ffn(f["ffn"]["metrics"], f["cnn"]["metrics"]))
-    if f["cnn"]["metrics"]:
-        qa.h("9. How do the features evolve through the layers?")
-        qa.p(*answer_feature_path(f["cnn"]["metrics"], k["gabor"]))
-    return [sec, kern, qa]
+def layers_summary(model: str, met: dict) -> str:
+    c = met.get("config", {})
+    if model == "ffn":
+        return f"fully-connected layers of {', '.join(map(str, c.get('hidden') or []))} units"
+    return (f"conv blocks of {', '.join(map(str, c.get('channels') or []))} channels, {c.get('kernel_size')}x"
+            f"{c.get('kernel_size')} kernels; fully-connected {', '.join(map(str, c.get('hidden') or []))}")
 
 
-def mytorch_section(d) -> Section:
-    sec = Section("4. MyTorch Conv2D (problem 1)")
-    c = d["mytorch"]
-    if c:
-        worst = max(max_error(r) for r in c["cases"])
-        sec.p(f"The NumPy Conv2D (mytorch/conv.py) against torch.nn.functional.conv2d and autograd in float64: "
-              f"{c['passed']} of {c['total']} cases pass (every error of Z, dL/dA, dL/dW, dL/db within "
-              f"{c['tolerance']:g}; largest error {worst:.1e})."
-              + ("" if c["passed"] == c["total"] else " FAILING: "
-                 + ", ".join(r["case"] for r in c["cases"] if not r["passed"]) + "."))
-        lines = [f"{'case':<34} {'A':<12} {'W':<11} {'max error':>9}  {'pass':<4} {'mytorch ms':>10} {'torch ms':>8}"]
-        lines += [f"{r['case'][:34]:<34} {r['A']:<12} {r['W']:<11} "
-                  f"{max_error(r):9.1e}  "
-                  f"{'yes' if r['passed'] else 'NO':<4} {r['mytorch_ms']:10.2f} {r['torch_ms']:8.2f}" for r in c["cases"]]
-        sec.mono("\n".join(lines))
-    return sec
+def part_two(r: Report):
+    d, doc, inp = r.d, r.doc, r.inp
+    doc.heading(1, PART_II, label="part-2")
+    m = d["mytorch"]
+    r.item("P1", own_draft(mytorch_text, m["check"], needs={"mytorch/check.json": m["check"]}, inp=inp))
+    if m["tester"]:
+        doc.note("Output of the Conv2D tester (the checks of Conv2DTester.ipynb):")
+        doc.mono(m["tester"].rstrip())
+    else:
+        doc.note(f"The tester's output (runs/mytorch/tester_output.txt) was not found; report/mytorch_check.py "
+                 "writes it.")
+    if m["check"]:
+        doc.table(["Case", "Input A", "Weights W", "Largest error", "Pass"],
+                  [[c["case"], c["A"], c["W"], f"{max_error(c):.1e}", "yes" if c["passed"] else "NO"]
+                   for c in m["check"]["cases"]], align="(left, left, left, right, left)", size_pt=8)
+
+    doc.heading(2, "Problem 2. CNNs on CIFAR-10", label="problem-2")
+    doc.para("Two networks were trained on CIFAR-10 (50,000 training images of 32x32 pixels in 10 classes; part of "
+             "the training set is held out as the validation set that guided every choice, and the 10,000 test "
+             "images were used once, at the end): (a) a VGG-style network whose convolutional layers end in "
+             "fully-connected (dense) layers, and (b) a ResNet-style network that ends in global average pooling "
+             "(each channel's map averaged to one number) followed by a single linear layer.")
+    for part, arch in (("a", "dense"), ("b", "gap")):
+        c = d["cifar"][arch]
+        name = ARCH_NAMES[arch]
+        doc.heading(3, f"2({part}) The {name}", label=f"problem-2{part}")
+        met, ab = c["metrics"], c["ablation"]
+        folder = f"cifar10-{arch}"
+        r.item(f"2({part})(a)", call_draft("draft_cifar", "architecture_answer", arch, met, c["architecture"],
+                                           needs={f"{folder}/metrics.json": met,
+                                                  f"{folder}/architecture.txt": c["architecture"]}, inp=inp))
+        if c["architecture"]:
+            doc.note(f"The full layer table is in {ref(f'appendix-layers-{arch}')}.")
+        r.item(f"2({part})(b)", call_draft("draft_design", "design_answer", arch, load_trials()))
+        r.item(f"2({part})(c)", call_draft("draft_cifar", "batchnorm_answer", arch, ab,
+                                           needs={f"{folder}-ablation/ablation.json": ab}, inp=inp))
+        if ab:
+            ablation_table(doc, ab)
+        if c["ablation_png"]:
+            r.figure(c["ablation_png"], f"The {name}: validation accuracy and loss per epoch of the four variants "
+                     "(batch normalization on or off, dropout on or off), everything else equal.", f"fig-ablation-{arch}")
+        r.item(f"2({part})(d)", call_draft("draft_cifar", "dropout_answer", arch, ab,
+                                           needs={f"{folder}-ablation/ablation.json": ab}, inp=inp))
+        if c["ablation_png"]:
+            doc.para(f"The four variants' curves are in {ref(f'fig-ablation-{arch}')}, under item 2({part})(c).")
+        r.item(f"2({part})(e)", call_draft("draft_cifar", "loss_answer", arch, met, c["history"],
+                                           needs={f"{folder}/metrics.json": met, f"{folder}/history.csv": c["history"]},
+                                           inp=inp))
+        if c["loss"]:
+            r.figure(c["loss"], f"The {name}: training loss per step and validation loss per epoch. The training loss "
+                     "is measured on augmented batches with dropout on, the validation loss on plain images in "
+                     "evaluation mode, so the training curve can lie above the validation one.", f"fig-loss-{arch}")
+        else:
+            r.missing_figure("loss curve", f"{folder}/loss.png")
+        r.item(f"2({part})(f)", call_draft("draft_cifar", "validation_answer", arch, met,
+                                           needs={f"{folder}/metrics.json": met}, inp=inp))
+        if met:
+            doc.table(["Validation accuracy", "Validation images", "Test accuracy", "Test images", "Parameters"],
+                      [[pct(met["val_accuracy"]), f"{met['val_images']:,}", pct(met["test_accuracy"]),
+                        f"{met['test_images']:,}", f"{met['parameters']:,}"]])
+
+    doc.heading(2, "Problem 3. Feature maps and filters", label="problem-3")
+    r.item("3(a)", own_draft(lambda: [
+        "For each network, the feature maps (outputs after the activation) of three convolutional layers - the "
+        "first, one in the middle and the last - for one test image, one panel per output channel. Where a layer "
+        "has many channels the body shows a subset and Appendix B shows every channel."]))
+    for arch in ("dense", "gap"):
+        grids(r, arch, "feature_maps", "feature maps of")
+    r.item("3(b)", gabor_drafts(r))
+    for arch in ("dense", "gap"):
+        grids(r, arch, "filters", "learned filters of")
+        k = d["cifar"][arch]["kernels"]
+        if k["gabor_png"]:
+            r.figure(k["gabor_png"], f"The {ARCH_NAMES[arch]}: the first-layer kernels most like a 2-D Gabor function "
+                     "(an oriented stripe pattern under a Gaussian window), above the fitted Gabor functions.",
+                     f"fig-gabor-{arch}")
+
+    for key, func, kind in (("P4", "cam_answer", "cam"), ("P5", "guided_answer", "gbp")):
+        texts, why = [], []
+        for arch in ("dense", "gap"):
+            c = d["cifar"][arch]
+            rel = f"cifar10-{arch}/{c['method'] if kind == 'cam' else 'guided_backprop'}.json"
+            dr = call_draft("draft_saliency", func, f"the {ARCH_NAMES[arch]}", c[kind], needs={rel: c[kind]}, inp=inp)
+            texts += dr.paragraphs
+            why += [dr.why] if dr.why else []
+        r.item(key, Draft(texts, "; ".join(why)))
+        if why and texts:
+            doc.note("Partly missing: " + "; ".join(why) + ".")
+        for arch in ("dense", "gap"):
+            c = d["cifar"][arch]
+            if kind == "cam":
+                name = "class activation maps (CAM)" if c["method"] == "cam" else \
+                    "Grad-CAM maps (CAM needs global average pooling, which this network lacks)"
+                r.figure(c["cam_png"], f"The {ARCH_NAMES[arch]}: {name} of correctly (green title) and wrongly (red "
+                         "title) classified test images, overlaid on each image; red marks the strongest evidence for "
+                         "the predicted class.", f"fig-cam-{arch}")
+            else:
+                r.figure(c["gbp_png"], f"The {ARCH_NAMES[arch]}: guided backpropagation saliency maps of correctly and "
+                         "wrongly classified test images.", f"fig-gbp-{arch}")
+                r.figure(c["sanity_png"], f"The {ARCH_NAMES[arch]}: randomization sanity check (Adebayo et al. 2018): "
+                         "how much each method's maps still resemble the trained network's (rank correlation) as the "
+                         "layers are re-initialized from the output down; maps that depend on what the network "
+                         "learned fall towards 0.", f"fig-sanity-{arch}")
+
+    ds = d["dataset"]["json"]
+    if ds is not None:
+        ds = {**ds, "jpeg_copy": jpeg_copy_used(d)}
+    r.item("P6", own_draft(dataset_answer, ds, needs={"dataset/dataset.json": ds}, inp=inp))
+    if r.provenance.get("P6") == "draft":
+        doc.note("This is a draft assembled from the run's measurements and published sources, for the student to "
+                 "rewrite in their own words (the assignment asks what you learned).")
+    r.figure(d["dataset"]["balance"], "Share of each class in the training and the test split of both datasets.",
+             "fig-balance")
+    r.figure(d["dataset"]["pairs"], "Test images (upper rows) and their nearest training images (lower rows), from "
+             "the closest pair to pairs near the near-copy threshold.", "fig-pairs")
+    doc.heading(3, "References", outlined=False)
+    doc.para("Barz, B. and Denzler, J. (2020). Do we train on test data? Purging CIFAR of near-duplicates. Journal of "
+             "Imaging 6(6), 41.",
+             "Birhane, A. and Prabhu, V. U. (2021). Large image datasets: A pyrrhic win for computer vision? WACV 2021.",
+             "Gebru, T. et al. (2021). Datasheets for datasets. Communications of the ACM 64(12), 86-92.",
+             "Recht, B., Roelofs, R., Schmidt, L. and Shankar, V. (2018). Do CIFAR-10 classifiers generalize to "
+             "CIFAR-10? arXiv:1806.00451.",
+             "Adebayo, J. et al. (2018). Sanity checks for saliency maps. NeurIPS 2018.")
+
+
+def load_trials():
+    mod = draft_module("draft_design")
+    if mod is None or not hasattr(mod, "load_trials"):
+        return None
+    try:
+        return mod.load_trials()
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def gabor_drafts(r: Report) -> Draft:
+    texts, why = [], []
+    for arch in ("dense", "gap"):
+        g = r.d["cifar"][arch]["kernels"]["gabor"]
+        dr = call_draft("draft_kernels", "gabor_answer", f"the {ARCH_NAMES[arch]}", g,
+                        needs={f"cifar10-{arch}/kernels/gabor.json": g}, inp=r.inp)
+        texts += dr.paragraphs
+        why += [dr.why] if dr.why else []
+    return Draft(texts, "; ".join(why))
+
+
+def grids(r: Report, arch: str, kind: str, what: str):
+    k = r.d["cifar"][arch]["kernels"]
+    if not k["layers"]:
+        r.missing_figure(f"{what} the {ARCH_NAMES[arch]}", f"cifar10-{arch}/kernels/gabor.json")
+    for row in k["layers"]:
+        layer = plain_layer(row["layer"])
+        if row[kind] is not None:
+            more = " Every channel is in Appendix B." if row[kind + "_appendix"] else ""
+            r.figure(row[kind], f"The {ARCH_NAMES[arch]}: {what} {layer}, one panel per output channel.{more}",
+                     f"fig-{kind}-{arch}-{safe(row['layer'])}")
+        for i, extra in enumerate(row[kind + "_appendix"]):
+            r.appendix_figures.append((extra, f"The {ARCH_NAMES[arch]}: {what} {layer}, every channel.",
+                                       f"fig-{kind}-{arch}-{safe(row['layer'])}-all{i}"))
+
+
+def plain_layer(layer: str) -> str:
+    """'features.conv2_1' -> 'convolutional layer conv2_1' (the module path is internal)."""
+    return "convolutional layer " + layer.split(".")[-1]
+
+
+def safe(text: str) -> str:
+    return "".join(ch if ch.isalnum() else "-" for ch in text)
+
+
+def mytorch_text(check: dict) -> list:
+    worst = max(max_error(c) for c in check["cases"])
+    verdict = ("every case passes" if check["passed"] == check["total"] else
+               "FAILING: " + ", ".join(c["case"] for c in check["cases"] if not c["passed"]))
+    return [f"The NumPy Conv2D layer (mytorch/conv.py: forward pass and the gradients with respect to the input, "
+            f"the weights and the bias) was compared with PyTorch's conv2d and its automatic differentiation in "
+            f"double precision on {check['total']} cases: {check['passed']} of {check['total']} pass, meaning every "
+            f"output and gradient is within {check['tolerance']:g} of PyTorch's (largest error {worst:.1e}); "
+            f"{verdict}."]
 
 
 def max_error(case: dict) -> float:
@@ -587,337 +798,171 @@ def max_error(case: dict) -> float:
     return max(case[k] for k in ("err_Z", "err_dLdA", "err_dLdW", "err_dLdb") if case[k] is not None)
 
 
-def cifar_section(d) -> Section:
-    sec = Section("5. CIFAR-10: the two networks (problem 2)")
-    done = {a: d["cifar"][a]["metrics"] for a in ("dense", "gap") if d["cifar"][a]["metrics"]}
+def ablation_table(doc: Doc, table: dict):
+    nan = lambda x, f: "diverged" if x != x else f.format(x)  # noqa: E731
+    doc.table(["Variant", "Validation accuracy", "Test accuracy", "Validation minus training loss"],
+              [[r["label"], nan(100 * r["val_accuracy"], "{:.2f}%"), nan(100 * r["test_accuracy"], "{:.2f}%"),
+                nan(r["loss_gap"], "{:.3f}")] for r in table["variants"]])
+
+
+def jpeg_copy_used(d) -> bool:
+    dirs = {m["config"].get("data_dir") for m in all_metrics(d) if m.get("config", {}).get("data_dir")}
+    return any((Path(x) / "cifar10.npz").exists() and (Path(x) / "cifar10.npz").stat().st_size == JPEG_COPY_BYTES
+               for x in dirs)
+
+
+def all_metrics(d) -> list:
+    runs = [d["fashion"][m]["metrics"] for m in ("ffn", "cnn")] + [d["cifar"][a]["metrics"] for a in ("dense", "gap")]
+    return [m for m in runs if m]
+
+
+def appendices(r: Report, missing: dict):
+    d, doc = r.d, r.doc
+    doc.raw("#counter(heading).update(0)\n#set heading(numbering: (..n) => if n.pos().len() == 1 "
+            "{ \"Appendix \" + numbering(\"A.\", ..n) } else { numbering(\"A.1\", ..n) })")
+    doc.heading(1, "Layer tables", label="appendix-layers")
     for arch in ("dense", "gap"):
-        m, text = d["cifar"][arch]["metrics"], d["cifar"][arch]["architecture"]
-        sec.h(f"({'a' if arch == 'dense' else 'b'}) {ARCH_NAMES[arch]}")
-        if m:
-            c = m["config"]
-            sec.p(f"Final accuracy: validation {pct(m['val_accuracy'])} (flip TTA {pct(m['val_accuracy_tta'])}) on "
-                  f"{m['val_images']:,} held-out training images, test {pct(m['test_accuracy'])} (flip TTA "
-                  f"{pct(m['test_accuracy_tta'])}) on {m['test_images']:,} test images; {m['parameters']:,} parameters; "
-                  f"{plural(m['epochs'], 'epoch')} on {m['train_images']:,} images in {m['train_seconds']:.0f} s on {m['device']}.",
-                  f"How it was reached: the architecture and training settings are cifar10.py's defaults for preset "
-                  f"'{c.get('preset')}' (batch {c.get('batch_size')}, SGD with Nesterov momentum, one-cycle peak lr "
-                  f"{c.get('lr')}, label smoothing {c.get('label_smoothing')}, flips, {c.get('crop')}-pixel shifts), "
-                  "chosen on the validation split alone; the test set was used once, at the end. Batch norm and "
-                  "dropout: see the ablation (section 6).")
+        text = d["cifar"][arch]["architecture"]
+        doc.heading(2, f"The {ARCH_NAMES[arch]}", label=f"appendix-layers-{arch}")
         if text:
-            sec.mono(architecture_lines(text))
-    if len(done) == 2:
-        dn, gp = done["dense"], done["gap"]
-        sec.p(f"The GAP network reaches {pct(gp['val_accuracy'])} validation accuracy against the dense network's "
-              f"{pct(dn['val_accuracy'])} ({points(gp['val_accuracy'], dn['val_accuracy'])}) with "
-              f"{gp['parameters']:,} against {dn['parameters']:,} parameters.")
-    for arch in ("dense", "gap"):
-        m = d["cifar"][arch]["metrics"]
-        smoothing = f", label smoothing {m['config'].get('label_smoothing')}" if m else ""
-        sec.fig(d["cifar"][arch]["loss"], f"CIFAR-10 {ARCH_NAMES[arch]}: training loss per step and validation loss "
-                                          "per epoch (problem 2 (e)). The training loss is measured on augmented "
-                                          f"batches with dropout on{smoothing}, so it lies above the validation "
-                                          "loss, which is plain cross-entropy in eval mode"
-                + (f"; final validation accuracy {pct(m['val_accuracy'])}, test {pct(m['test_accuracy'])}." if m else "."))
-    return sec
+            architecture_table(doc, text)
+        else:
+            doc.note(f"Missing: {r.inp.why_missing(f'cifar10-{arch}/architecture.txt')}.")
+    doc.heading(1, "All channels of each layer", label="appendix-grids")
+    if not r.appendix_figures:
+        doc.para("Every layer's channels fit in the figures of Problem 3; nothing more to show.")
+    for path, caption, lbl in r.appendix_figures:
+        doc.figure(path, caption, lbl)
+    doc.heading(1, "The run's settings and hardware", label="appendix-run")
+    settings(doc, d)
+    if missing:
+        doc.heading(1, "Missing inputs", label="appendix-missing")
+        doc.para(f"{len(missing)} input(s) this report reads were not found or not usable; the items above say what "
+                 "each lacks. Each command below makes the files listed under it (or run everything: python "
+                 "report/run_all.py --preset quick).")
+        by_command = {}
+        for path, command in missing.items():
+            by_command.setdefault(command, []).append(path)
+        doc.mono("\n".join(f"$ {cmd}\n" + "\n".join(f"    {p}" for p in paths) for cmd, paths in by_command.items()))
 
 
-def architecture_lines(text: str) -> str:
-    """architecture.txt (a constructor line, a markdown table, notes) with the table as aligned columns."""
-    rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in text.splitlines()
-            if line.startswith("|") and not line.startswith("|---")]
-    notes = [line for line in text.splitlines() if line and not line.startswith("|")]
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))] if rows else []
-    table = ["  ".join(cell.rjust(w) if i == len(r) - 1 else cell.ljust(w) for i, (cell, w) in enumerate(zip(r, widths)))
-             for r in rows]
-    return "\n".join(notes[:1] + table + notes[1:])
+def architecture_table(doc: Doc, text: str):
+    """architecture.txt: a constructor line, a markdown table, notes -> a Typst table and paragraphs."""
+    rows = [[cell.strip() for cell in line.strip().strip("|").split("|")] for line in text.splitlines()
+            if line.startswith("|") and not line.startswith("|---") and not set(line) <= set("|-: ")]
+    notes = [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("|")]
+    if notes:
+        doc.para(notes[0])
+    if len(rows) > 1 and all(len(r) == len(rows[0]) for r in rows):
+        doc.table(rows[0], rows[1:], align="(" + ", ".join(["left"] * (len(rows[0]) - 1) + ["right"]) + ")", size_pt=7.5)
+    elif rows:
+        doc.mono("\n".join(" | ".join(r) for r in rows))
+    doc.para(*notes[1:])
 
 
-def ablation_section(d) -> Section:
-    sec = Section("6. Batch norm and dropout ablation (problem 2 (c), (d))")
-    sec.p("Each network was trained four times - batch norm on/off x dropout on/off - with everything else equal, "
-          "the learning rate included. run_all.py sets it to 0.1 because, as cifar10.py documents, the networks "
-          "without batch norm do not train at the quick preset's 0.4.")
-    for arch in ("dense", "gap"):
-        a = d["ablation"][arch]
-        if a["table"]:
-            sec.h(ARCH_NAMES[arch])
-            sec.p(*answer_ablation(arch, a["table"], a["lr"]))
-            sec.mono(ablation_lines(a["table"]))
-        sec.fig(a["png"], f"{ARCH_NAMES[arch]}: validation accuracy and loss per epoch of the four ablation variants.")
-    return sec
+def settings(doc: Doc, d: dict):
+    e, s = d["env"], d["summary"]
+    devices = sorted({m["device"] for m in all_metrics(d) if m.get("device")})
+    doc.para(f"Hardware of the machine that built this report: {e['cpu']}, {e['cores']} cores"
+             + (f", {e['memory_gb']} GB memory" if e["memory_gb"] else "") + f"; GPU: {e['gpu']}; {e['os']}. "
+             f"The networks trained on: {', '.join(devices) or 'unknown'}.",
+             f"Software: Python {e['python']}, torch {e['torch']}, torchvision {e['torchvision']}, numpy {e['numpy']}, "
+             f"matplotlib {e['matplotlib']}, scipy {e['scipy']}, scikit-learn {e['scikit-learn']}, typst {e['typst']}.")
+    dirs = sorted({m["config"].get("data_dir") for m in all_metrics(d) if m.get("config", {}).get("data_dir")})
+    doc.para("Data: Fashion-MNIST (Xiao et al. 2017, Zalando; 60,000 training and 10,000 test images) and CIFAR-10 "
+             "(Krizhevsky 2009; 50,000 and 10,000), read from " + (", ".join(dirs) or "the data folder") + ".",
+             ("The CIFAR-10 copy used was decoded from JPEG (quality 75), so expect accuracies about 2-3 points "
+              "below published ones on the original pixels." if jpeg_copy_used(d) else
+              "If the offline JPEG-decoded CIFAR-10 copy was used, expect accuracies about 2-3 points below "
+              "published ones on the original pixels."))
+    doc.para("Total compute: " + total_time(d))
+    if s:
+        doc.table(["Step", "Status", "Seconds", "Result"],
+                  [[r["step"], r["status"], f"{r.get('made_seconds', r.get('seconds', 0)) or 0:.1f}",
+                    (r.get("key") or r.get("reason") or "")[:70]] for r in s["steps"]],
+                  align="(left, left, right, left)", size_pt=7.5)
+    for a in ("dense", "gap"):
+        m = d["cifar"][a]["metrics"]
+        if m and m.get("config"):
+            c = m["config"]
+            known = [(f"batch size {c['batch_size']}", "batch_size"), (f"peak learning rate {c.get('lr')} (SGD with "
+                     "Nesterov momentum, one-cycle schedule)", "lr"), (f"label smoothing {c.get('label_smoothing')}",
+                     "label_smoothing"), (f"random flips and shifts of up to {c.get('crop')} pixels", "crop")]
+            doc.para(f"Training settings of the {ARCH_NAMES[a]}: "
+                     + ", ".join([text for text, key in known if c.get(key) is not None]
+                                 + [f"{plural(m['epochs'], 'epoch')} on {m['train_images']:,} images, "
+                                    f"{m['train_seconds']:.0f} s on {m['device']}"]) + ".")
 
 
-def ablation_lines(table: dict) -> str:
-    nan = lambda x, f: "diverged" if x != x else f.format(x)
-    lines = [f"{'variant':<26} {'val %':>7} {'test %':>7} {'val-train loss':>14} {'seconds':>8}"]
-    lines += [f"{r['label']:<26} {nan(100 * r['val_accuracy'], '{:7.2f}'):>7} {nan(100 * r['test_accuracy'], '{:7.2f}'):>7} "
-              f"{nan(r['loss_gap'], '{:14.3f}'):>14} {nan(r['train_seconds'], '{:8.0f}'):>8}" for r in table["variants"]]
-    return "\n".join(lines)
+def total_time(d) -> str:
+    s = d["summary"]
+    if s and "total_seconds" in s and "steps" in s:
+        return (f"{fmt_time(s['total_seconds'])} for the results in this report: the sum of the wall times of the "
+                f"{sum(r.get('status') in ('ran', 'skipped') for r in s['steps'])} run_all.py steps that made them"
+                + (f" (--limit {s['limit']})." if s.get("limit") else "."))
+    seconds = sum(m.get("wall_seconds", m.get("train_seconds", 0)) for m in all_metrics(d))
+    if not seconds:
+        return "unknown: neither run_all.json nor any training run's metrics.json was found."
+    return f"{fmt_time(seconds)}: the training runs' own wall times (no run_all.json, so the other steps are not included)."
 
 
-def filters_section(d) -> Section:
-    sec = Section("7. Feature maps and filters (problem 3)")
-    for arch in ("dense", "gap"):
-        k = d["kernels"][arch]
-        if k["gabor"]:
-            sec.p(gabor_sentence(k["gabor"], ARCH_NAMES[arch]))
-        for layer, maps, _ in k["layers"]:
-            sec.fig(maps, f"{ARCH_NAMES[arch]}: feature maps of conv layer {layer} (after its activation) for one test "
-                          "image, one panel per output channel (problem 3 (a)).")
-        for layer, _, filters in k["layers"]:
-            sec.fig(filters, f"{ARCH_NAMES[arch]}: learned filters of conv layer {layer}, one panel per output channel "
-                             "(problem 3 (b)).")
-        g = k["gabor"]
-        sec.fig(k["gabor_png"], f"{ARCH_NAMES[arch]}: first-layer kernels most like a Gabor function and their fits"
-                + (f"; {100 * g['trained']['share_above_threshold']:.0f}% of trained and "
-                   f"{100 * g['untrained']['share_above_threshold']:.0f}% of untrained kernels reach "
-                   f"R² ≥ {g['threshold']}." if g else "."))
-    return sec
+def provenance_summary(r: Report) -> str:
+    counts = {k: sum(v == k for v in r.provenance.values()) for k in ("student", "draft", "none")}
+    return (f"Of the {len(r.provenance)} items, {counts['student']} are written by the student, {counts['draft']} are "
+            f"drafts generated from the run's numbers, and {counts['none']} have no text yet.")
 
 
-def saliency_sections(d) -> list:
-    cam = Section("8. Class activation maps (problem 4)")
-    gbp = Section("9. Guided backpropagation and the sanity check (problem 5)")
-    for arch in ("dense", "gap"):
-        s = d["saliency"][arch]
-        name = "CAM" if s["method"] == "cam" else "Grad-CAM"
-        if s["cam"]:
-            cam.p(*answer_saliency(arch, s["cam"], name))
-        if s["sanity"]:
-            cam.p("Randomization sanity check (figures in section 9):", *sanity_verdicts(s["sanity"], cams=True))
-        cam.fig(s["cam_png"], f"{ARCH_NAMES[arch]}: {name} of correctly (green) and wrongly (red) classified test "
-                              "images, overlaid on each image (red: strongest evidence for the predicted class)."
-                + ("" if s["method"] == "cam" else " CAM needs global average pooling, so this network gets Grad-CAM."))
-        if s["gbp"]:
-            gbp.p(*answer_saliency(arch, s["gbp"], "guided backpropagation"))
-        gbp.fig(s["gbp_png"], f"{ARCH_NAMES[arch]}: guided backpropagation of correctly and wrongly classified test "
-                              "images: Grad-CAM, the guided gradient (gray = 0), its magnitude, and guided Grad-CAM.")
-    for arch in ("dense", "gap"):
-        s = d["saliency"][arch]
-        if s["sanity"]:
-            gbp.p(f"Sanity check, {ARCH_NAMES[arch]}:", *sanity_verdicts(s["sanity"], cams=False))
-        gbp.fig(s["sanity_png"], f"{ARCH_NAMES[arch]}: cascading randomization sanity check (Adebayo et al. 2018): "
-                                 "rank correlation of each method's maps with the trained model's as the layers are "
-                                 "re-initialized from the output down; a method that depends on the weights drops to 0.")
-    return [cam, gbp]
+def document(d: dict, inp: Inputs, fields: dict, own: dict, author: str | None, typ_dir: Path) -> tuple[Doc, Report]:
+    doc = Doc(typ_dir)
+    r = Report(doc, d, inp, own)
+    title_page(doc, d, fields, author)
+    for build in (part_one, part_two):
+        try:
+            build(r)
+        except (KeyError, TypeError, AttributeError, ValueError, IndexError, ZeroDivisionError) as err:
+            name = "Part I" if build is part_one else "Part II"
+            inp.missing[f"the inputs of {name}"] = (f"unusable ({type(err).__name__}: {err}): files from an older or "
+                                                    "foreign run; python report/run_all.py --force")
+            doc.note(f"The rest of {name} could not be built: its inputs are unusable ({type(err).__name__}); see "
+                     "the missing inputs appendix.")
+    for key, title, level, _ in ITEMS:  # an item a failed part did not reach still gets its heading
+        if key not in r.provenance:
+            r.item(key, Draft(why="its part could not be built (see the missing inputs appendix)"))
+    appendices(r, inp.missing)
+    return doc, r
 
 
-def dataset_section(d) -> Section:
-    sec = Section("10. Datasets: class balance and train/test duplicates (problem 6)")
-    if d["dataset"]["json"]:
-        sec.p(*dataset_text(d["dataset"]["json"]))
-    sec.fig(d["dataset"]["balance"], "Share of each class in the training and test split of both datasets.")
-    sec.fig(d["dataset"]["pairs"], "Test images (upper rows) and their nearest training images (lower rows), from the "
-                                   "closest pair to pairs near the near-duplicate threshold.")
-    return sec
+def compile_pdf(typ: Path, out: Path, root: Path):
+    import typst
 
-
-def missing_section(missing: dict) -> Section:
-    sec = Section("Missing inputs")
-    sec.p(f"{len(missing)} file(s) this report reads were not found; the sections above are built from the rest. "
-          "Each command below makes the files listed under it (or run everything: "
-          "python report/run_all.py --preset quick).")
-    by_command = {}
-    for path, command in missing.items():
-        by_command.setdefault(command, []).append(path)
-    for command, paths in by_command.items():
-        sec.blocks += [("mono", line) for line in textwrap.wrap("$ " + command, 110, subsequent_indent="    ")]
-        sec.blocks += [("mono", "    " + path) for path in paths]
-    return sec
-
-
-def sections(d, missing) -> list:
-    out = []
-    for build in (fashion_sections, mytorch_section, cifar_section, ablation_section, filters_section,
-                  saliency_sections, dataset_section):
-        made = safely(build, missing, d)
-        out += made if isinstance(made, list) else [made]
-    out.insert(0, safely(title_section, missing, d, missing))
-    for sec in out:
-        if not sec.blocks and not sec.figures:
-            sec.p("Nothing to show: every input of this section is missing (see Missing inputs, the last page).")
-    return out + ([missing_section(missing)] if missing else [])
-
-
-def safely(build, missing: dict, *args):
-    """build(*args); if the files it reads parse but lack what it needs (an older or foreign run),
-    a section that says so, and an entry on the missing page, instead of a traceback."""
-    try:
-        return build(*args)
-    except (KeyError, TypeError, AttributeError, ValueError, IndexError, ZeroDivisionError) as err:
-        name = build.__name__.removesuffix("s").removesuffix("_section")
-        missing[f"the inputs of the {name} section"] = (f"unusable ({type(err).__name__}: {err}): files from an "
-                                                      "older or foreign run; python report/run_all.py --force")
-        return Section(f"{name}: inputs unusable")
-
-
-# ---- layout: sections to pages ------------------------------------------------------------------------
-
-PAGE_W, PAGE_H, MARGIN = 8.27, 11.69, 0.7      # A4 portrait, inches
-USABLE_H = (PAGE_H - 2 * MARGIN) * 72 - 24     # points for content, less the footer
-STYLES = {  # font size (pt), weight, family, line height factor, wrap width (characters)
-    "title": (17, "bold", "sans-serif", 1.35, 55),
-    "h1": (13, "bold", "sans-serif", 1.4, 66),
-    "h2": (10.5, "bold", "sans-serif", 1.5, 85),
-    "p": (9.5, "normal", "sans-serif", 1.38, 98),
-    "mono": (7, "normal", "monospace", 1.3, 118),
-}
-GAP_AFTER = {"p": 5, "h2": 1, "title": 8, "h1": 8, "mono": 0}   # points after each block
-PNG_DPI, MAX_ZOOM = 130, 1.5   # plots.save's resolution; small figures are enlarged at most this much
-
-
-@dataclass
-class Page:
-    section: str
-    items: list = field(default_factory=list)  # ("text", y, style, line) or ("figure", y, path, w, h, caption lines)
-
-
-def wrap(style: str, text: str) -> list:
-    width = STYLES[style][4]
-    if style == "mono":
-        return textwrap.wrap(text, width, subsequent_indent="  ", drop_whitespace=False) or [""]
-    return textwrap.wrap(text, width) or [""]
-
-
-def line_height(style: str) -> float:
-    size, _, _, factor, _ = STYLES[style]
-    return size * factor
-
-
-def png_size(path) -> tuple[int, int] | None:
-    """(width, height) in pixels from the PNG header, without decoding the image; None if it is not one."""
-    try:
-        with open(path, "rb") as f:
-            head = f.read(24)
-    except OSError:  # a folder, say
-        return None
-    size = int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
-    return size if head[:8] == b"\x89PNG\r\n\x1a\n" and min(size) > 0 else None
-
-
-def figure_box(path, caption_h: float) -> tuple[float, float]:
-    """Display size (points) of a figure: the page width at most, its natural size x MAX_ZOOM at
-    most, and short enough to share a page with its caption."""
-    w_px, h_px = png_size(path) or (800, 600)  # unreadable: draw_page says so
-    natural = (w_px / PNG_DPI * 72, h_px / PNG_DPI * 72)
-    scale = min((PAGE_W - 2 * MARGIN) * 72 / natural[0], MAX_ZOOM, (USABLE_H - caption_h - 20) / natural[1])
-    return natural[0] * scale, natural[1] * scale
-
-
-class Flow:
-    """Places text lines and figures top-down, opening a new page when the next one does not fit."""
-
-    def __init__(self):
-        self.pages, self.y = [], USABLE_H + 1
-
-    def new_page(self, section):
-        self.pages.append(Page(section))
-        self.y = 0.0
-
-    def place(self, section, height, item):
-        if self.y + height > USABLE_H:
-            self.new_page(section)
-        self.pages[-1].items.append((item[0], self.y, *item[1:]))
-        self.y += height
-
-    def section(self, sec: "Section", first_style: str, number: int) -> int:
-        self.new_page(sec.title)
-        for style, text in [(first_style, sec.title)] + sec.blocks:
-            lines = wrap(style, text)
-            for j, line in enumerate(lines):
-                gap = GAP_AFTER[style] if j == len(lines) - 1 else 0
-                self.place(sec.title, line_height(style) + gap, ("text", style, line))
-        for path, caption in sec.figures:
-            number += 1
-            cap = wrap("p", f"Figure {number}: {caption}")
-            cap_h = len(cap) * line_height("p")
-            w, h = figure_box(path, cap_h)
-            self.place(sec.title, h + cap_h + 22, ("figure", path, w, h, cap))
-        return number
-
-
-def layout(secs: list) -> list:
-    """Pages in order: each section from a new page, its text, then its figures, each with its caption."""
-    flow, number = Flow(), 0
-    for i, sec in enumerate(secs):
-        number = flow.section(sec, "title" if i == 0 else "h1", number)
-    return flow.pages
-
-
-def contents(secs: list, pages: list | None) -> list:
-    """Contents lines for the title page: each section and the page it starts on ('?' before the
-    first layout; the line count never changes, so filling in the numbers moves no page)."""
-    starts = {}
-    for n, page in enumerate(pages or [], 1):
-        starts.setdefault(page.section, n)
-    return [f"{sec.title[:92]:.<100}{starts.get(sec.title, '?'):>4}" for sec in secs[1:]]
-
-
-# ---- drawing -------------------------------------------------------------------------------------------
-
-def fig_y(y_pt: float) -> float:
-    """Figure coordinate (0 bottom, 1 top) of a distance in points below the top margin."""
-    return 1 - (MARGIN * 72 + y_pt) / (PAGE_H * 72)
-
-
-def draw_line(fig, y, style, line):
-    size, weight, family, _, _ = STYLES[style]
-    fig.text(MARGIN / PAGE_W, fig_y(y), line, fontsize=size, fontweight=weight, family=family, va="top", ha="left")
-
-
-def draw_figure(fig, y, path, w, h, caption):
-    """The PNG centred at y (points below the top margin), w x h points, its caption below it."""
-    y += 6
-    ax = fig.add_axes([(PAGE_W * 72 - w) / 2 / (PAGE_W * 72), fig_y(y + h), w / (PAGE_W * 72), h / (PAGE_H * 72)])
-    ax.axis("off")
-    try:
-        ax.imshow(plt.imread(path), interpolation="none", aspect="auto")  # embedded as is, not resampled
-    except (OSError, ValueError, SyntaxError) as err:
-        ax.text(0.5, 0.5, f"cannot read {Path(path).name}: {err}", ha="center", va="center", fontsize=9)
-    y += h + 6
-    for line in caption:
-        draw_line(fig, y, "p", line)
-        y += line_height("p")
-
-
-def draw_page(page: Page, n: int, total: int):
-    fig = plt.figure(figsize=(PAGE_W, PAGE_H))
-    for kind, y, *rest in page.items:
-        (draw_line if kind == "text" else draw_figure)(fig, y, *rest)
-    short = "title page" if n == 1 else page.section.split(":")[0].split(" (")[0]
-    fig.text(0.5, 0.35 / PAGE_H, f"convlens report - {short} - page {n} of {total}", fontsize=7, color="0.4",
-             ha="center", va="bottom")
-    return fig
-
-
-def write_pdf(pages: list, out: Path):
-    """Draw every page into `out` (a temporary file renamed at the end)."""
-    from matplotlib.backends.backend_pdf import PdfPages
-
-    with cli.atomic_path(out) as tmp, PdfPages(tmp) as pdf:
-        info = pdf.infodict()
-        info["Title"], info["Subject"] = "convlens report", "Fashion-MNIST and CIFAR-10 CNNs, kernels and saliency"
-        for n, page in enumerate(pages, 1):
-            fig = draw_page(page, n, len(pages))
-            pdf.savefig(fig)
-            plt.close(fig)
+    with cli.atomic_path(out) as tmp:
+        try:
+            typst.compile(str(typ), output=str(tmp), root=str(root))
+        except Exception as err:  # noqa: BLE001 (typst raises its own error type; say what failed, keep the source)
+            raise cli.UserError(f"Typst could not compile {typ}: {str(err).splitlines()[0] if str(err) else err}; "
+                                "the source is kept for inspection") from None
 
 
 def main(argv=None):
     args = parse_args(argv)
-    d, missing = collect(args.runs_dir)
+    if answers_md.ensure(args.answers, [(k, t, g) for k, t, _, g in ITEMS]):
+        print(f"wrote {args.answers}: your name, declarations and own words go there (never overwritten)")
+    fields, own = answers_md.parse(args.answers.read_text(), ITEM_KEYS)
+    d, inp = collect(args.runs_dir)
     d["runs_dir"] = str(args.runs_dir)
-    secs = sections(d, missing)
-    secs[0].h("Contents")
-    placeholder = len(secs[0].blocks)
-    secs[0].blocks += [("mono", line) for line in contents(secs, None)]
-    secs[0].blocks[placeholder:] = [("mono", line) for line in contents(secs, layout(secs))]
-    pages = layout(secs)
-    write_pdf(pages, args.out)
-    figures = sum(item[0] == "figure" for page in pages for item in page.items)
-    print(f"{len(pages)} pages ({figures} figures, {len(secs)} sections"
-          + (f", {len(missing)} missing inputs listed on the last page" if missing else "") + f") -> {args.out}")
+    out = args.out.resolve()
+    typ = out.with_suffix(".typ")
+    doc, r = document(d, inp, fields, own, args.author, typ.parent)
+    root = Path(os.path.commonpath([typ.parent, *[p.resolve() for p in doc.figures]]))
+    author = args.author or fields.get("name") or ""
+    header = typst_doc.PREAMBLE.format(root=root, name=typ.name, title="Image classification with neural networks",
+                                       author=author.replace("\\", "").replace('"', "'"))
+    cli.make_dirs(out.parent)
+    cli.write_text(typ, header + "\n" + doc.source())
+    compile_pdf(typ, out, root)
+    print(f"{len(doc.figures)} figures; {provenance_summary(r)}"
+          + (f" {len(inp.missing)} missing inputs listed in the last appendix." if inp.missing else "")
+          + f" -> {args.out} (source {typ})")
 
 
 if __name__ == "__main__":

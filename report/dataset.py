@@ -3,6 +3,8 @@ set: exact copies and near duplicates (the report's dataset section, assignment 
 
     python report/dataset.py                    # -> runs/dataset/
     python report/dataset.py --limit 2000       # the first 2,000 images of each split (a quick look)
+    python report/dataset.py --checkpoints runs/cifar10-dense/model.pt runs/cifar10-gap/model.pt \
+        runs/fashionmnist-cnn/model.pt          # + each network's accuracy on the near copies vs the rest
 
 Exact duplicates: a test image byte-identical to a training image (SHA-1 of the pixels).
 Near duplicates, in two stages so that 10,000 x 60,000 pairs stay cheap:
@@ -14,7 +16,12 @@ Near duplicates, in two stages so that 10,000 x 60,000 pairs stay cheap:
 The hash alone is not enough: many different Fashion-MNIST trousers share one hash (plain
 silhouettes on a black background), so dataset.json reports both counts.
 
-Writes to runs/dataset/ (or --out-dir): dataset.json (class counts, duplicate counts, the pairs),
+--checkpoints: each trained network predicts its dataset's test images (the same --limit), and
+dataset.json's "models" gets its accuracy on the test images that are exact or near copies of a
+training image against its accuracy on the rest (do the copies flatter the test accuracy?).
+
+Writes to runs/dataset/ (or --out-dir): dataset.json (class counts, duplicate counts, the pairs,
+"models" with --checkpoints),
 class_balance.png and near_duplicates.png (a few pairs per dataset, from closest to the threshold).
 """
 import hashlib
@@ -29,8 +36,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the convlens mod
 import cli  # noqa: E402
 import plots  # noqa: E402
 from data import DATASETS, load_dataset  # noqa: E402
+from kernel_vis import DATASET_TITLES as TITLES  # noqa: E402
 
-TITLES = {"fashion_mnist": "Fashion-MNIST", "cifar10": "CIFAR-10"}
+# Plain names of the checkpoints' networks (the model class is internal), per (dataset, class).
+NETWORK_TITLES = {("fashion_mnist", "FFN"): "Fashion-MNIST feed-forward network",
+                  ("fashion_mnist", "CNN"): "Fashion-MNIST CNN",
+                  ("cifar10", "CNN"): "CIFAR-10 VGG-style network (dense head)",
+                  ("cifar10", "GAPNet"): "CIFAR-10 ResNet-style network (global average pooling)"}
 CANDIDATES = 8  # training images per test image that the pixel check compares
 # MAD thresholds (0-255 scale), chosen by looking at pairs of the shared copies: below them the
 # pairs are the same picture (Fashion-MNIST: same product photo; CIFAR-10: same photo, re-encoded
@@ -47,7 +59,13 @@ def parse_args(argv=None):
     p.add_argument("--out-dir", type=Path, default=Path("runs/dataset"), help="where results and figures go")
     p.add_argument("--limit", type=cli.positive_int, help="use the first N images of each split only")
     p.add_argument("--pairs", type=cli.positive_int, default=8, help="near-duplicate pairs shown per dataset")
-    return p.parse_args(argv)
+    p.add_argument("--checkpoints", type=Path, nargs="+", default=[],
+                   help="trained networks (model.pt) to score on the near copies against the rest of the test set")
+    args = p.parse_args(argv)
+    for ckpt in args.checkpoints:
+        if not ckpt.is_file():
+            raise cli.UserError(f"--checkpoints: {ckpt} is not a file; train it first (python report/run_all.py)")
+    return args
 
 
 # ---- compute ------------------------------------------------------------------------------------
@@ -120,8 +138,34 @@ def analyze(ds, n_pairs: int) -> dict:
         "near_label_differs": int(label_differs.sum()),
         "near_by_threshold": {str(t): int(((near["mad"] <= t) & ~is_exact).sum()) for t in SWEEP},
         "near_pairs": pairs[:200],
+        "copy_indices": sorted(np.flatnonzero(is_near | is_exact).tolist()),  # exact or near copies
         "shown_pairs": spread(pairs, n_pairs),
     }
+
+
+def copy_accuracy(pred: torch.Tensor, y: torch.Tensor, copies: list) -> dict:
+    """Accuracy of predictions `pred` (N,) on the test images listed in `copies` and on the rest."""
+    is_copy = torch.zeros(len(y), dtype=torch.bool)
+    is_copy[copies] = True
+    right = pred == y
+    acc = lambda mask: right[mask].sum().item() / mask.sum().item() if mask.any() else None  # noqa: E731
+    return {"near_images": int(is_copy.sum()), "rest_images": int((~is_copy).sum()),
+            "accuracy_near": acc(is_copy), "accuracy_rest": acc(~is_copy)}
+
+
+def score_checkpoint(path: Path, datasets: dict, results: dict) -> dict:
+    """A trained network's accuracy on its dataset's near copies against the rest."""
+    from training import load_checkpoint, predict
+
+    model, ckpt = load_checkpoint(path)
+    ds = datasets.get(ckpt.get("dataset"))
+    if ds is None:
+        raise cli.UserError(f"{path} was trained on {ckpt.get('dataset')!r}, not one of {', '.join(datasets)}")
+    pred = predict(model, ds.x_test, ckpt["mean"], ckpt["std"], "cpu", full_precision=True).argmax(1)
+    name = ckpt["model"]["name"]
+    return {"checkpoint": str(path), "dataset": ds.name,
+            "network": NETWORK_TITLES.get((ds.name, name), f"{TITLES.get(ds.name, ds.name)} network"),
+            **copy_accuracy(pred, ds.y_test, results[ds.name]["copy_indices"])}
 
 
 def spread(pairs: list, n: int) -> list:
@@ -134,7 +178,7 @@ def spread(pairs: list, n: int) -> list:
 # ---- figures --------------------------------------------------------------------------------------
 
 def plot_class_balance(results: list):
-    fig, axes = plots.plt.subplots(1, len(results), figsize=(6 * len(results), 4), squeeze=False)
+    fig, axes = plots.plt.subplots(1, len(results), figsize=(3.25 * len(results), 3.4), squeeze=False)
     for ax, r in zip(axes[0], results):
         x = np.arange(len(r["classes"]))
         for offset, split, color in ((-0.2, "train", "tab:blue"), (0.2, "test", "tab:orange")):
@@ -142,10 +186,12 @@ def plot_class_balance(results: list):
             ax.bar(x + offset, 100 * counts / max(counts.sum(), 1), width=0.4, color=color,
                    label=f"{split} ({counts.sum():,} images)")
         ax.axhline(100 / len(x), color="gray", lw=0.8, ls="--", label="perfect balance")
-        ax.set_xticks(x, r["classes"], rotation=45, ha="right", fontsize=8)
-        ax.set(ylabel="share of the split (%)", title=f"{r['title']}: class balance")
-        ax.set_ylim(0, ax.get_ylim()[1] * 1.3)  # room for the legend above the bars
-        ax.legend(fontsize=8, loc="upper center", ncol=3)
+        ax.set_xticks(x, r["classes"], rotation=45, ha="right", fontsize=7)
+        ax.tick_params(axis="y", labelsize=7)
+        ax.set_ylabel("share of the split (%)", fontsize=8)
+        ax.set_title(f"{r['title']}: class balance", fontsize=9)
+        ax.set_ylim(0, ax.get_ylim()[1] * 1.6)  # room for the legend above the bars
+        ax.legend(fontsize=7, loc="upper center", ncol=1)
     fig.tight_layout()
     return fig
 
@@ -153,26 +199,25 @@ def plot_class_balance(results: list):
 def plot_pairs(datasets: list, results: list):
     """Two rows per dataset: test images above, their near-duplicate training images below."""
     n_cols = max([len(r["shown_pairs"]) for r in results] + [1])
-    fig, axes = plots.plt.subplots(2 * len(results), n_cols, squeeze=False,
-                                   figsize=(1.6 * n_cols + 0.8, 4.4 * len(results)))
+    fig, axes = plots.plt.subplots(2 * len(results), n_cols, squeeze=False,  # <= 6.5 in: prints at its size
+                                   figsize=(min(0.8 * n_cols + 0.5, 6.5), 2.6 * len(results)))
     for d, (ds, r) in enumerate(zip(datasets, results)):
         top, bottom = axes[2 * d], axes[2 * d + 1]
         for ax in (*top, *bottom):
             ax.axis("off")
         for col, pair in enumerate(r["shown_pairs"]):
             plots.show_image(top[col], ds.x_test[pair["test"]].numpy(),
-                             f"test #{pair['test']}\n{pair['test_label']}\nMAD {pair['mad']:.1f}")
+                             f"#{pair['test']}\n{pair['test_label'][:9]}\nMAD {pair['mad']:.1f}", title_size=7)
             plots.show_image(bottom[col], ds.x_train[pair["train"]].numpy(),
-                             f"train #{pair['train']}\n{pair['train_label']}")
+                             f"#{pair['train']}\n{pair['train_label'][:9]}", title_size=7)
             for ax in (top[col], bottom[col]):
                 ax.axis("on")
-                ax.title.set_fontsize(7)
         if not r["shown_pairs"]:
-            top[0].text(0, 0.5, f"{r['title']}: no near duplicates", fontsize=9)
-        top[0].set_ylabel(f"{r['title']}\ntest", fontsize=8)
-        bottom[0].set_ylabel("train", fontsize=8)
-    fig.suptitle("Test images (upper row) and their nearest training images (lower row); "
-                 "MAD = mean absolute pixel difference (0-255)", fontsize=9)
+            top[0].text(0, 0.5, f"{r['title']}: no near duplicates", fontsize=8)
+        top[0].set_ylabel(f"{r['title']}\ntest", fontsize=7)
+        bottom[0].set_ylabel("train", fontsize=7)
+    fig.suptitle("Test images and their nearest training images\n"
+                 "(MAD: mean absolute pixel difference, 0-255)", fontsize=8)
     fig.tight_layout()
     return fig
 
@@ -188,14 +233,20 @@ def main(argv=None):
     args = parse_args(argv)
     datasets = [limited(load_dataset(name, args.data_dir), args.limit) for name in DATASETS]
     results = [analyze(ds, args.pairs) for ds in datasets]
+    models = [score_checkpoint(p, {ds.name: ds for ds in datasets}, {r["name"]: r for r in results})
+              for p in args.checkpoints]
     cli.write_json(args.out_dir / "dataset.json", {"limit": args.limit, "candidates": CANDIDATES,
-                                                   "datasets": results})
+                                                   "datasets": results, "models": models})
     plots.save(plot_class_balance(results), args.out_dir / "class_balance.png")
     plots.save(plot_pairs(datasets, results), args.out_dir / "near_duplicates.png")
     for r in results:
         print(f"{r['title']}: {r['exact_duplicates']} exact and {r['near_duplicates']} near duplicates "
               f"(MAD <= {r['near_threshold_mad']:g}) of {r['test_images']:,} test images in the training set; "
               f"{r['hash_identical']} share a hash with a training image")
+    for m in models:
+        near = "n/a" if m["accuracy_near"] is None else f"{100 * m['accuracy_near']:.2f}%"
+        print(f"{m['network']}: {near} correct on {m['near_images']} copies, "
+              f"{100 * (m['accuracy_rest'] or 0):.2f}% on the other {m['rest_images']:,} test images")
     print(f"-> {args.out_dir}")
 
 

@@ -1,27 +1,28 @@
-"""report/run_all.py and report/build.py: one tiny run of every step (shared by this module) builds
-a PDF with every section and figure and this run's own numbers; a second run skips everything;
-touching an input reruns just what reads it; a failing step blocks only its dependents and makes
-the exit status nonzero; build.py lists missing inputs and still writes a PDF."""
+"""report/build.py, report/dataset.py and report/run_all.py.
+
+build.py on a crafted runs folder (fast): the PDF has every item heading of both assignments in
+order, the contents page and every figure; answers.md replaces an item's draft and survives a
+rebuild; --author reaches the title page; the Typst source compiles on its own; missing inputs are
+named with the command that makes them. One tiny run_all.py (--limit 128) checks the whole pipeline;
+the step runner is tested on made-up steps."""
 import importlib.metadata
 import importlib.util
 import json
 import os
-import re
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pypdf
 import pytest
+import torch
 
 import cli
+import plots
 
 ROOT = Path(__file__).resolve().parents[1]
-SECTIONS = ["1. Fashion-MNIST: the two networks", "2. Fashion-MNIST CNN: kernels", "3. Conceptual questions",
-            "4. MyTorch Conv2D", "5. CIFAR-10: the two networks", "6. Batch norm and dropout ablation",
-            "7. Feature maps and filters", "8. Class activation maps", "9. Guided backpropagation",
-            "10. Datasets"]
 
 
 def load(name):
@@ -34,6 +35,9 @@ def load(name):
 
 run_all = load("run_all")
 build = load("build")
+dataset = load("dataset")
+typst_doc = load("typst_doc")
+HEADINGS = [build.heading_text(k, t) for k, t, _, _ in build.ITEMS]
 
 
 def pdf_pages(path) -> list:
@@ -41,7 +45,273 @@ def pdf_pages(path) -> list:
     return [" ".join(page.extract_text().split()) for page in pypdf.PdfReader(path).pages]
 
 
-# ---- one tiny end-to-end run, shared -----------------------------------------------------------------
+def body_text(pages) -> str:
+    """The pages after the contents (the contents list every heading too)."""
+    start = next(i for i, p in enumerate(pages) if p.startswith("Part I"))
+    return " ".join(pages[start:])
+
+
+# ---- a crafted runs folder: known numbers, small real PNGs -------------------------------------------
+
+def png(path, width_in=3.0):
+    fig, ax = plots.plt.subplots(figsize=(width_in, 2))
+    ax.plot([0, 1], [1, 0])
+    ax.set_title(path.stem, fontsize=8)
+    plots.save(fig, path)
+
+
+def write(runs, rel, obj):
+    path = runs / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(obj, str):
+        path.write_text(obj)
+    elif obj is None:
+        png(path)
+    else:
+        path.write_text(json.dumps(obj))
+
+
+CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+
+
+def fashion_metrics(acc, params, shirt):
+    cm = (np.eye(10) * 90 + 1).astype(int).tolist()
+    cm[6][0] = 40  # Shirt taken for T-shirt/top: the most confused pair
+    return {"test_accuracy": acc, "parameters": params, "train_images": 60000, "wall_seconds": 12.0,
+            "config": {"epochs": 12, "hidden": [64], "channels": [8, 16], "kernel_size": 3},
+            "per_class_accuracy": {c: (shirt if c == "Shirt" else 0.97) for c in CLASSES}, "confusion_matrix": cm,
+            "device": "cpu"}
+
+
+def gabor(layers):
+    side = {"r2": [0.9, 0.5], "share_above_threshold": 0.5, "median_r2": 0.7}
+    return {"layers": layers, "kernel_size": 3, "threshold": 0.7, "trained": side, "untrained": side, "meaningful": False}
+
+
+def crafted_runs(runs: Path) -> list:
+    """Every input build.py reads, with known numbers; returns the figure files in report order."""
+    figures = []
+    for m, acc, params in (("ffn", 0.9012, 2_000_000), ("cnn", 0.9345, 400_000)):
+        write(runs, f"fashionmnist-{m}/metrics.json", fashion_metrics(acc, params, 0.6 if m == "ffn" else 0.75))
+        for f in ("examples", "loss", "confusion_matrix"):
+            write(runs, f"fashionmnist-{m}/{f}.png", None)
+    figures += [f"fashionmnist-{m}/{f}.png" for f in ("examples", "loss", "confusion_matrix") for m in ("ffn", "cnn")]
+    write(runs, "fashionmnist-cnn/kernels/gabor.json", gabor(["conv1"]))
+    for f in ("kernels", "filtered", "feature_maps"):
+        write(runs, f"fashionmnist-cnn/kernels/{f}.png", None)
+        figures.append(f"fashionmnist-cnn/kernels/{f}.png")
+    write(runs, "mytorch/check.json", {"tolerance": 1e-8, "passed": 2, "total": 2, "cases": [
+        {"case": c, "A": "2x3x8x8", "W": "4x3x3x3", "err_Z": 1e-15, "err_dLdA": 2e-15, "err_dLdW": 3e-15,
+         "err_dLdb": None, "passed": True} for c in ("stride 1", "stride 2")]})
+    write(runs, "mytorch/tester_output.txt", "Conv2D forward: PASSED\nConv2D backward: PASSED\n")
+    variants = [{"variant": v, "label": v, "val_accuracy": 0.8, "test_accuracy": 0.79, "loss_gap": 0.1}
+                for v in ("bn-drop", "bn-nodrop", "nobn-drop", "nobn-nodrop")]
+    for arch in ("dense", "gap"):
+        folder = f"cifar10-{arch}"
+        write(runs, f"{folder}/metrics.json", {"val_accuracy": 0.8123, "test_accuracy": 0.8056, "val_images": 5000,
+                                               "test_images": 10000, "parameters": 123456, "epochs": 10,
+                                               "train_images": 45000, "train_seconds": 60, "device": "cpu",
+                                               "config": {"lr": 0.4, "batch_size": 512}})
+        write(runs, f"{folder}/architecture.txt", "CNN(channels=[8, 16])\n| layer | output | parameters |\n"
+                                                  "|---|---|---|\n| conv1 | 8x32x32 | 224 |\n| fc | 10 | 170 |\nnotes\n")
+        write(runs, f"{folder}/history.csv", "epoch,val_loss\n1,1.5\n2,1.2\n")
+        write(runs, f"{folder}-ablation/ablation.json", {"seeds": 1, "variants": variants})
+        for f in ("loss.png", "-ablation/ablation.png"):
+            write(runs, folder + ("/" if not f.startswith("-") else "") + f, None)
+        write(runs, f"{folder}/kernels/gabor.json", gabor(["features.conv1", "features.conv3"]))
+        for kind in ("feature_maps", "filters"):
+            for layer in ("conv1", "conv3"):
+                write(runs, f"{folder}/kernels/{kind}_features-{layer}.png", None)
+        write(runs, f"{folder}/kernels/feature_maps_features-conv3_subset.png", None)  # body subset, full in appendix
+        write(runs, f"{folder}/kernels/gabor.png", None)
+        method = "cam" if arch == "gap" else "gradcam"
+        for f in (method, "guided_backprop", "sanity"):
+            write(runs, f"{folder}/{f}.json", {"examples": [], "model": "m", "methods": [], "steps": []})
+            write(runs, f"{folder}/{f}.png", None)
+    for arch in ("dense", "gap"):
+        figures += [f"cifar10-{arch}-ablation/ablation.png", f"cifar10-{arch}/loss.png"]
+    for arch in ("dense", "gap"):
+        figures += [f"cifar10-{arch}/kernels/feature_maps_features-conv1.png",
+                    f"cifar10-{arch}/kernels/feature_maps_features-conv3_subset.png"]
+    for arch in ("dense", "gap"):
+        figures += [f"cifar10-{arch}/kernels/filters_features-{layer}.png" for layer in ("conv1", "conv3")]
+        figures.append(f"cifar10-{arch}/kernels/gabor.png")
+    figures += ["cifar10-dense/gradcam.png", "cifar10-gap/cam.png"]
+    figures += [f"cifar10-{arch}/{f}.png" for arch in ("dense", "gap") for f in ("guided_backprop", "sanity")]
+    write(runs, "dataset/dataset.json", {"limit": None, "datasets": [
+        {"name": "cifar10", "title": "CIFAR-10", "train_images": 50000, "test_images": 10000,
+         "train_counts": [5000] * 10, "exact_duplicates": 3, "near_duplicates": 97, "near_threshold_mad": 15.0}],
+        "models": [{"network": "CIFAR-10 VGG-style network (dense head)", "near_images": 100, "rest_images": 9900,
+                    "accuracy_near": 0.97, "accuracy_rest": 0.85}]})
+    for f in ("class_balance", "near_duplicates"):
+        write(runs, f"dataset/{f}.png", None)
+        figures.append(f"dataset/{f}.png")
+    figures += [f"cifar10-{arch}/kernels/feature_maps_features-conv3.png" for arch in ("dense", "gap")]  # appendix
+    return figures
+
+
+@pytest.fixture(scope="module")
+def crafted(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("crafted")
+    figures = crafted_runs(folder / "runs")
+    out = folder / "out" / "report.pdf"
+    build.main(["--runs-dir", str(folder / "runs"), "--out", str(out), "--author", "Ada Lovelace"])
+    return folder / "runs", out, figures
+
+
+def test_every_item_heading_in_order_with_contents_and_every_figure(crafted):
+    runs, out, figures = crafted
+    pages = pdf_pages(out)
+    assert pages[1].startswith("Contents") and all(h in pages[1] + pages[2] for h in HEADINGS[:12])
+    body = body_text(pages)
+    starts = [body.find(h) for h in HEADINGS]
+    assert -1 not in starts and starts == sorted(starts), [h for h, s in zip(HEADINGS, starts) if s == -1]
+    assert "2(b)(c) Impact of batch normalization" in body and "3(b) Learned filters" in body
+    source = out.with_suffix(".typ").read_text()
+    shown = [os.path.normpath(out.parent / p) for p in __import__("re").findall(r'image\("([^"]+)"', source)]
+    assert shown == [str(runs / f) for f in figures]  # each figure once, body subset before the appendix grid
+    assert "Appendix A" in body and "Appendix B" in body
+
+
+def test_measured_numbers_and_plain_words(crafted):
+    _, out, _ = crafted
+    text = " ".join(pdf_pages(out))
+    assert "Ada Lovelace" in pdf_pages(out)[0]
+    assert "true class (Figure 1 and Figure 2)" in text  # cross-references resolve to the figures' numbers
+    assert "the CNN beats the feed-forward network: 93.45% against 90.12%" in text
+    assert "2,000,000 parameters" in text and "Shirt taken for T-shirt/top (40 images)" in text
+    assert "2 of 2 pass" in text and "Conv2D forward: PASSED" in text
+    assert "97.00% of the 100 near-copy test images correctly against 85.00%" in text  # Problem 6 from dataset.json
+    assert "Recht et al. (2018)" in text and "Gebru et al. 2021" in text
+    for jargon in ("flip TTA", "preset", "features.conv", "GAPNet"):
+        assert jargon not in text
+
+
+def test_answers_replace_the_draft_and_survive_a_rebuild(crafted, tmp_path):
+    runs, _, _ = crafted
+    out = tmp_path / "report.pdf"
+    build.main(["--runs-dir", str(runs), "--out", str(out)])
+    answers = tmp_path / "answers.md"
+    template = answers.read_text()
+    assert "## 2(a)(c) Impact of batch normalization" in template and "## P6 " in template
+    draft = body_text(pdf_pages(out))
+    assert "the CNN beats the feed-forward network" in draft
+    answers.write_text(template.replace("name:", "name: Grace Hopper").replace(
+        "## Q8 Question 8. Why does the CNN perform better?",
+        "## Q8 Question 8. Why does the CNN perform better?\nMy own answer: weight sharing, in *my* words [1] #x $y$ <z> @w.\n"))
+    for _ in range(2):  # the second build must not overwrite answers.md
+        build.main(["--runs-dir", str(runs), "--out", str(out)])
+        pages = pdf_pages(out)
+        body = body_text(pages)
+        assert "My own answer: weight sharing, in *my* words [1] #x $y$ <z> @w." in body  # printed as written
+        assert "the CNN beats the feed-forward network" not in body  # the draft of Q8 is replaced
+        q8 = body[body.find(HEADINGS[7]):body.find(HEADINGS[8])]
+        assert "Written by the student" in q8 and "Draft generated" not in q8
+        assert "Grace Hopper" in pages[0]
+    assert "Grace Hopper" in answers.read_text()
+
+
+def test_the_typst_source_compiles_on_its_own(crafted, tmp_path):
+    import typst
+
+    runs, out, _ = crafted
+    source = out.with_suffix(".typ")
+    root = source.read_text().splitlines()[1].split("--root ")[1].split()[0]  # the command the header gives
+    typst.compile(str(source), output=str(tmp_path / "again.pdf"), root=root)
+    assert len(pdf_pages(tmp_path / "again.pdf")) == len(pdf_pages(out))
+
+
+def test_escape_prints_text_exactly(tmp_path):
+    import typst
+
+    text = "1. a*b_c $x$ <l> @r [x] // #f -- back\\slash `code` ~ = + -"
+    (tmp_path / "t.typ").write_text("#set smartquote(enabled: false)\n" + typst_doc.escape(text))
+    typst.compile(str(tmp_path / "t.typ"), output=str(tmp_path / "t.pdf"))
+    assert pdf_pages(tmp_path / "t.pdf")[0] == " ".join(text.split())
+
+
+def test_empty_runs_name_what_is_missing_and_still_build(tmp_path, capsys):
+    (tmp_path / "runs").mkdir()
+    out = tmp_path / "out" / "report.pdf"
+    build.main(["--runs-dir", str(tmp_path / "runs"), "--out", str(out)])
+    pages = pdf_pages(out)
+    body = body_text(pages)
+    assert all(h in body for h in HEADINGS)
+    assert "No generated text: needs" in body and "python fashionmnist.py --model cnn" in body
+    missing = body[body.find("Missing inputs"):]
+    assert "fashionmnist-cnn/metrics.json" in missing and "$ python cam.py --checkpoint" in missing
+    assert sorted(p.name for p in out.parent.iterdir()) == ["answers.md", "report.pdf", "report.typ"]
+    assert "missing inputs" in capsys.readouterr().out
+
+
+def test_unusable_inputs_are_named_not_a_traceback(crafted, tmp_path):
+    import shutil
+    runs, _, _ = crafted
+    copy = tmp_path / "runs"
+    shutil.copytree(runs, copy)
+    (copy / "fashionmnist-cnn" / "metrics.json").write_text('{"x": 1}')  # parses, lacks every field
+    (copy / "cifar10-gap" / "sanity.json").write_text("[1]")
+    png_bytes = (copy / "cifar10-gap" / "loss.png").read_bytes()
+    (copy / "cifar10-gap" / "loss.png").write_bytes(png_bytes[:16] + bytes(8) + png_bytes[24:])  # width 0
+    out = tmp_path / "report.pdf"
+    build.main(["--runs-dir", str(copy), "--out", str(out)])
+    body = body_text(pdf_pages(out))
+    assert all(h in body for h in HEADINGS)
+    missing = body[body.find("Missing inputs"):]
+    assert "cifar10-gap/sanity.json" in missing and "cifar10-gap/loss.png" in missing
+    q8 = body[body.find(HEADINGS[7]):body.find(HEADINGS[8])]
+    assert "inputs are unusable (KeyError" in q8
+
+
+def test_written_answers_follow_the_measured_numbers():
+    ffn, cnn = fashion_metrics(0.90, 2_000_000, 0.60), fashion_metrics(0.93, 400_000, 0.75)
+    answer = " ".join(build.answer_cnn_vs_ffn(ffn, cnn))
+    assert "the CNN beats the feed-forward network: 93.00% against 90.00%" in answer
+    assert "+3.00 points" in answer and "5.0x fewer parameters" in answer and "on Shirt (+15.00 points)" in answer
+    answer = " ".join(build.answer_cnn_vs_ffn(cnn, ffn))  # the other way round
+    assert "does NOT beat" in answer and "did not show" in answer and "beats" not in answer
+
+    d = {"datasets": [{"name": "cifar10", "title": "CIFAR-10", "test_images": 1000, "train_counts": [90, 110],
+                       "exact_duplicates": 0, "near_duplicates": 10, "near_threshold_mad": 15.0}],
+         "models": [{"network": "net", "near_images": 10, "rest_images": 990, "accuracy_near": 0.5,
+                     "accuracy_rest": 0.8}]}
+    text = " ".join(build.dataset_answer(d))
+    assert "10 of the 1,000 test images (1.0%)" in text and "from 45.0% to 55.0%" in text
+    assert "50.00% of the 10 near-copy test images correctly against 80.00%" in text
+    assert "not the easy cases" in text and "flatter the test accuracy," not in text
+
+
+def test_copy_accuracy_splits_planted_predictions():
+    y = torch.tensor([0, 1, 2, 3, 4, 5])
+    pred = torch.tensor([0, 1, 9, 9, 9, 5])  # right on 0, 1, 5
+    acc = dataset.copy_accuracy(pred, y, [0, 1, 2])
+    assert acc == {"near_images": 3, "rest_images": 3, "accuracy_near": 2 / 3, "accuracy_rest": 1 / 3}
+    assert dataset.copy_accuracy(pred, y, [])["accuracy_near"] is None
+
+
+def test_report_figures_are_legible_at_print_size():
+    cm = np.arange(100).reshape(10, 10)
+    figs = [plots.plot_confusion(cm, CLASSES, "CNN (3,616 parameters)\ntest confusion matrix"),
+            plots.plot_examples([np.zeros((1, 28, 28))] * 2, ["correct: test image #1241\npredicted: Shirt (12%)\n"
+                                                              "true: T-shirt/top"] * 2, "Feed-forward network")]
+    for fig in figs:
+        assert fig.get_size_inches()[0] <= plots.PRINT_WIDTH_IN and min(plots.font_sizes(fig)) >= plots.MIN_FONT_PT
+    texts = [t.get_text() for t in figs[0].findobj(plots.matplotlib.text.Text)]
+    assert "Predicted class" in texts and "True class" in texts and "Ankle boot" in texts
+    for fig in figs:
+        plots.plt.close(fig)
+
+
+def test_image_width_follows_the_png_dpi(tmp_path):
+    fig, _ = plots.plt.subplots(figsize=(3.0, 2.0))
+    plots.save(fig, tmp_path / "small.png")  # bbox_inches="tight" trims a little
+    assert 2.0 < typst_doc.print_width_in(tmp_path / "small.png") <= 3.0
+    fig, _ = plots.plt.subplots(figsize=(12.0, 2.0))
+    plots.save(fig, tmp_path / "wide.png")
+    assert typst_doc.print_width_in(tmp_path / "wide.png") == typst_doc.TEXT_WIDTH_IN
+
+
+# ---- one tiny end-to-end run of run_all.py ---------------------------------------------------------------
 
 @pytest.fixture(scope="module")
 def tiny(tiny_data_dir, tmp_path_factory):
@@ -58,64 +328,28 @@ def read(runs, rel):
     return json.loads((runs / rel).read_text())
 
 
-def expected_figures(runs) -> list:
-    """Every figure the report must show for a complete run, in report order."""
-    figs = [f"fashionmnist-{m}/{f}.png" for m in ("ffn", "cnn") for f in ("examples", "loss", "confusion_matrix")]
-    figs += [f"fashionmnist-cnn/kernels/{f}.png" for f in ("kernels", "filtered", "feature_maps", "gabor")]
-    figs += [f"cifar10-{a}/loss.png" for a in ("dense", "gap")] + [f"cifar10-{a}-ablation/ablation.png" for a in ("dense", "gap")]
-    for arch in ("dense", "gap"):
-        layers = [layer.replace(".", "-") for layer in read(runs, f"cifar10-{arch}/kernels/gabor.json")["layers"]]
-        figs += [f"cifar10-{arch}/kernels/{kind}_{layer}.png" for kind in ("feature_maps", "filters") for layer in layers]
-        figs.append(f"cifar10-{arch}/kernels/gabor.png")
-    figs += ["cifar10-dense/gradcam.png", "cifar10-gap/cam.png"]
-    figs += [f"cifar10-{a}/{f}.png" for f in ("guided_backprop", "sanity") for a in ("dense", "gap")]
-    return figs + ["dataset/class_balance.png", "dataset/near_duplicates.png"]
-
-
-def test_run_all_builds_one_pdf_with_every_section_figure_and_measured_number(tiny):
+def test_run_all_builds_the_report_with_every_item_and_the_runs_numbers(tiny):
     _, runs, report, stdout = tiny
     summary = read(runs, "run_all.json")
-    assert [r["status"] for r in summary["steps"]] == ["ran"] * 16 and summary["failures"] == []
-    assert "[16/16] report" in stdout and (runs / "logs" / "cifar10-gap.log").stat().st_size > 0
+    assert summary["failures"] == [] and "report" in stdout
     pages = pdf_pages(report)
-    n = len(pages)
-    assert [f"page {i} of {n}" in text for i, text in enumerate(pages, 1)] == [True] * n
-    body = " ".join(pages[1:])  # the title page lists the sections too (contents)
-    starts = [body.find(s) for s in SECTIONS]
-    assert -1 not in starts and starts == sorted(starts), starts
-    assert "Missing inputs" not in body
-
-    figures = expected_figures(runs)
-    assert all((runs / f).exists() for f in figures)
-    numbers = [int(k) for k in re.findall(r"Figure (\d+):", body)]
-    assert numbers == list(range(1, len(figures) + 1))  # one captioned figure per file, none left out
-
-    title, text = pages[0], " ".join(pages)
-    assert "TINY TEST RUN (--limit 128" in title and "CPU:" in title and "JPEG" in title
-    assert f"torch {importlib.metadata.version('torch')}" in title
-    made_before_report = sum(r["made_seconds"] for r in summary["steps"] if r["step"] != "report")
-    assert f"{run_all.fmt_time(made_before_report)} (m:ss) of compute" in title  # build ran before its own row
+    body = body_text(pages)
+    starts = [body.find(h) for h in HEADINGS]
+    assert -1 not in starts and starts == sorted(starts)
+    assert "TINY TEST RUN (--limit 128" in pages[0]
     for model in ("ffn", "cnn"):
         m = read(runs, f"fashionmnist-{model}/metrics.json")
-        assert f"test accuracy {100 * m['test_accuracy']:.2f}%" in text and f"{m['parameters']:,} parameters" in text
-    for arch in ("dense", "gap"):
-        m = read(runs, f"cifar10-{arch}/metrics.json")
-        assert f"validation {100 * m['val_accuracy']:.2f}%" in text and f"test {100 * m['test_accuracy']:.2f}%" in text
-        g = read(runs, f"cifar10-{arch}/kernels/gabor.json")
-        assert f"fits {100 * g['trained']['share_above_threshold']:.0f}% of the" in text
+        assert f"{m['parameters']:,} parameters" in body
     check = read(runs, "mytorch/check.json")
-    assert f"{check['passed']} of {check['total']} cases pass" in text
-    sanity = read(runs, "cifar10-gap/sanity.json")["steps"][-1]
-    assert f"{sanity['CAM']['mean']:.2f} after all {sanity['randomized']} layers" in text
+    assert f"{check['passed']} of {check['total']} pass" in body
+    assert f"torch {importlib.metadata.version('torch')}" in body
 
 
 def test_second_run_skips_every_step_and_keeps_the_pdf(tiny):
     argv, runs, report, _ = tiny
     before = report.stat().st_mtime_ns
-    t0 = time.perf_counter()
     proc = subprocess.run([sys.executable, str(ROOT / "report/run_all.py"), *argv], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
-    assert time.perf_counter() - t0 < 15  # nothing ran (one training step alone would import torch)
     summary = read(runs, "run_all.json")
     assert {r["status"] for r in summary["steps"]} == {"skipped"}
     assert summary["total_seconds"] > 0 and summary["this_run_seconds"] == 0
@@ -134,7 +368,7 @@ def test_a_checkpoint_written_after_its_run_reruns_it_and_what_reads_it(tiny):
     finally:
         os.utime(ckpt, ns=(stat.st_atime_ns, stat.st_mtime_ns))
     again = {r["step"]: r["reason"] for r in rows if r["status"] == "would run"}
-    assert set(again) == {"fashionmnist-cnn", "kernels-fashionmnist-cnn", "report"}
+    assert {"fashionmnist-cnn", "kernels-fashionmnist-cnn", "report"} <= set(again)
     assert again["fashionmnist-cnn"] == "model.pt was rewritten after this step ran"
     assert again["kernels-fashionmnist-cnn"] == "fashionmnist-cnn reruns"
 
@@ -204,63 +438,7 @@ def test_an_interrupted_step_resumes_and_a_changed_one_starts_over():
     assert run_all.why_run(step, {"argv": step.argv, "state": "running"}, set(), [], False) == "last attempt running"
 
 
-# ---- build.py on its own ----------------------------------------------------------------------------------
-
-def fashion_metrics(acc, params, shirt):
-    return {"test_accuracy": acc, "parameters": params, "train_images": 60000, "config": {"epochs": 12},
-            "per_class_accuracy": {"Shirt": shirt, "Bag": 0.97}}
-
-
-def ablation_row(variant, val, gap=0.1):
-    return {"variant": variant, "label": variant, "val_accuracy": val, "test_accuracy": val, "loss_gap": gap,
-            "epochs": 5, "diverged": 0, "train_seconds": 1.0}
-
-
-def test_written_answers_follow_the_measured_numbers():
-    ffn, cnn = fashion_metrics(0.90, 2_000_000, 0.60), fashion_metrics(0.93, 400_000, 0.75)
-    answer = " ".join(build.answer_cnn_vs_ffn(ffn, cnn))
-    assert "the CNN beats the feed-forward network: 93.00% against 90.00%" in answer
-    assert "+3.00 points" in answer and "5.0x fewer parameters" in answer and "on Shirt (+15.00 points)" in answer
-    answer = " ".join(build.answer_cnn_vs_ffn(cnn, ffn))  # the other way round
-    assert "does NOT beat" in answer and "did not show" in answer and "beats" not in answer
-
-    table = {"seeds": 1, "variants": [ablation_row("bn-drop", 0.80, 0.05), ablation_row("bn-nodrop", 0.80, 0.20),
-                                      ablation_row("nobn-drop", 0.70), ablation_row("nobn-nodrop", 0.701)]}
-    answer = " ".join(build.answer_ablation("gap", table, 0.1))
-    assert "Batch norm helps: +9.95 points" in answer and "Dropout: -0.05 points" in answer
-    assert "no clear effect" in answer and "dropout narrows the gap" in answer
-    table["variants"][0]["loss_gap"], table["variants"][1]["loss_gap"] = -0.5, -0.4  # val loss < train loss
-    answer = " ".join(build.answer_ablation("gap", table, 0.1))
-    assert "neither overfits yet" in answer and "narrow" not in answer
-
-    steps = [{"randomized": 0, "layer": "none"}, {"randomized": 1, "layer": "fc", "CAM": {"mean": 0.5}},
-             {"randomized": 2, "layer": "fc+conv1", "CAM": {"mean": 0.05}}]
-    assert "passes" in build.sanity_verdicts({"methods": ["CAM"], "steps": steps}, cams=True)[0]
-    steps[-1]["CAM"]["mean"] = 0.8
-    assert "fails" in build.sanity_verdicts({"methods": ["CAM"], "steps": steps}, cams=True)[0]
-
-    plain = build.receptive_fields({"channels": [32, 64, 128]})
-    assert plain == [(1, 32, 14, 4), (2, 64, 7, 10), (3, 128, 3, 22)]
-    early = build.receptive_fields({"channels": [32, 64], "convs_per_block": 2, "early_pool": True})
-    assert early == [(1, 32, 14, 8), (2, 64, 7, 22)]  # conv, pool, conv: 3, 4, 8; then 12, 14, 22
-
-
-def test_build_with_empty_runs_lists_missing_inputs_and_still_writes_the_pdf(tmp_path, capsys):
-    (tmp_path / "runs").mkdir()
-    out = tmp_path / "out" / "report.pdf"
-    build.main(["--runs-dir", str(tmp_path / "runs"), "--out", str(out)])
-    pages = pdf_pages(out)
-    first = 1 + len(SECTIONS)  # title, then one page per (empty) section, then the missing inputs
-    assert [any(p.startswith(s) for s in SECTIONS) for p in pages[1:first]] == [True] * len(SECTIONS)
-    assert pages[first].startswith("Missing inputs")
-    missing = " ".join(pages[first:])
-    assert all("- Missing inputs - page" in p for p in pages[first:])
-    assert "$ python fashionmnist.py --model cnn" in missing and "fashionmnist-cnn/metrics.json" in missing
-    assert "$ python cam.py --checkpoint" in missing and "cifar10-gap/sanity.json" in missing
-    assert "Unknown: neither run_all.json" in pages[0]
-    assert [p.name for p in out.parent.iterdir()] == ["report.pdf"]  # no temporary file left behind
-    assert "missing inputs listed on the last page" in capsys.readouterr().out
-
+# ---- bad arguments ------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("script, argv, message", [
     ("build", ["--runs-dir", "no/such/folder"], "--runs-dir no/such/folder is not a folder"),
@@ -278,23 +456,3 @@ def test_bad_arguments_are_one_line_errors(script, argv, message, capsys, tmp_pa
         cli.run(lambda: module.main(argv))
     err = capsys.readouterr().err.strip().splitlines()
     assert exit_.value.code == 2 and len(err) == 1 and message in err[0] and err[0].count("error") == 1
-
-
-def test_build_survives_files_from_an_older_or_foreign_run(tiny, tmp_path, capsys):
-    """JSON that parses but holds the wrong thing, and a PNG that is not one: listed, not a traceback."""
-    import shutil
-    _, runs, _, _ = tiny
-    copy = tmp_path / "runs"
-    shutil.copytree(runs, copy)
-    (copy / "fashionmnist-cnn" / "metrics.json").write_text('{"x": 1}')  # parses, lacks every field
-    (copy / "mytorch" / "check.json").write_text("{}")
-    (copy / "cifar10-gap" / "sanity.json").write_text("[1]")
-    (copy / "run_all.json").write_text('{"x": 1}')
-    png = (copy / "cifar10-gap" / "loss.png").read_bytes()
-    (copy / "cifar10-gap" / "loss.png").write_bytes(png[:16] + bytes(8) + png[24:])  # width 0
-    out = tmp_path / "report.pdf"
-    build.main(["--runs-dir", str(copy), "--out", str(out)])
-    missing = " ".join(p for p in pdf_pages(out) if "Missing inputs" in p)
-    for name in ("mytorch/check.json", "cifar10-gap/sanity.json", "cifar10-gap/loss.png"):
-        assert name in missing
-    assert "the inputs of the fashion section" in missing and "the inputs of the title section" in missing

@@ -1,0 +1,150 @@
+"""Typst markup for report/build.py: escaping, headings, paragraphs, figures, monospace blocks and
+tables, collected in a Doc whose `source()` is a readable .typ file.
+
+Figures are referenced by path relative to the .typ file's folder; build.py compiles with a Typst
+root that holds both that folder and the runs folder (Typst reads no file outside its root), so
+the same command compiles the source on its own:  typst compile --root ROOT report.typ
+Each image prints at its own size (pixels / dpi from the PNG's pHYs chunk, as matplotlib writes
+it), capped at the text width and at MAX_HEIGHT_IN, so a figure's fonts print at their point size.
+"""
+import os
+import re
+from pathlib import Path
+
+TEXT_WIDTH_IN = 6.5     # US letter with 1 in margins (plots.PRINT_WIDTH_IN)
+MAX_HEIGHT_IN = 7.8     # leaves room for the caption on a 9 in tall text area
+DEFAULT_DPI = 200       # plots.DPI, for a PNG without a pHYs chunk
+
+_SPECIAL = re.compile(r"([\\#$*_@<>\[\]`~+=/-])")
+
+
+def escape(text: str) -> str:
+    """Plain text as Typst markup that prints exactly that text: every markup character gets a
+    backslash (so no emphasis, math, label, list, heading or comment), and a number that starts a
+    line keeps its '.' (else '1.' would open a numbered list)."""
+    out = _SPECIAL.sub(r"\\\1", str(text))
+    return re.sub(r"(?m)^(\s*\d+)\.", r"\1\\.", out)
+
+
+def string(text: str) -> str:
+    """A Typst string literal."""
+    return '"' + str(text).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+
+
+def png_info(path) -> tuple[int, int, float] | None:
+    """(width px, height px, dots per inch) from a PNG's header and pHYs chunk; None if it is not a PNG."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read(1 << 16)
+    except OSError:
+        return None
+    if data[:8] != b"\x89PNG\r\n\x1a\n" or len(data) < 24:
+        return None
+    w, h = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    if not (w and h):
+        return None
+    dpi = DEFAULT_DPI
+    i = data.find(b"pHYs")
+    if i >= 0 and len(data) >= i + 13 and data[i + 12] == 1:  # unit 1: pixels per metre
+        dpi = int.from_bytes(data[i + 4:i + 8], "big") * 0.0254
+    return w, h, dpi or DEFAULT_DPI
+
+
+def print_width_in(path, max_width=TEXT_WIDTH_IN, max_height=MAX_HEIGHT_IN) -> float:
+    """Printed width (inches) of a PNG: its natural size, capped at the text width and height."""
+    w, h, dpi = png_info(path) or (1, 1, 1)
+    width = w / dpi
+    return round(min(width, max_width, max_height * w / h), 2)
+
+
+class Doc:
+    """Typst source built top to bottom; figures numbered by Typst, referenced by label."""
+
+    def __init__(self, typ_dir: Path):
+        self.typ_dir, self.parts, self.figures = Path(typ_dir).resolve(), [], []
+
+    def raw(self, markup: str):
+        self.parts.append(markup)
+
+    def heading(self, level: int, text: str, label: str | None = None, outlined: bool = True):
+        mark = "=" * level
+        body = f"{mark} {escape(text)}" + (f" <{label}>" if label else "")
+        self.raw(body if outlined else f"#heading(level: {level}, outlined: false)[{escape(text)}]")
+
+    def para(self, *texts: str):
+        for t in texts:
+            if t and str(t).strip():
+                self.raw(escape(t))
+
+    def note(self, text: str):
+        """A small gray line (whose words these are, what is missing)."""
+        self.raw(f"#note[{escape(text)}]")
+
+    def mono(self, text: str, size_pt: float = 7.5):
+        """A monospace block that wraps long lines instead of running off the page."""
+        self.raw(f"#block(width: 100%, fill: luma(245), inset: 6pt, breakable: true)"
+                 f"[#set text(size: {size_pt}pt); #raw(block: true, {string(text)})]")
+
+    def table(self, header: list, rows: list, align: str | None = None, size_pt: float = 8.5):
+        cells = ", ".join(f"[*{escape(h)}*]" for h in header)
+        body = ", ".join(f"[{escape(c)}]" for r in rows for c in r)
+        align = align or "(" + ", ".join(["left"] + ["right"] * (len(header) - 1)) + ")"
+        self.raw(f"#block(above: 8pt, below: 10pt)[#set text(size: {size_pt}pt)\n"
+                 f"#table(columns: {len(header)}, align: {align}, stroke: 0.4pt + luma(160), inset: 4pt,\n"
+                 f"  {cells},\n  {body})]")
+
+    def figure(self, path, caption: str, label: str, max_width=TEXT_WIDTH_IN):
+        self.raw(self._figure(path, caption, label, max_width))
+
+    def _figure(self, path, caption, label, max_width=TEXT_WIDTH_IN) -> str:
+        rel = os.path.relpath(Path(path).resolve(), self.typ_dir)
+        width = print_width_in(path, max_width)
+        self.figures.append(Path(path))
+        return f"#figure(image({string(rel)}, width: {width}in),\n  caption: [{escape(caption)}]) <{label}>"
+
+    def figures_row(self, figures: list):
+        """[(path, caption, label)] side by side when their printed widths fit the text width
+        together (each still at its own size), else one below the other."""
+        widths = [print_width_in(p) for p, _, _ in figures]
+        if len(figures) < 2 or sum(widths) + 0.2 * (len(figures) - 1) > TEXT_WIDTH_IN:
+            for fig in figures:
+                self.figure(*fig)
+            return
+        cells = ", ".join(f"[{self._figure(*fig)}]" for fig in figures)
+        cols = ", ".join(f"{w}in" for w in widths)
+        self.raw(f"#grid(columns: ({cols}), column-gutter: 1fr, align: top,\n  {cells})")
+
+    def source(self) -> str:
+        """The markup, with each ref() marker turned into a reference if its label exists (a figure
+        whose file is missing has none: Typst would stop at a reference to it)."""
+        labels = set(re.findall(r"(?<!\\)<([A-Za-z][\w-]*)>", "\n".join(self.parts)))  # escaped text has \<
+        text = "\n\n".join(self.parts) + "\n"
+        return re.sub(REF + r"([\w\\-]+)" + REF, lambda m: (
+            "@" + m.group(1).replace("\\", "") if m.group(1).replace("\\", "") in labels else "(missing)"), text)
+
+
+REF = "\u2063"  # invisible separator: brackets a label in plain text, survives escape()
+
+
+def ref(label: str) -> str:
+    """A cross-reference to put in plain text ('see ' + ref('fig-x')); Doc.source resolves it."""
+    return f"{REF}{label}{REF}"
+
+
+PREAMBLE = r"""// The convlens report. Made by report/build.py from a runs folder; edit report/answers.md, not this file.
+// Compile on its own:  typst compile --root {root} {name}
+#set document(title: "{title}", author: "{author}")
+#set page(paper: "us-letter", margin: 1in, numbering: "1",
+  footer: context [#set text(size: 8pt, fill: luma(90)); #h(1fr) page #counter(page).display() of #counter(page).final().first() #h(1fr)])
+#set text(size: 10.5pt)
+#set par(justify: true)
+#set smartquote(enabled: false)
+#set heading(numbering: none)
+#show heading.where(level: 1): it => {{ pagebreak(weak: true); set text(size: 17pt); block(below: 14pt, it) }}
+#show heading.where(level: 2): set text(size: 13pt)
+#show heading.where(level: 3): set text(size: 11pt)
+#show figure.caption: set text(size: 9pt)
+#show figure: set block(above: 10pt, below: 12pt)
+#show raw: set text(font: ("DejaVu Sans Mono", "Liberation Mono"))
+#let note(body) = block(above: 4pt, below: 8pt, text(size: 8.5pt, fill: luma(80), style: "italic", body))
+"""
