@@ -189,7 +189,7 @@ def collect(runs: Path) -> tuple[dict, Inputs]:
                     for m in ("ffn", "cnn")}
     folder = "fashionmnist-cnn/kernels"
     d["fashion_kernels"] = {"gabor": inp.json(f"{folder}/gabor.json"),
-                            "feature_path": inp.optional_json(f"{folder}/feature_path.json"),
+                            "feature_stats": inp.json(f"{folder}/feature_stats.json"),
                             **{f: inp.path(f"{folder}/{f}.png") for f in ("kernels", "filtered", "feature_maps")}}
     d["mytorch"] = {"check": inp.json("mytorch/check.json"),
                     "tester": read_text_or_none(runs / "mytorch" / "tester_output.txt")}
@@ -217,25 +217,23 @@ def cifar_run(inp, arch) -> dict:
             "kernels": kernel_grids(inp, f"{folder}/kernels"),
             "method": method, "cam": inp.json(f"{folder}/{method}.json"), "cam_png": inp.path(f"{folder}/{method}.png"),
             "gbp": inp.json(f"{folder}/guided_backprop.json"), "gbp_png": inp.path(f"{folder}/guided_backprop.png"),
-            "sanity": inp.json(f"{folder}/sanity.json"), "sanity_png": inp.path(f"{folder}/sanity.png")}
+            "sanity": inp.json(f"{folder}/sanity.json"), "sanity_png": inp.path(f"{folder}/sanity.png"),
+            "stats": inp.json(f"{folder}/saliency_stats.json")}
 
 
 def kernel_grids(inp, folder) -> dict:
     """gabor.json and, per conv layer it lists (first, middle, last), the feature-map and filter
-    grids: the body shows a subset grid when kernel_vis wrote one (a file name with 'subset'), the
-    appendix every other grid of that layer (the full one)."""
+    grids: the body shows <kind>_<layer>.png (kernel_vis draws at most 32 channels there), the
+    appendix <kind>_<layer>_all.png (every channel), which kernel_vis writes for wider layers."""
     gabor = inp.json(f"{folder}/gabor.json")
     out = {"gabor": gabor, "gabor_png": inp.path(f"{folder}/gabor.png"), "layers": []}
     for layer in (gabor or {}).get("layers", []):
         row = {"layer": layer}
         for kind in ("feature_maps", "filters"):
             stem = f"{kind}_{layer.replace('.', '-')}"
-            files = sorted((inp.runs / folder).glob(f"{stem}*.png"))
-            files = [f for f in files if f.stem == stem or not f.stem[len(stem)].isalnum()]  # not conv1 for conv10
-            subset = [f for f in files if "subset" in f.stem]
-            body = subset[0] if subset else (inp.path(f"{folder}/{stem}.png") if not files else files[0])
-            row[kind] = body
-            row[kind + "_appendix"] = [f for f in files if f != body]
+            row[kind] = inp.path(f"{folder}/{stem}.png")
+            full = inp.runs / folder / f"{stem}_all.png"
+            row[kind + "_appendix"] = [full] if full.is_file() else []
         out["layers"].append(row)
     return out
 
@@ -424,7 +422,7 @@ class Draft:
         self.paragraphs, self.why = paragraphs or [], why
 
 
-def call_draft(module: str, func: str, *args, needs: dict | None = None, inp=None) -> Draft:
+def call_draft(module: str, func: str, *args, needs: dict | None = None, inp=None, **kwargs) -> Draft:
     """module.func(*args) -> paragraphs; if an input in `needs` ({relative path: value}) is None,
     or the module is absent, or it fails on these inputs, a Draft saying why."""
     for rel, value in (needs or {}).items():
@@ -434,8 +432,8 @@ def call_draft(module: str, func: str, *args, needs: dict | None = None, inp=Non
     if mod is None or not hasattr(mod, func):
         return Draft(why=f"the text generator report/{module}.py ({func}) is not installed")
     try:
-        out = getattr(mod, func)(*args)
-    except (KeyError, TypeError, AttributeError, ValueError, IndexError, ZeroDivisionError) as err:
+        out = getattr(mod, func)(*args, **kwargs)
+    except (KeyError, TypeError, AttributeError, ValueError, IndexError, ZeroDivisionError, StopIteration) as err:
         return Draft(why=f"report/{module}.py could not use these inputs ({type(err).__name__}: {err}); "
                          "they may come from an older run: python report/run_all.py --force")
     return Draft([str(p) for p in out or []])
@@ -584,9 +582,9 @@ def part_one(r: Report):
         r.missing_figure("feature maps", "fashionmnist-cnn/kernels/feature_maps.png")
     r.item("Q8", own_draft(answer_cnn_vs_ffn, ffn, cnn,
                            needs={"fashionmnist-ffn/metrics.json": ffn, "fashionmnist-cnn/metrics.json": cnn}, inp=inp))
-    stats = k["feature_path"] or g
+    stats = k["feature_stats"]
     r.item("Q9", call_draft("draft_kernels", "feature_path_answer", stats,
-                            needs={"fashionmnist-cnn/kernels/gabor.json": stats}, inp=inp))
+                            needs={"fashionmnist-cnn/kernels/feature_stats.json": stats}, inp=inp))
 
 
 def fig_refs(kind: str) -> str:
@@ -646,14 +644,16 @@ def part_two(r: Report):
         if c["architecture"]:
             doc.note(f"The full layer table is in {ref(f'appendix-layers-{arch}')}.")
         r.item(f"2({part})(b)", call_draft("draft_design", "design_answer", arch, load_trials()))
-        r.item(f"2({part})(c)", call_draft("draft_cifar", "batchnorm_answer", arch, ab,
+        r.item(f"2({part})(c)", call_draft("draft_cifar", "batchnorm_answer", arch, ab, final=met,
                                            needs={f"{folder}-ablation/ablation.json": ab}, inp=inp))
         if ab:
             ablation_table(doc, ab)
         if c["ablation_png"]:
-            r.figure(c["ablation_png"], f"The {name}: validation accuracy and loss per epoch of the four variants "
-                     "(batch normalization on or off, dropout on or off), everything else equal.", f"fig-ablation-{arch}")
-        r.item(f"2({part})(d)", call_draft("draft_cifar", "dropout_answer", arch, ab,
+            r.figure(c["ablation_png"], f"The {name}, ablation: for each batch-normalization setting (columns), dropout "
+                     "on against off: validation accuracy (top) and validation loss beside the evaluation-mode "
+                     "training loss (bottom) per epoch; mean over seeds, the band spans the lowest to the highest "
+                     "seed.", f"fig-ablation-{arch}")
+        r.item(f"2({part})(d)", call_draft("draft_cifar", "dropout_answer", arch, ab, final=met,
                                            needs={f"{folder}-ablation/ablation.json": ab}, inp=inp))
         if c["ablation_png"]:
             doc.para(f"The four variants' curves are in {ref(f'fig-ablation-{arch}')}, under item 2({part})(c).")
@@ -661,9 +661,11 @@ def part_two(r: Report):
                                            needs={f"{folder}/metrics.json": met, f"{folder}/history.csv": c["history"]},
                                            inp=inp))
         if c["loss"]:
-            r.figure(c["loss"], f"The {name}: training loss per step and validation loss per epoch. The training loss "
-                     "is measured on augmented batches with dropout on, the validation loss on plain images in "
-                     "evaluation mode, so the training curve can lie above the validation one.", f"fig-loss-{arch}")
+            r.figure(c["loss"], f"The {name}: training loss per step as training sees it (augmented batches, dropout "
+                     "and label smoothing on) and, per epoch, the training loss measured like the validation loss "
+                     "(plain images, evaluation mode, plain cross-entropy on a fixed subset of training images) "
+                     "beside the validation loss; the gap between those two is the overfitting gap.",
+                     f"fig-loss-{arch}")
         else:
             r.missing_figure("loss curve", f"{folder}/loss.png")
         r.item(f"2({part})(f)", call_draft("draft_cifar", "validation_answer", arch, met,
@@ -693,8 +695,9 @@ def part_two(r: Report):
         texts, why = [], []
         for arch in ("dense", "gap"):
             c = d["cifar"][arch]
-            rel = f"cifar10-{arch}/{c['method'] if kind == 'cam' else 'guided_backprop'}.json"
-            dr = call_draft("draft_saliency", func, f"the {ARCH_NAMES[arch]}", c[kind], needs={rel: c[kind]}, inp=inp)
+            rel = f"cifar10-{arch}/saliency_stats.json"
+            dr = call_draft("draft_saliency", func, f"the {ARCH_NAMES[arch]}", c["stats"], needs={rel: c["stats"]},
+                            inp=inp, define=not texts)
             texts += dr.paragraphs
             why += [dr.why] if dr.why else []
         r.item(key, Draft(texts, "; ".join(why)))
