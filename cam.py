@@ -21,6 +21,7 @@ figure (the report's) stays.
 """
 
 import cli
+import files
 import plots
 import saliency
 
@@ -82,7 +83,7 @@ def main(argv=None):
         + (f"\n{note}" if note else ""))
     stem = saliency.output_stem(method, args, ex)
     plots.save(fig, ex.out_dir / f"{stem}.png")
-    cli.write_json(ex.out_dir / f"{stem}.json",
+    files.write_json(ex.out_dir / f"{stem}.json",
                    saliency.examples_json(ex, method=name, layer=layer, checkpoint=args.checkpoint,
                                           seed=args.seed, note=note or None))
     print(f"{name} of {len(ex.index)} test images -> {ex.out_dir / f'{stem}.png'}")

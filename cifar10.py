@@ -34,6 +34,7 @@ with final metrics), metrics.json, history.csv (per epoch), steps.csv (per step)
 --ablation writes runs/cifar10-<arch>[-<preset>]-ablation/: one run folder per variant (and seed),
 ablation.json, ablation.md (the table) and ablation.png (validation curves of the four).
 """
+import cli  # first, before torch: Ctrl-C while the libraries load ends in one line
 import math
 import time
 from pathlib import Path
@@ -42,7 +43,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-import cli
+import files
 import hooks
 import plots
 from cnn import ResidualBlock
@@ -270,7 +271,7 @@ def train_run(args, splits, ds, device, out_dir: Path, *, batchnorm, dropout, se
     if not main:
         return {}
 
-    cli.write_text(out_dir / "architecture.txt", architecture_text(model, name, margs))
+    files.write_text(out_dir / "architecture.txt", architecture_text(model, name, margs))
     results = final_metrics(model, splits, ds, device, history)
     metrics = {"arch": args.arch, "preset": args.preset, "network": name, "parameters": n_params,
                "batchnorm": batchnorm, "dropout": dropout, **results,
@@ -419,9 +420,9 @@ def plot_ablation(rows, arch):
 
 def write_ablation(args, rows):
     table = ablation_table(rows, args.arch)
-    cli.write_json(args.out_dir / "ablation.json", {"arch": args.arch, "preset": args.preset, "seeds": args.seeds,
+    files.write_json(args.out_dir / "ablation.json", {"arch": args.arch, "preset": args.preset, "seeds": args.seeds,
                                                     "variants": rows})
-    cli.write_text(args.out_dir / "ablation.md", table)
+    files.write_text(args.out_dir / "ablation.md", table)
     plots.save(plot_ablation(rows, args.arch), args.out_dir / "ablation.png")
     print(table + f"-> {args.out_dir}")
 
@@ -430,6 +431,7 @@ def write_ablation(args, rows):
 
 def main(argv=None):
     args = parse_args(argv)
+    files.claim_out_dir(args.out_dir)  # locked for this run; a bad folder fails now, not after training
     args._t_start = time.perf_counter()
     device = pick_device(args.device)
     with distributed(device):

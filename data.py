@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cli import UserError, atomic_path
+from cli import UserError
+from files import atomic_path
 
 DATASETS = {
     # name: (cache file, torchvision class, image shape as stored in the npz)

@@ -33,6 +33,7 @@ The sample: test image --index (default 0, the first test image), or any image f
 converted to the model's channels, center-cropped to a square and resized to the training size,
 then normalized with the checkpoint's mean and std.
 """
+import cli  # first, before torch: Ctrl-C while the libraries load ends in one line
 import math
 from pathlib import Path
 
@@ -42,8 +43,8 @@ import torch.nn.functional as F
 from scipy.optimize import least_squares
 from torch import nn
 
-import cli
 import data
+import files
 import hooks
 import plots
 from cnn import ResidualBlock
@@ -608,7 +609,7 @@ def main(argv=None):
     caption += f"\npredicted {predicted} ({100 * prob:.0f}%)"
     network = network_title(ckpt, args.checkpoint)
     written = write_figures(result, args.out_dir, network, as_display(x_uint8), caption, args.max_channels)
-    cli.write_json(args.out_dir / "gabor.json", {"checkpoint": str(args.checkpoint), "layer": result["layer"],
+    files.write_json(args.out_dir / "gabor.json", {"checkpoint": str(args.checkpoint), "layer": result["layer"],
                                                  "layers": layers, **result["report"]})  # layers: the report's page order
     written.append("gabor.json")
     print_summary(network, caption, args.out_dir, written, remove_stale_figures(args.out_dir, written), result)

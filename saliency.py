@@ -36,6 +36,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 import cli
+import files
 import hooks
 import plots
 from data import load_dataset, normalize
@@ -490,7 +491,7 @@ def run_sanity(ex: Examples, seed: int, n: int, layer=None) -> dict:
     x = normalize(ex.x_test[idx].to(ex.device), ex.ckpt["mean"], ex.ckpt["std"])
     result = cascading_randomization(ex.model, x, methods_for(ex.model, x, layer), seed)
     result["test_indices"] = idx.tolist()
-    cli.write_json(ex.out_dir / "sanity.json", result)
+    files.write_json(ex.out_dir / "sanity.json", result)
     plots.save(plot_sanity(result, type(ex.model).__name__), ex.out_dir / "sanity.png")
     last = result["steps"][-1]
     print("sanity check, rank correlation with the trained model's maps after randomizing all "

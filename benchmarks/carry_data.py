@@ -24,6 +24,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 import cli  # noqa: E402
+import files  # noqa: E402
 from data import KEYS, read_npz, write_npz  # noqa: E402
 
 SPLITS = ("train", "test")
@@ -88,7 +89,7 @@ def pack(source, out_dir, max_mb: float) -> list[Path]:
     paths = []
     for k, (first, stop) in enumerate(bounds, 1):
         path = Path(out_dir) / str(k) / f"{Path(source).stem}-part{k}of{len(bounds)}.npz"
-        cli.make_dirs(path.parent)
+        files.make_dirs(path.parent)
         lengths = [len(f) for f in files[first:stop]]
         write_npz(path, {**common, "first": first, "offsets": np.cumsum([0] + lengths),
                          "webp": np.frombuffer(b"".join(files[first:stop]), np.uint8)}, compress=False)
@@ -130,7 +131,7 @@ def unpack(folder, out_dir) -> Path:
         if sha256(arrays[f"x_{split}"]) != str(parts[0]["sha256"][i]):
             raise cli.UserError(f"x_{split} rebuilt from {folder} differs from the packed source; pack again")
     path = Path(out_dir) / f"{name}.npz"
-    cli.make_dirs(path.parent)
+    files.make_dirs(path.parent)
     write_npz(path, {**arrays, **{k: parts[0][k] for k in ("y_train", "y_test", "classes")}}, compress=False)
     print(f"{path}: {n_train} train and {len(x) - n_train} test images, identical to the source (SHA-256)")
     return path

@@ -29,6 +29,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the convlens modules live at the repo root
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import cli  # noqa: E402
+import files  # noqa: E402
 import plots  # noqa: E402  (sets the Agg backend)
 import run_all  # noqa: E402  (the commands that make each input)
 
@@ -130,7 +131,7 @@ def collect(runs: Path) -> tuple[dict, dict]:
 
 def read_quietly(path) -> dict | None:
     """A json file that is optional (no entry on the missing page)."""
-    value = cli.read_json_or_none(path, warn=False)
+    value = files.read_json_or_none(path, warn=False)
     return value if isinstance(value, dict) and value else None
 
 
@@ -171,7 +172,7 @@ def environment() -> dict:
             return importlib.metadata.version(pkg)
         except importlib.metadata.PackageNotFoundError:
             return "not installed"
-    return {"cpu": cli.cpu_model(), "cores": os.cpu_count(), "memory_gb": memory_gb(), "gpu": gpu_names(),
+    return {"cpu": files.cpu_model(), "cores": os.cpu_count(), "memory_gb": memory_gb(), "gpu": gpu_names(),
             "os": f"{platform.system()} {platform.release()}", "python": platform.python_version(),
             **{pkg: version(pkg) for pkg in ("torch", "torchvision", "numpy", "matplotlib", "scipy", "scikit-learn")}}
 
@@ -895,7 +896,7 @@ def write_pdf(pages: list, out: Path):
     """Draw every page into `out` (a temporary file renamed at the end)."""
     from matplotlib.backends.backend_pdf import PdfPages
 
-    with cli.atomic_path(out) as tmp, PdfPages(tmp) as pdf:
+    with files.atomic_path(out) as tmp, PdfPages(tmp) as pdf:
         info = pdf.infodict()
         info["Title"], info["Subject"] = "convlens report", "Fashion-MNIST and CIFAR-10 CNNs, kernels and saliency"
         for n, page in enumerate(pages, 1):

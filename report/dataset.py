@@ -27,6 +27,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the convlens modules live at the repo root
 import cli  # noqa: E402
+import files  # noqa: E402
 import plots  # noqa: E402
 from data import DATASETS, load_dataset  # noqa: E402
 
@@ -188,7 +189,7 @@ def main(argv=None):
     args = parse_args(argv)
     datasets = [limited(load_dataset(name, args.data_dir), args.limit) for name in DATASETS]
     results = [analyze(ds, args.pairs) for ds in datasets]
-    cli.write_json(args.out_dir / "dataset.json", {"limit": args.limit, "candidates": CANDIDATES,
+    files.write_json(args.out_dir / "dataset.json", {"limit": args.limit, "candidates": CANDIDATES,
                                                    "datasets": results})
     plots.save(plot_class_balance(results), args.out_dir / "class_balance.png")
     plots.save(plot_pairs(datasets, results), args.out_dir / "near_duplicates.png")

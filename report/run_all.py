@@ -38,6 +38,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the convlens modules live at the repo root
 import cli  # noqa: E402  (light: no torch, so planning and skipping stay instant)
+import files  # noqa: E402
 
 # Extra arguments per preset and script kind; "full" keeps every script's own defaults but the ablation's.
 PRESETS = {
@@ -92,8 +93,8 @@ def parse_args(argv=None):
     if args.report.suffix != ".pdf":
         raise cli.UserError(f"--report {args.report} must be a .pdf file name")
     if not args.dry_run:  # fail now, not after an hour of training
-        cli.make_dirs(args.runs_dir / "logs")
-        cli.make_dirs(args.report.parent)
+        files.make_dirs(args.runs_dir / "logs")
+        files.make_dirs(args.report.parent)
     return args
 
 
@@ -201,7 +202,7 @@ def kernels_step(name, folder, need, seed, data_arg, more, script) -> Step:
 # ---- key figures for the summary (read from the step's outputs; "" when unreadable) ---------------
 
 def read_json(path) -> dict:
-    return cli.read_json_or_none(path, warn=False) or {}
+    return files.read_json_or_none(path, warn=False) or {}
 
 
 def output(step, name) -> dict:
@@ -338,7 +339,7 @@ def fmt_time(seconds: float) -> str:
 
 def run_step(step: Step, cmd: list, log: Path, on_tick) -> int:
     """Run cmd with stdout and stderr into `log`; the exit status."""
-    cli.make_dirs(log.parent)
+    files.make_dirs(log.parent)
     with open(log, "w") as f:
         f.write(f"$ {' '.join(cmd)}\n")
         f.flush()
@@ -392,11 +393,11 @@ def run_one(step, stamp, stamp_file, log, started, on_tick) -> dict:
     """Run one step, keeping its stamp: 'running' before (so a cut-off run resumes), then 'done' or 'failed'."""
     cmd = command(step, stamp)
     prior = stamp.get("seconds", 0.0) if "--resume" in cmd else 0.0  # time already spent before the cut
-    cli.write_json(stamp_file, {"argv": step.argv, "state": "running", "seconds": prior})
+    files.write_json(stamp_file, {"argv": step.argv, "state": "running", "seconds": prior})
     try:
         code = run_step(step, cmd, Path(log), on_tick)
     except KeyboardInterrupt:
-        cli.write_json(stamp_file, {"argv": step.argv, "state": "running",
+        files.write_json(stamp_file, {"argv": step.argv, "state": "running",
                                     "seconds": round(prior + time.perf_counter() - started, 1)})
         raise
     seconds = round(time.perf_counter() - started, 1)
@@ -404,7 +405,7 @@ def run_one(step, stamp, stamp_file, log, started, on_tick) -> dict:
     ok = code == 0 and not missing
     reason = "" if ok else (f"exit status {code}{last_error(Path(log))}" if code
                             else f"did not write {', '.join(missing)}")
-    cli.write_json(stamp_file, {"argv": step.argv, "state": "done" if ok else "failed",
+    files.write_json(stamp_file, {"argv": step.argv, "state": "done" if ok else "failed",
                                 "seconds": round(prior + seconds, 1), "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
                                 "finished_at": time.time()})
     return {"status": "ran" if ok else "failed", "seconds": seconds, "made_seconds": round(prior + seconds, 1),
@@ -460,7 +461,7 @@ def main(argv=None):
     if not args.dry_run:
         check_data(args.data_dir)
     summary_file = args.runs_dir / "run_all.json"
-    write = lambda rows, pending: cli.write_json(summary_file, summary_json(args, rows, pending))
+    write = lambda rows, pending: files.write_json(summary_file, summary_json(args, rows, pending))
     mode = f"--limit {args.limit}" if args.limit else f"--preset {args.preset}"
     print(f"{len(steps)} steps, {mode}, into {args.runs_dir}" + (" (dry run)" if args.dry_run else ""))
     rows = execute(steps, args.runs_dir, args.force, args.dry_run, write)
