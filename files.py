@@ -170,7 +170,8 @@ def code_hash(*scripts) -> str:
     """A short hash of the source of `scripts` and every repository module they import."""
     h = hashlib.sha256()
     for path in sorted(set().union(*(local_imports(s) for s in scripts))):
-        h.update(str(path.relative_to(ROOT)).encode() + b"\0" + path.read_bytes() + b"\0")
+        name = path.relative_to(ROOT) if ROOT in path.parents else path
+        h.update(str(name).encode() + b"\0" + path.read_bytes() + b"\0")
     return h.hexdigest()[:16]
 
 

@@ -105,19 +105,8 @@ def default_out_dir(args) -> Path:
 # ---- the sample image ------------------------------------------------------------------------------
 
 def load_image(path, channels: int, size) -> torch.Tensor:
-    """Any image file as uint8 (1, C, H, W): grayscale or RGB as the model wants, center-cropped
-    to the model's aspect ratio and resized (bilinear) to its training size (H, W)."""
-    from PIL import Image, ImageOps, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as img:
-            img = img.convert("L" if channels == 1 else "RGB")  # convert() reads all pixels
-    except (OSError, UnidentifiedImageError, ValueError) as err:
-        raise cli.UserError(f"cannot read --image {path} ({type(err).__name__}: {err}); "
-                            "pass a PNG or JPEG file") from None
-    img = ImageOps.fit(img, (size[1], size[0]), Image.Resampling.BILINEAR)  # PIL sizes are (W, H)
-    arr = np.asarray(img, dtype=np.uint8).reshape(size[0], size[1], channels)
-    return torch.from_numpy(arr.transpose(2, 0, 1).copy())[None]  # (1, C, H, W)
+    """Any image file as uint8 (1, C, H, W) at the model's size (see data.load_image)."""
+    return data.load_image(path, channels, size)
 
 
 def image_size(ckpt) -> tuple[int, int]:
