@@ -140,8 +140,9 @@ def remove_stale_temporaries(folder):
 # ---- what code a run ran ----------------------------------------------------------------------------
 
 def local_imports(script: Path) -> set:
-    """`script` and the repository modules it imports, directly or through each other (parsed,
-    never run): the code whose change makes its outputs stale."""
+    """`script` and the repository modules it imports (found at the repository root or beside the
+    importing file), directly or through each other (parsed, never run): the code whose change
+    makes its outputs stale."""
     seen, todo = set(), [Path(script).resolve()]
     while todo:
         path = todo.pop()
@@ -158,11 +159,10 @@ def local_imports(script: Path) -> set:
                      else [])
             for name in names:
                 top = name.split(".")[0]
-                for candidate in (ROOT / f"{top}.py", ROOT / top / "__init__.py",
-                                  ROOT / (name.replace(".", "/") + ".py")):
-                    todo.append(candidate)
-                if (ROOT / top).is_dir():  # a package of ours (mytorch): all of it
-                    todo += sorted((ROOT / top).glob("*.py"))
+                for folder in (ROOT, path.parent):  # report/build.py imports run_all beside it
+                    todo += [folder / f"{top}.py", folder / (name.replace(".", "/") + ".py")]
+                    if (folder / top).is_dir():  # a package of ours (mytorch): all of it
+                        todo += sorted((folder / top).glob("*.py"))
     return seen
 
 
