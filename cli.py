@@ -184,9 +184,7 @@ def run(main):
     Ctrl-C and SIGTERM one line and status 130; a disk error (full, read-only, name too long...)
     one line naming the path and the fix, status 1."""
     global _in_run
-    _in_run = True
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, _on_signal)
+    _in_run, before = True, {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         main()
     except UserError as err:
@@ -203,6 +201,10 @@ def run(main):
             raise
         print(f"error: {message}", file=sys.stderr)
         sys.exit(1)
+    finally:  # as before (a test, or a program that calls run more than once)
+        _in_run = False
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
 
 
 def slug(text) -> str:

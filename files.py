@@ -32,7 +32,10 @@ def atomic_path(path):
     make_dirs(path.parent)
     if path.is_dir():
         raise IsADirectoryError(errno.EISDIR, "Is a directory", str(path))
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}{TMP_MARK}", suffix=path.suffix)
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}{TMP_MARK}", suffix=path.suffix)
+    except OSError as err:  # read-only, full, name too long: say which file could not be written
+        raise OSError(err.errno, err.strerror, str(path)) from None
     os.close(fd)
     umask = os.umask(0)
     os.umask(umask)
