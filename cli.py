@@ -151,8 +151,14 @@ def _guard_startup():
     main_file = getattr(sys.modules.get("__main__"), "__file__", None)
     root = Path(__file__).resolve().parent
     if main_file and root in Path(main_file).resolve().parents and "tests" not in Path(main_file).parts:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, _on_signal)
+        _install(_on_signal)
+
+
+def _install(handler) -> dict:
+    """handler for SIGINT and SIGTERM, except where the signal is ignored (nohup, a background job
+    of a script): that choice of whoever started us stands. Returns the handlers it replaced."""
+    return {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)
+            if signal.getsignal(sig) is not signal.SIG_IGN}
 
 
 _guard_startup()
@@ -184,7 +190,7 @@ def run(main):
     Ctrl-C and SIGTERM one line and status 130; a disk error (full, read-only, name too long...)
     one line naming the path and the fix, status 1."""
     global _in_run
-    _in_run, before = True, {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    _in_run, before = True, _install(_on_signal)
     try:
         main()
     except UserError as err:

@@ -293,7 +293,7 @@ def read_checkpoint(path, fix: str = LOAD_FIX, need: dict = MODEL) -> dict:
         raise UserError(f"{path} is not a readable checkpoint (not the zip archive torch.save writes: "
                         f"another kind of file, or cut short); {fix}") from None
     if bad is not None:
-        raise UserError(f"{path} {DAMAGED} (its part {bad} fails its checksum)")
+        raise UserError(f"{path} {DAMAGED} (its part {bad.split('/', 1)[-1]} fails its checksum)")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # truncated zip, pickle with forbidden globals, not a torch file
