@@ -41,7 +41,7 @@ from tqdm import tqdm
 
 import data
 from cli import UserError
-from files import atomic_path, claim_out_dir, code_hash, write_json
+from files import atomic_path, code_hash, write_json
 from cnn import CNN, GAPNet
 from ffn import FFN
 
@@ -197,7 +197,8 @@ def check_trainable(model: nn.Module, cfg, image_shape, device):
     shows the model ((C, H, W), and (C, low_res, low_res) in progressive resizing) must pass
     through it (a meta-device forward: shapes only, no memory), --crop must be smaller than the
     image, and weights, gradients, optimizer state and the activations of one batch must fit
-    in the device's free memory (an estimate: 4 bytes a number, activations kept for backward)."""
+    in the device's free memory (a lower estimate: 4 bytes a number, every layer's output kept
+    for backward), so what is refused surely cannot train."""
     c, h, w = image_shape
     if cfg.crop >= min(h, w):
         raise UserError(f"--crop {cfg.crop} shifts {h}x{w} images by their whole size or more; "
@@ -211,7 +212,7 @@ def check_trainable(model: nn.Module, cfg, image_shape, device):
     for size in sizes:
         outputs = []
         handles = [m.register_forward_hook(lambda m, i, o: outputs.append(o.numel() if torch.is_tensor(o) else 0))
-                   for m in meta.modules()]
+                   for m in meta.modules() if not list(m.children())]  # leaves: containers repeat them
         try:
             with torch.device("meta"):
                 meta.to("meta").train()(torch.empty(min(cfg.batch_size, 2), c, *size, device="meta"))
@@ -224,7 +225,7 @@ def check_trainable(model: nn.Module, cfg, image_shape, device):
             for handle in handles:
                 handle.remove()
         activations = max(activations, sum(outputs) / min(cfg.batch_size, 2) * cfg.batch_size)
-    need = 4 * (4 * count_parameters(model) + 2 * activations)  # weights, grads, 2 optimizer moments
+    need = 4 * (4 * count_parameters(model) + activations)  # weights, grads, 2 optimizer moments, saved outputs
     free = available_memory(device)
     if need > free:
         raise UserError(f"training this network needs about {need / 2**30:.1f} GiB, more than the "
