@@ -16,7 +16,8 @@ hash of its script and every repository module it imports: editing training.py r
 training step), all its declared outputs exist, and none is older than its inputs (the data file,
 the outputs of the steps it reads). So a rerun after an interruption resumes: finished steps are
 skipped and an interrupted training continues from its last epoch (--resume), but only when the
-interrupted attempt ran the same command and code; --force reruns every step from scratch. A
+interrupted attempt ran the same command and code; a training step that starts from scratch first
+deletes its old checkpoints; --force reruns every step from scratch. A
 failed step does not stop the others; only the steps that read its outputs are blocked, and the
 exit status is 1. The runs folder is locked while run_all.py works in it, and a step's process
 ends with run_all.py (killed or not), so a rerun never races an orphan.
@@ -423,6 +424,8 @@ def run_one(step, stamp, stamp_file, log, started, on_tick, force=False) -> dict
     """Run one step, keeping its stamp (command, code hash, state): 'running' before (so a cut-off
     run resumes), then 'done' or 'failed'."""
     cmd, source = command(step, stamp, force), step_code(step)
+    if step.resumable and "--resume" not in cmd:
+        remove_checkpoints(step)
     prior = stamp.get("seconds", 0.0) if "--resume" in cmd else 0.0  # time already spent before the cut
     files.write_json(stamp_file, {"argv": step.argv, "code": source, "state": "running", "seconds": prior})
     try:
@@ -441,6 +444,15 @@ def run_one(step, stamp, stamp_file, log, started, on_tick, force=False) -> dict
                                 "finished_at": time.time()})
     return {"status": "ran" if ok else "failed", "seconds": seconds, "made_seconds": round(prior + seconds, 1),
             "key": key_text(step) if ok else "", "reason": reason}
+
+
+def remove_checkpoints(step: Step):
+    """Delete the model.pt files in a training step's folder before it starts from scratch, so no
+    later --resume can adopt a checkpoint of an earlier command, earlier code or a finished run
+    (the step would rewrite them after its first epoch anyway)."""
+    for path in step.outputs[0].parent.glob("**/model.pt"):
+        if path.is_file():
+            path.unlink()
 
 
 def last_error(log: Path) -> str:

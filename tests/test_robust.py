@@ -64,6 +64,17 @@ def test_a_step_whose_code_changed_reruns_from_scratch_and_force_never_resumes(t
     assert run_all.why_run(step, {**stamp, "state": "done"}, set(), [], False) == "its code changed"
 
 
+def test_a_training_step_that_starts_over_deletes_its_old_checkpoints(tmp_path):
+    """So a later --resume (after a kill in the first epoch) cannot adopt the old, finished model."""
+    (tmp_path / "variant").mkdir()
+    for path in (tmp_path / "model.pt", tmp_path / "variant" / "model.pt"):
+        path.write_text("old")
+    step = run_all.Step("train", ["-c", "pass"], [tmp_path / "metrics.json"], resumable=True)
+    stamp_file = tmp_path / "logs" / "train.json"
+    run_all.run_one(step, {}, stamp_file, tmp_path / "train.log", time.perf_counter(), lambda: None, force=True)
+    assert not list(tmp_path.glob("**/model.pt"))
+
+
 def test_the_training_steps_hash_the_shared_modules():
     imported = {p.name for p in files.local_imports(ROOT / "cifar10.py")}
     assert {"cifar10.py", "training.py", "data.py", "cli.py", "files.py", "cnn.py", "plots.py"} <= imported
