@@ -431,12 +431,12 @@ def write_ablation(args, rows):
 
 def main(argv=None):
     args = parse_args(argv)
-    files.claim_out_dir(args.out_dir)  # locked for this run; a bad folder fails now, not after training
     args._t_start = time.perf_counter()
     device = pick_device(args.device)
     with distributed(device):
         ds = load_dataset("cifar10", args.data_dir)
         splits = split_data(ds, args)
+        files.claim_out_dir(args.out_dir)  # locked for this run; a bad folder fails now, not after training
         if args.ablation:
             rows = run_ablation(args, splits, ds, device)
             if is_main_process():

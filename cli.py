@@ -185,6 +185,14 @@ def disk_error_message(err: OSError) -> str | None:
     return f"cannot use {path}: {DISK_FIXES[err.errno]}"
 
 
+_at_end = []  # what run() does when main() ends, however it ends (e.g. release an output folder's lock)
+
+
+def on_exit(action):
+    """Call action() when run()'s main() ends."""
+    _at_end.append(action)
+
+
 def run(main):
     """Run `main()` as a script: a UserError becomes `error: <message>` on stderr and exit status 2;
     Ctrl-C and SIGTERM one line and status 130; a disk error (full, read-only, name too long...)
@@ -208,6 +216,8 @@ def run(main):
         print(f"error: {message}", file=sys.stderr)
         sys.exit(1)
     finally:  # as before (a test, or a program that calls run more than once)
+        while _at_end:
+            _at_end.pop()()
         _in_run = False
         for sig, handler in before.items():
             signal.signal(sig, handler)

@@ -14,10 +14,10 @@ import sys
 import tempfile
 from pathlib import Path
 
+import cli
 from cli import UserError
 
 ROOT = Path(__file__).resolve().parent
-LOCK_NAME = ".lock"
 TMP_MARK = ".tmp-"  # temporary files are .<stem>.tmp-<random><suffix> beside their target
 
 
@@ -96,39 +96,62 @@ def write_text(path, text: str):
 
 # ---- the output folder of a run -------------------------------------------------------------------
 
-_held = {}  # resolved folder -> open lock file, for the life of the process
+_held = {}  # resolved folder -> (fd of the locked folder, folder, whether claim_out_dir made it)
 
 
 def claim_out_dir(folder) -> Path:
-    """Make `folder`, check it is writable, lock it for this process and remove the temporaries
-    a killed run left there. Idempotent within a process.
+    """Make `folder`, check it is writable, lock it for this run and remove the temporaries a
+    killed run left there. Idempotent within a process.
 
-    The lock (fcntl.flock on <folder>/.lock, which holds the owner's pid) ends with the process,
-    however it ends; a second run into the same folder stops at once and names the holder, so two
-    runs never mix their files."""
+    The lock is fcntl.flock on the folder itself (no file to leave behind): it ends with the
+    process however it ends, and cli.run releases it when main() returns. A second run into the
+    same folder stops at once and names the holder (from /proc/locks), so two runs never mix
+    their files."""
     folder = Path(folder)
     key = folder.resolve()
     if key in _held:
         return folder
+    made = not folder.exists()
     make_dirs(folder)
+    if not os.access(folder, os.W_OK):
+        raise OSError(errno.EACCES, "Permission denied", str(folder))
     if int(os.environ.get("RANK", 0)):  # under torchrun rank 0 holds it for the whole run
         return folder
-    lock = open(folder / LOCK_NAME, "a+")  # fails now (read-only, full, too long) rather than after training
+    fd = os.open(folder, os.O_RDONLY)
     try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        lock.seek(0)
-        holder = lock.read().strip() or "another process"
-        lock.close()
-        raise UserError(f"{folder} is in use by process {holder}, which writes there now; wait for it to "
-                        "finish (or stop it), or choose another --out-dir") from None
-    lock.seek(0)
-    lock.truncate()
-    lock.write(f"{os.getpid()}\n")
-    lock.flush()
-    _held[key] = lock
+        os.close(fd)
+        raise UserError(f"{folder} is in use by {lock_holder(folder)}, which writes there now; wait for it "
+                        "to finish (or stop it), or choose another --out-dir") from None
+    _held[key] = (fd, folder, made)
+    cli.on_exit(lambda: release(key))
     remove_stale_temporaries(folder)
     return folder
+
+
+def lock_holder(folder) -> str:
+    """'process <pid>' holding a flock on `folder`, read from Linux's /proc/locks, else 'another process'."""
+    inode = os.stat(folder).st_ino
+    try:
+        for line in Path("/proc/locks").read_text().splitlines():
+            fields = line.split()
+            if len(fields) > 5 and fields[1] == "FLOCK" and fields[5].rsplit(":", 1)[-1] == str(inode):
+                return f"process {fields[4]}"
+    except OSError:
+        pass
+    return "another process"
+
+
+def release(key):
+    """Give up the lock claim_out_dir took; remove the folder if the run made it and wrote nothing."""
+    fd, folder, made = _held.pop(key, (None, None, False))
+    if fd is None:
+        return
+    os.close(fd)
+    if made:
+        with contextlib.suppress(OSError):
+            folder.rmdir()  # only when empty
 
 
 def remove_stale_temporaries(folder):

@@ -149,9 +149,9 @@ def test_a_second_run_into_a_locked_folder_names_the_holder(tmp_path):
     finally:
         holder.kill()
         holder.wait()
-    files._held.clear()
     files.claim_out_dir(tmp_path)  # the lock died with its process
-    files._held.pop(tmp_path.resolve()).close()
+    files.release(tmp_path.resolve())
+    assert list(tmp_path.iterdir()) == []  # the lock leaves no file
 
 
 def test_a_child_dies_with_a_killed_run_all(tmp_path):
@@ -243,7 +243,7 @@ def test_temporaries_of_a_killed_save_are_removed_at_the_next_start(tmp_path):
     assert len(left) == 2 and all(files.TMP_MARK in name for name in left)
     (tmp_path / "keep.txt").write_text("mine")
     files.claim_out_dir(tmp_path)
-    files._held.pop(tmp_path.resolve()).close()
+    files.release(tmp_path.resolve())
     assert not list(tmp_path.rglob(".model*")) and (tmp_path / "keep.txt").exists()
 
 
