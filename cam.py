@@ -30,6 +30,7 @@ selection's statistics get its name too (saliency_stats-target-cat.json).
 """
 
 import cli
+import files
 import plots
 import saliency
 
@@ -95,7 +96,7 @@ def main(argv=None):
         + (f"\n{note}" if note else ""))
     stem = saliency.output_stem(method, args, ex)
     plots.save(fig, ex.out_dir / f"{stem}.png")
-    cli.write_json(ex.out_dir / f"{stem}.json",
+    files.write_json(ex.out_dir / f"{stem}.json",
                    saliency.examples_json(ex, method=name, layer=layer, checkpoint=args.checkpoint,
                                           seed=args.seed, note=note or None))
     print(f"{name} of {len(ex.index)} test images -> {ex.out_dir / f'{stem}.png'}")

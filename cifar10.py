@@ -41,6 +41,7 @@ default network's length and width; "variants": per variant mean, std and per-se
 paired by seed, never averaged across the other switch), ablation.md (the table and those effects)
 and ablation.png (per batch-norm setting: dropout on and off, validation accuracy and losses).
 """
+import cli  # first, before torch: Ctrl-C while the libraries load ends in one line
 import math
 import time
 from pathlib import Path
@@ -49,7 +50,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-import cli
+import files
 import hooks
 import plots
 from cnn import ResidualBlock
@@ -295,7 +296,7 @@ def train_run(args, splits, ds, device, out_dir: Path, *, batchnorm, dropout, se
     if not main:
         return {}
 
-    cli.write_text(out_dir / "architecture.txt", architecture_text(model, name, margs))
+    files.write_text(out_dir / "architecture.txt", architecture_text(model, name, margs))
     results = final_metrics(model, splits, ds, device, history)
     metrics = {"arch": args.arch, "preset": args.preset, "network": name, "parameters": n_params,
                "batchnorm": batchnorm, "dropout": dropout,
@@ -569,9 +570,9 @@ def plot_ablation(rows, arch):
 def write_ablation(args, rows, setting):
     effects = ablation_effects(rows)
     table = ablation_table(rows, args.arch, setting, effects)
-    cli.write_json(args.out_dir / "ablation.json", {"arch": args.arch, "preset": args.preset, "seeds": args.seeds,
+    files.write_json(args.out_dir / "ablation.json", {"arch": args.arch, "preset": args.preset, "seeds": args.seeds,
                                                     "setting": setting, "effects": effects, "variants": rows})
-    cli.write_text(args.out_dir / "ablation.md", table)
+    files.write_text(args.out_dir / "ablation.md", table)
     plots.save(plot_ablation(rows, args.arch), args.out_dir / "ablation.png")
     print(table + f"-> {args.out_dir}")
 
@@ -585,6 +586,7 @@ def main(argv=None):
     with distributed(device):
         ds = load_dataset("cifar10", args.data_dir)
         splits = split_data(ds, args)
+        files.claim_out_dir(args.out_dir)  # locked for this run; a bad folder fails now, not after training
         if args.ablation:
             rows = run_ablation(args, splits, ds, device)
             if is_main_process():

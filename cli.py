@@ -1,15 +1,17 @@
-"""Small helpers every convlens script shares: one-line user errors, the common
-command-line arguments (--seed, --data-dir, --out-dir), atomic file writes, and the CPU's name
-(for the records of measured times)."""
+"""Small helpers every convlens script shares: one-line user errors (and one-line messages for
+interruptions and disk errors), and the common command-line arguments (--seed, --data-dir,
+--out-dir). File writing lives in files.py.
+
+Import it first, before torch: from then on Ctrl-C or SIGTERM while the script is still
+importing its libraries ends it with one line instead of a traceback."""
 import argparse
-import contextlib
-import json
+import errno
+import hashlib
 import math
 import os
-import platform
 import re
+import signal
 import sys
-import tempfile
 from pathlib import Path
 
 # The shared offline copy used in development and CI; users download through torchvision.
@@ -52,6 +54,8 @@ def add_common_args(parser: argparse.ArgumentParser, out_dir: str | None = None)
 def add_training_args(parser: argparse.ArgumentParser, batch_help: str = "images per step"):
     """The training options fashionmnist.py and cifar10.py share; their defaults (None here) come
     from each script's DEFAULTS table, because good values depend on the model."""
+    global _resumable
+    _resumable = True
     t = parser.add_argument_group("training (defaults depend on the model: see DEFAULTS in the script)")
     t.add_argument("--epochs", type=positive_int)
     t.add_argument("--batch-size", type=positive_int, help=batch_help)
@@ -128,81 +132,101 @@ finite_float = _number_type(float, "a number", math.isfinite, "a finite number")
 seed = _number_type(int, "a whole number", lambda v: 0 <= v < 2**32, f"a seed from 0 to {2**32 - 1}")
 
 
+_resumable = False  # set when the script takes --resume (add_training_args)
+_in_run = False
+
+
+def _on_signal(signum, frame):
+    """SIGINT/SIGTERM: inside run(), a KeyboardInterrupt (so atomic writes clean up and run() says
+    one line); before it, while the script still imports its libraries, one line and exit."""
+    if _in_run:
+        raise KeyboardInterrupt
+    print("\ninterrupted while starting; nothing was written", file=sys.stderr)
+    sys.exit(128 + signum)
+
+
+def _guard_startup():
+    """Install _on_signal when a convlens script (a file of this repository) is the program: not
+    under pytest or in someone else's program that imports these modules."""
+    main_file = getattr(sys.modules.get("__main__"), "__file__", None)
+    root = Path(__file__).resolve().parent
+    if main_file and root in Path(main_file).resolve().parents and "tests" not in Path(main_file).parts:
+        _install(_on_signal)
+
+
+def _install(handler) -> dict:
+    """handler for SIGINT and SIGTERM, except where the signal is ignored (nohup, a background job
+    of a script): that choice of whoever started us stands. Returns the handlers it replaced."""
+    return {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)
+            if signal.getsignal(sig) is not signal.SIG_IGN}
+
+
+_guard_startup()
+
+# What to do about a failed write or read, by errno; the message names the path.
+DISK_FIXES = {
+    errno.ENOSPC: "no space left on its disk; free some space or choose another --out-dir",
+    errno.EDQUOT: "the disk quota is used up; free some space or choose another --out-dir",
+    errno.EROFS: "the disk is read-only; choose another --out-dir",
+    errno.EACCES: "permission denied; choose a folder you may write to (--out-dir)",
+    errno.EPERM: "permission denied; choose a folder you may write to (--out-dir)",
+    errno.ENAMETOOLONG: "the name is too long for the file system; choose a shorter --out-dir",
+    errno.EISDIR: "a folder stands where a file must be written; move it away or choose another --out-dir",
+    errno.ENOTDIR: "a file stands where a folder must be; choose another --out-dir",
+    errno.EIO: "the disk reported an input/output error; check the disk or choose another --out-dir",
+}
+
+
+def disk_error_message(err: OSError) -> str | None:
+    """One line for an OSError about a file ('cannot write <path>: <why>; <fix>'), or None."""
+    if err.errno not in DISK_FIXES:
+        return None
+    path = err.filename if err.filename is not None else "a file"
+    return f"cannot use {path}: {DISK_FIXES[err.errno]}"
+
+
+_at_end = []  # what run() does when main() ends, however it ends (e.g. release an output folder's lock)
+
+
+def on_exit(action):
+    """Call action() when run()'s main() ends."""
+    _at_end.append(action)
+
+
 def run(main):
-    """Run `main()`, turning a UserError into `error: <message>` on stderr and exit status 2."""
+    """Run `main()` as a script: a UserError becomes `error: <message>` on stderr and exit status 2;
+    Ctrl-C and SIGTERM one line and status 130; a disk error (full, read-only, name too long...)
+    one line naming the path and the fix, status 1."""
+    global _in_run
+    _in_run, before = True, _install(_on_signal)
     try:
         main()
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
-        print("\ninterrupted: outputs written so far are complete (files are written atomically)",
+        then = "rerun with --resume to continue" if _resumable else "rerun to finish"
+        print(f"\ninterrupted; {then} (files written so far are complete: each is written whole or not at all)",
               file=sys.stderr)
         sys.exit(130)
-
-
-@contextlib.contextmanager
-def atomic_path(path):
-    """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds.
-
-    An interrupted write never leaves a half-written file under the real name."""
-    path = Path(path)
-    make_dirs(path.parent)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=path.suffix)
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private (0600); give it an ordinary file's mode
-    try:
-        yield Path(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
-def make_dirs(folder):
-    """mkdir -p, with a one-line error when a file stands where a folder must be."""
-    try:
-        Path(folder).mkdir(parents=True, exist_ok=True)
-    except (FileExistsError, NotADirectoryError):
-        raise UserError(f"cannot create the folder {folder}: a file is in the way; "
-                        "choose another --out-dir (or --runs-dir, --out, --report)") from None
-
-
-def read_json_or_none(path, warn: bool = True):
-    """The JSON in `path`, or None when it is missing or unreadable (then, with warn, say so)."""
-    try:
-        return json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError) as err:
-        if warn:
-            print(f"warning: ignoring unreadable {path} ({type(err).__name__}: {err})", file=sys.stderr)
-        return None
+    except OSError as err:
+        message = disk_error_message(err)
+        if message is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
+        sys.exit(1)
+    finally:  # as before (a test, or a program that calls run more than once)
+        while _at_end:
+            _at_end.pop()()
+        _in_run = False
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
 
 
 def slug(text) -> str:
-    """`text` as part of a file name: runs of other characters than letters, digits and _ become -."""
-    return re.sub(r"[^A-Za-z0-9_]+", "-", str(text)).strip("-")
-
-
-def write_json(path, obj):
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2) + "\n")
-
-
-def write_text(path, text: str):
-    with atomic_path(path) as tmp:
-        tmp.write_text(text)
-
-
-def cpu_model() -> str:
-    """The CPU's model name (/proc/cpuinfo on Linux), else what platform knows; timings depend on it."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    """`text` as part of a file name: runs of other characters than letters, digits and _ become -.
+    A text with none of them (e.g. all Greek or Chinese) becomes a short hash of it, so two such
+    names never share a file."""
+    text = str(text)
+    return (re.sub(r"[^A-Za-z0-9_]+", "-", text).strip("-")
+            or "h" + hashlib.sha256(text.encode()).hexdigest()[:8])

@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cli import UserError, atomic_path
+from cli import UserError
+from files import atomic_path
 
 DATASETS = {
     # name: (cache file, torchvision class, image shape as stored in the npz)
@@ -71,10 +72,14 @@ def read_npz(path, keys, fix: str) -> dict:
             missing = [k for k in keys if k not in d.files]
             if missing:
                 raise UserError(f"{path} lacks array {missing[0]!r}; expected {', '.join(keys)}; {fix}")
-            return {k: d[k] for k in keys}
+            arrays = {k: d[k] for k in keys}
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as err:
         why = "it holds pickled Python objects, which are never loaded" if "pickled" in str(err) else err
         raise UserError(f"{path} is not a readable .npz file ({why}); {fix}") from None
+    for k, v in arrays.items():  # a member stored as raw bytes (not .npy) comes back as bytes
+        if not isinstance(v, np.ndarray):
+            raise UserError(f"{path}: {k!r} is not a NumPy array (.npy member); {fix}")
+    return arrays
 
 
 def _read_npz(path: Path, name: str):
@@ -86,6 +91,11 @@ def _read_npz(path: Path, name: str):
         if x.dtype != np.uint8 or x.shape[1:] != shape or y.shape != (len(x),):
             raise UserError(f"{path}: x_{split} has shape {x.shape} ({x.dtype}) and y_{split} {y.shape}; "
                             f"expected (N, {', '.join(map(str, shape))}) uint8 images and N labels; {fix}")
+        if len(x) == 0:
+            raise UserError(f"{path}: x_{split} holds no images; {fix}")
+    if arrays["classes"].ndim != 1:
+        raise UserError(f"{path}: 'classes' must be a list of {N_CLASSES} names, found an array of shape "
+                        f"{arrays['classes'].shape}; {fix}")
     classes = [str(c) for c in arrays["classes"]]
     if len(classes) != N_CLASSES:
         raise UserError(f"{path}: 'classes' names {len(classes)} classes, expected {N_CLASSES}; {fix}")
@@ -157,8 +167,40 @@ def _torchvision_arrays(tv_name: str, root: Path) -> dict:
     return arrays
 
 
+# Pixels an --image may have: larger files (e.g. decompression bombs, 20000 x 20000 pixels that
+# compress to a few kB) are refused before their pixels are decoded.
+MAX_IMAGE_PIXELS = 64_000_000
+
+
+def load_image(path, channels: int, size) -> torch.Tensor:
+    """Any image file as uint8 (1, C, H, W): grayscale or RGB as `channels` says, center-cropped to
+    size's aspect ratio and resized (bilinear) to size (H, W). 16-bit images are scaled by their
+    bit depth (65535 -> 255), not clipped; images over MAX_IMAGE_PIXELS are refused."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    fix = "pass a PNG or JPEG file"
+    try:
+        with Image.open(path) as img:
+            if img.width * img.height > MAX_IMAGE_PIXELS:
+                raise UserError(f"--image {path} has {img.width} x {img.height} pixels, more than the "
+                                f"{MAX_IMAGE_PIXELS:,} convlens reads; pass a smaller image")
+            img.load()
+            if img.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16-bit (or 32-bit) grayscale
+                wide = np.asarray(img, dtype=np.float64)
+                top = 65535.0 if img.mode.startswith("I;16") or wide.max() <= 65535 else float(wide.max())
+                img = Image.fromarray(np.round(wide / top * 255).clip(0, 255).astype(np.uint8), "L")
+            img = img.convert("L" if channels == 1 else "RGB")  # convert() reads all pixels
+    except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as err:
+        raise UserError(f"cannot read --image {path} ({type(err).__name__}: {err}); {fix}") from None
+    img = ImageOps.fit(img, (size[1], size[0]), Image.Resampling.BILINEAR)  # PIL sizes are (W, H)
+    arr = np.asarray(img, dtype=np.uint8).reshape(size[0], size[1], channels)
+    return torch.from_numpy(arr.transpose(2, 0, 1).copy())[None]  # (1, C, H, W)
+
+
 def train_val_split(n: int, n_val: int, seed: int):
     """Seeded disjoint split of range(n) into (train_idx, val_idx), e.g. 45k/5k for CIFAR-10."""
+    if n == 0:
+        raise UserError("the training set holds no images; check the data file (--data-dir)")
     if not 0 <= n_val < n:
         raise UserError(f"--val {n_val} must be between 0 and {n - 1} (the training set has {n} images)")
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))

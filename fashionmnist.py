@@ -9,6 +9,7 @@ Writes to runs/fashionmnist-<model>/ (or --out-dir): model.pt (checkpoint), metr
 history.csv (per epoch), steps.csv (per step), loss.png, confusion_matrix.png, examples.png.
 Test accuracy is measured once, after training, on the 10,000 test images.
 """
+import cli  # first, before torch: Ctrl-C while the libraries load ends in one line
 import argparse
 from pathlib import Path
 
@@ -16,7 +17,7 @@ import numpy as np
 import torch
 from sklearn.metrics import confusion_matrix
 
-import cli
+import files
 import plots
 from data import limit_images, load_dataset, train_val_split
 from training import (build_model, choose_examples, config_from_args, count_parameters, distributed,
@@ -132,7 +133,7 @@ def plot_examples(x_test, y_test, pred, probs, picks, classes, network):
 
 def main(argv=None):
     args = parse_args(argv)
-    cli.make_dirs(args.out_dir)  # a file in the way fails now, not after training
+    files.claim_out_dir(args.out_dir)  # locked for this run; a bad folder fails now, not after training
     device = pick_device(args.device)
     with distributed(device):
         seed_everything(args.seed)

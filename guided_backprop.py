@@ -21,6 +21,7 @@ their own (guided_backprop-index-3-17-target-dog.png), as in cam.py.
 """
 
 import cli
+import files
 import plots
 import saliency
 
@@ -73,7 +74,7 @@ def main(argv=None):
         f"classified test images, {saliency.explained_class(ex)}\n{colours}")
     stem = saliency.output_stem("guided_backprop", args, ex)
     plots.save(fig, ex.out_dir / f"{stem}.png")
-    cli.write_json(ex.out_dir / f"{stem}.json",
+    files.write_json(ex.out_dir / f"{stem}.json",
                    saliency.examples_json(ex, method="guided backpropagation", layer=layer,
                                           checkpoint=args.checkpoint, seed=args.seed))
     print(f"guided backpropagation of {len(ex.index)} test images -> {ex.out_dir / f'{stem}.png'}")

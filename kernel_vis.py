@@ -42,6 +42,7 @@ The sample: test image --index (default 0, the first test image), or any image f
 converted to the model's channels, center-cropped to a square and resized to the training size,
 then normalized with the checkpoint's mean and std.
 """
+import cli  # first, before torch: Ctrl-C while the libraries load ends in one line
 import math
 import textwrap
 from pathlib import Path
@@ -52,8 +53,8 @@ import torch.nn.functional as F
 from scipy.optimize import least_squares
 from torch import nn
 
-import cli
 import data
+import files
 import hooks
 import plots
 from cnn import ResidualBlock
@@ -120,19 +121,8 @@ def default_out_dir(args) -> Path:
 # ---- the sample image ------------------------------------------------------------------------------
 
 def load_image(path, channels: int, size) -> torch.Tensor:
-    """Any image file as uint8 (1, C, H, W): grayscale or RGB as the model wants, center-cropped
-    to the model's aspect ratio and resized (bilinear) to its training size (H, W)."""
-    from PIL import Image, ImageOps, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as img:
-            img = img.convert("L" if channels == 1 else "RGB")  # convert() reads all pixels
-    except (OSError, UnidentifiedImageError, ValueError) as err:
-        raise cli.UserError(f"cannot read --image {path} ({type(err).__name__}: {err}); "
-                            "pass a PNG or JPEG file") from None
-    img = ImageOps.fit(img, (size[1], size[0]), Image.Resampling.BILINEAR)  # PIL sizes are (W, H)
-    arr = np.asarray(img, dtype=np.uint8).reshape(size[0], size[1], channels)
-    return torch.from_numpy(arr.transpose(2, 0, 1).copy())[None]  # (1, C, H, W)
+    """Any image file as uint8 (1, C, H, W) at the model's size (see data.load_image)."""
+    return data.load_image(path, channels, size)
 
 
 def image_size(ckpt) -> tuple[int, int]:
@@ -781,9 +771,9 @@ def main(argv=None):
     caption += f"\npredicted {predicted} ({100 * prob:.0f}%)"
     network = network_title(ckpt, args.checkpoint)
     written = write_figures(result, args.out_dir, network, as_display(x_uint8), caption, args.max_channels)
-    cli.write_json(args.out_dir / "gabor.json", {"checkpoint": str(args.checkpoint), "layer": result["layer"],
+    files.write_json(args.out_dir / "gabor.json", {"checkpoint": str(args.checkpoint), "layer": result["layer"],
                                                  "layers": layers, **result["report"]})  # layers: the report's page order
-    cli.write_json(args.out_dir / "feature_stats.json", {"checkpoint": str(args.checkpoint), **feature_stats(
+    files.write_json(args.out_dir / "feature_stats.json", {"checkpoint": str(args.checkpoint), **feature_stats(
         model, ckpt, x_uint8, caption, test_images, args.stats_images)})
     written += ["gabor.json", "feature_stats.json"]
     print_summary(network, caption, args.out_dir, written, remove_stale_figures(args.out_dir, written), result)

@@ -9,7 +9,7 @@ matplotlib.use("Agg")  # files only, no display needed
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from cli import atomic_path  # noqa: E402
+from files import atomic_path  # noqa: E402
 
 # The report (report/build.py) prints every figure at its own size, capped at the text width, so a
 # figure no wider than PRINT_WIDTH_IN prints its fonts at the point sizes set here. Graders read

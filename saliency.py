@@ -41,6 +41,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 import cli
+import files
 import hooks
 import plots
 from data import load_dataset, normalize
@@ -486,7 +487,7 @@ def run_sanity(ex: Examples, seed: int, n: int, layer=None) -> dict:
     x = normalize(ex.x_test[idx].to(ex.device), ex.ckpt["mean"], ex.ckpt["std"])
     result = cascading_randomization(ex.model, x, methods_for(ex.model, x, layer), seed)
     result["test_indices"] = idx.tolist()
-    cli.write_json(ex.out_dir / "sanity.json", result)
+    files.write_json(ex.out_dir / "sanity.json", result)
     plots.save(plot_sanity(result, type(ex.model).__name__), ex.out_dir / "sanity.png")
     last = result["steps"][-1]
     print("sanity check, rank correlation with the trained model's maps after randomizing all "
@@ -678,7 +679,7 @@ def run_stats(ex: Examples, seed: int, n: int, layer=None, sanity: dict | None =
              "shown": shown_statistics(ex.model, ex, layer),
              "sanity": sanity_summary(sanity) if sanity else None, "test_indices": idx.tolist()}
     stats["cam_method"] = "CAM" if "CAM" in stats["methods"] else "Grad-CAM" if "Grad-CAM" in stats["methods"] else None
-    cli.write_json(ex.out_dir / f"{name}.json", stats)
+    files.write_json(ex.out_dir / f"{name}.json", stats)
     return stats
 
 

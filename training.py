@@ -18,11 +18,16 @@
   normalization, so `load_checkpoint` rebuilds the exact model from the file alone.
 """
 import contextlib
+import copy
 import csv
 import dataclasses
+import errno
+import functools
 import hashlib
 import math
 import os
+import shutil
+import sys
 import time
 import zipfile
 from dataclasses import asdict, dataclass
@@ -35,7 +40,8 @@ from torch import nn
 from tqdm import tqdm
 
 import data
-from cli import UserError, atomic_path, write_json
+from cli import UserError
+from files import atomic_path, code_hash, write_json
 from cnn import CNN, GAPNet
 from ffn import FFN
 
@@ -149,9 +155,82 @@ def cpu_bf16_supported() -> bool:
 # ---- models and checkpoints -----------------------------------------------------------------
 
 def build_model(name: str, args: dict) -> nn.Module:
+    """MODELS[name](**args), first built on the meta device (no memory) to check its arguments
+    and that its weights fit in this machine's memory: a one-line error instead of an
+    allocation failure."""
     if name not in MODELS:
         raise UserError(f"unknown model {name!r}; known models: {', '.join(MODELS)}")
+    try:
+        with torch.device("meta"):
+            meta = MODELS[name](**args)
+    except (TypeError, ValueError) as err:  # an unknown or bad constructor argument
+        raise UserError(f"cannot build a {name} with {args}: {err}; check the model options "
+                        "(or the checkpoint was written by other code: retrain it)") from None
+    need = 4 * count_parameters(meta)  # float32 weights
+    if need > available_memory():
+        raise UserError(f"a {name} with {args} has {count_parameters(meta):,} parameters ({need / 2**30:.1f} GiB), "
+                        f"more than this machine's free memory ({available_memory() / 2**30:.1f} GiB); "
+                        "choose fewer or narrower layers")
     return MODELS[name](**args)
+
+
+def available_memory(device="cpu") -> int:
+    """Bytes free for tensors: the GPU's free memory, or the machine's available memory
+    (MemAvailable in /proc/meminfo on Linux, else physical memory)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 1 << 62  # unknown: do not refuse
+
+
+def check_trainable(model: nn.Module, cfg, image_shape, device):
+    """Before training: refuse in one line what would crash later. Every resolution training
+    shows the model ((C, H, W), and (C, low_res, low_res) in progressive resizing) must pass
+    through it (a meta-device forward: shapes only, no memory), --crop must be smaller than the
+    image, and weights, gradients, optimizer state and the activations of one batch must fit
+    in the device's free memory (a lower estimate: 4 bytes a number, every layer's output kept
+    for backward), so what is refused surely cannot train."""
+    c, h, w = image_shape
+    if cfg.crop >= min(h, w):
+        raise UserError(f"--crop {cfg.crop} shifts {h}x{w} images by their whole size or more; "
+                        f"use at most {min(h, w) - 1}")
+    sizes = [(h, w)] + ([(cfg.low_res, cfg.low_res)] if cfg.low_res_epochs else [])
+    meta = copy.deepcopy(unwrap(model)).to("meta")
+    for m in meta.modules():  # the copy's hooks are the caller's: they must not see this probe
+        m._forward_hooks.clear()
+        m._forward_pre_hooks.clear()
+    activations = 0
+    for size in sizes:
+        outputs = []
+        handles = [m.register_forward_hook(lambda m, i, o: outputs.append(o.numel() if torch.is_tensor(o) else 0))
+                   for m in meta.modules() if not list(m.children())]  # leaves: containers repeat them
+        try:
+            with torch.device("meta"):
+                meta.to("meta").train()(torch.empty(min(cfg.batch_size, 2), c, *size, device="meta"))
+        except (RuntimeError, ValueError) as err:
+            what = f"{h}x{w} images" if size == (h, w) else f"the {size[0]}x{size[1]} images of --low-res {size[0]}"
+            raise UserError(f"the network cannot take {what} "
+                            f"({str(err).splitlines()[0][:120]}); use fewer pooling stages (--channels, --blocks) "
+                            "or a larger --low-res (or 0: off)") from None
+        finally:
+            for handle in handles:
+                handle.remove()
+        activations = max(activations, sum(outputs) / min(cfg.batch_size, 2) * cfg.batch_size)
+    need = 4 * (4 * count_parameters(model) + activations)  # weights, grads, 2 optimizer moments, saved outputs
+    free = available_memory(device)
+    if need > free:
+        raise UserError(f"training this network needs about {need / 2**30:.1f} GiB, more than the "
+                        f"{free / 2**30:.1f} GiB free on {device}; use a smaller --batch-size or narrower "
+                        "layers (--channels, --hidden)")
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -165,19 +244,57 @@ def unwrap(model: nn.Module) -> nn.Module:
 
 
 def save_checkpoint(path, state: dict):
-    """Write `state` atomically (temporary file, then rename)."""
+    """Write `state` atomically (temporary file, then rename), stamped with the format marker and
+    the hash of the code that made it (a --resume refuses a checkpoint of other code)."""
     with atomic_path(path) as tmp:
-        torch.save({"format": CHECKPOINT_FORMAT, **state}, tmp)
+        try:
+            torch.save({"format": CHECKPOINT_FORMAT, "code": running_code(), **state}, tmp)
+        except RuntimeError as err:  # torch's zip writer reports a failed write as "unexpected pos"
+            if "unexpected pos" in str(err) or "write" in str(err).lower():
+                raise OSError(errno.ENOSPC if _disk_full(tmp) else errno.EIO,
+                              "could not write the checkpoint", str(path)) from None
+            raise
 
 
-def read_checkpoint(path) -> dict:
-    """The raw checkpoint dict, with one-line errors for missing, corrupt or foreign files."""
-    fix = "train one with fashionmnist.py or cifar10.py, or pass --checkpoint with a convlens model.pt"
+def _disk_full(path) -> bool:
+    return shutil.disk_usage(Path(path).parent).free < 1 << 20
+
+
+@functools.cache
+def running_code() -> str:
+    """Hash of the code this process runs: training.py, the script (when it is one of ours) and
+    every repository module they import (files.code_hash)."""
+    main_file = getattr(sys.modules.get("__main__"), "__file__", None)
+    scripts = [Path(__file__)] + ([Path(main_file)] if main_file and Path(main_file).resolve().parent
+                                  == Path(__file__).resolve().parent else [])
+    return code_hash(*scripts)
+
+
+# What a convlens checkpoint holds (type of each value): the MODEL always; what load_checkpoint's
+# callers read about its data (DESCRIBED); and what --resume needs (TRAINING).
+MODEL = {"model": dict, "state_dict": dict}
+DESCRIBED = {"dataset": str, "classes": list, "mean": list, "std": list}
+TRAINING = {"epoch": int, "optimizer": dict, "scheduler": dict, "config": dict, "history": dict}
+LOAD_FIX = "train one with fashionmnist.py or cifar10.py, or pass --checkpoint with a convlens model.pt"
+DAMAGED = "is damaged: retrain or restore it"
+
+
+def read_checkpoint(path, fix: str = LOAD_FIX, need: dict = MODEL) -> dict:
+    """The checkpoint dict, checked once here: a readable zip whose every member matches its CRC
+    (a flipped byte is found, not loaded), safe unpickling, the convlens marker, and the keys of
+    `need` (MODEL, DESCRIBED, TRAINING) with their types: a known model, N_CLASSES class names,
+    one finite mean and positive std per channel, finite weights. Anything else is a one-line
+    UserError: "damaged: retrain or restore it", or ending in `fix` (what the caller's user can do)."""
     if not os.path.isfile(path):
         raise UserError(f"no checkpoint at {path}; {fix}")
-    if not zipfile.is_zipfile(path):  # torch.save writes a zip archive
+    try:
+        with zipfile.ZipFile(path) as z:  # torch.save writes a zip archive
+            bad = z.testzip()  # the first member whose CRC-32 does not match, or None
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, RuntimeError):
         raise UserError(f"{path} is not a readable checkpoint (not the zip archive torch.save writes: "
-                        f"another kind of file, or cut short); {fix}")
+                        f"another kind of file, or cut short); {fix}") from None
+    if bad is not None:
+        raise UserError(f"{path} {DAMAGED} (its part {bad.split('/', 1)[-1]} fails its checksum)")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # truncated zip, pickle with forbidden globals, not a torch file
@@ -187,18 +304,48 @@ def read_checkpoint(path) -> dict:
         raise UserError(f"{path} is not a readable checkpoint ({why}); {fix}") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise UserError(f"{path} is not a convlens checkpoint (no '{CHECKPOINT_FORMAT}' marker); {fix}")
+    _check_schema(path, ckpt, need)
     return ckpt
+
+
+def _check_schema(path, ckpt: dict, schema: dict):
+    def refuse(what):
+        raise UserError(f"{path} {DAMAGED} ({what})")
+    for key, kind in schema.items():
+        if not isinstance(ckpt.get(key), kind) or isinstance(ckpt.get(key), bool):
+            refuse(f"'{key}' is missing or not a {kind.__name__}")
+    model = ckpt.get("model", {})
+    if "model" in schema and (not isinstance(model.get("name"), str) or not isinstance(model.get("args"), dict)):
+        refuse("'model' lacks its name or arguments")
+    if "model" in schema and model["name"] not in MODELS:
+        refuse(f"unknown model {model['name']!r}")
+    if "classes" in schema and (len(ckpt["classes"]) != data.N_CLASSES
+                                or not all(isinstance(c, str) for c in ckpt["classes"])):
+        refuse(f"{len(ckpt['classes'])} class names, not {data.N_CLASSES}")
+    if "mean" in schema and not (len(ckpt["mean"]) == len(ckpt["std"]) >= 1 and all(isinstance(v, (int, float)) and math.isfinite(v)
+                                                             for v in ckpt["mean"] + ckpt["std"])
+            and min(ckpt["std"]) > 0):
+        refuse("its normalization (mean, std) is not one finite number per channel")
+    for name, tensor in ckpt.get("state_dict", {}).items():
+        if not torch.is_tensor(tensor):
+            refuse(f"weight {name} is not a tensor")
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            refuse(f"weight {name} holds NaN or infinite values")
 
 
 def load_checkpoint(path, device="cpu"):
     """Rebuild the saved model in eval mode on `device`; return (model, checkpoint dict)."""
     ckpt = read_checkpoint(path)
-    model = build_model(ckpt["model"]["name"], ckpt["model"]["args"])
+    try:
+        model = build_model(ckpt["model"]["name"], ckpt["model"]["args"])
+    except UserError as err:
+        raise UserError(f"{path} {DAMAGED} ({err})") from None
     try:
         model.load_state_dict(ckpt["state_dict"])
     except RuntimeError as err:
         raise UserError(f"{path}: weights do not fit a {ckpt['model']['name']} with the saved arguments "
-                        f"({str(err).splitlines()[0]}); the file is damaged, retrain it") from None
+                        f"({str(err).splitlines()[0]}); the file {DAMAGED}") from None
+    _check_schema(path, ckpt, DESCRIBED)
     return model.to(device).eval(), ckpt
 
 
@@ -316,9 +463,15 @@ def make_optimizer(model, cfg: TrainConfig):
 
 
 def make_scheduler(optimizer, cfg: TrainConfig, total_steps: int):
-    """One-cycle: linear warm-up to cfg.lr, then linear decay to ~0 (Smith & Topin 2017)."""
+    """One-cycle: linear warm-up to cfg.lr, then linear decay to ~0 (Smith & Topin 2017).
+
+    OneCycleLR's warm-up ends at step pct_start * total - 1 and it divides by that: zero when the
+    warm-up is exactly one step (e.g. 5 steps at 0.2), so such a schedule starts at its peak
+    (no warm-up; a one-step warm-up would have done the same)."""
+    total = max(total_steps, 1)
+    warmup = 0.0 if math.isclose(cfg.warmup * total, 1.0) else cfg.warmup
     return torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=cfg.lr, total_steps=max(total_steps, 1), pct_start=cfg.warmup,
+        optimizer, max_lr=cfg.lr, total_steps=total, pct_start=warmup,
         anneal_strategy="linear", cycle_momentum=False, div_factor=10, final_div_factor=100)
 
 
@@ -346,6 +499,7 @@ def fit(model, x, y, cfg: TrainConfig, *, mean, std, device, evals=None, checkpo
     if cfg.batch_size % world:
         raise UserError(f"--batch-size {cfg.batch_size} does not split evenly across {world} processes; "
                         f"use a multiple of {world} (the batch is global)")
+    check_trainable(model, cfg, x.shape[1:], device)
     steps_per_epoch = max(len(x) // cfg.batch_size, 1)  # drop the last partial batch
     optimizer = make_optimizer(model, cfg)
     scheduler = make_scheduler(optimizer, cfg, cfg.epochs * steps_per_epoch)
@@ -503,18 +657,35 @@ def data_fingerprint(x: torch.Tensor, y: torch.Tensor) -> str:
     return h.hexdigest()[:16]
 
 
+RESUME_FIX = "drop --resume to start over, or choose another --out-dir"
+
+
 def _resume(checkpoint, model, optimizer, scheduler, meta, cfg, n_train, fingerprint):
+    """(first epoch, history) to continue from `checkpoint`: only an interrupted run of this very
+    code, model, schedule and data. A finished run's checkpoint is not continued (training
+    starts over), and neither is one of other code (refused), so a resume never adopts a model
+    it did not make."""
+    fresh = 0, {"step_loss": [], "step_lr": [], "epochs": [], "seconds": 0.0}
     if not checkpoint or not os.path.exists(checkpoint):
         tqdm.write(f"--resume: no checkpoint at {checkpoint}, starting from scratch")
-        return 0, {"step_loss": [], "step_lr": [], "epochs": [], "seconds": 0.0}
-    ckpt = read_checkpoint(checkpoint)
+        return fresh
+    ckpt = read_checkpoint(checkpoint, RESUME_FIX, {**MODEL, **TRAINING})
     if meta and ckpt.get("model") != meta.get("model"):
         raise UserError(f"--resume: {checkpoint} holds {_model_difference(ckpt, meta)}; pass the arguments "
                         "it was trained with, or another --out-dir, or drop --resume")
     _check_resumable(checkpoint, ckpt, cfg, n_train, fingerprint)
-    unwrap(model).load_state_dict(ckpt["state_dict"])
-    optimizer.load_state_dict(ckpt["optimizer"])
-    scheduler.load_state_dict(ckpt["scheduler"])
+    if ckpt.get("code") != running_code():
+        raise UserError(f"--resume: {checkpoint} was made by other code (a .py file of convlens changed since); "
+                        f"{RESUME_FIX}")
+    if "metrics" in ckpt:  # finish_run adds them: that run ended, there is nothing to continue
+        tqdm.write(f"--resume: {checkpoint} is of a finished run, starting from scratch")
+        return fresh
+    try:
+        unwrap(model).load_state_dict(ckpt["state_dict"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+    except (RuntimeError, ValueError, KeyError) as err:
+        raise UserError(f"--resume: {checkpoint} {DAMAGED} ({str(err).splitlines()[0][:120]})") from None
     tqdm.write(f"resuming from {checkpoint} after epoch {ckpt['epoch']}")
     return ckpt["epoch"], ckpt["history"]
 

@@ -25,6 +25,7 @@ from threadpoolctl import threadpool_info, threadpool_limits
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 import cli  # noqa: E402
+import files  # noqa: E402
 from benchmarks.common import cpu_key, machine  # noqa: E402
 from mytorch import Conv2D  # noqa: E402
 
@@ -134,7 +135,7 @@ def blas_kernels():
 def other_machines(path, here):
     """The latest earlier run on each other CPU found in the results file at path, so that
     measuring on one machine does not erase what was measured on another."""
-    old = cli.read_json_or_none(path)
+    old = files.read_json_or_none(path)
     if not isinstance(old, dict):  # missing or unreadable
         return []
     runs = old.pop("other_machines", []) + [old]
@@ -183,7 +184,7 @@ def main(argv=None):
                warmup=args.warmup, threads=threads, numpy_blas_kernels=blas_kernels(), machine=machine(),
                load_average=os.getloadavg()[0], python=platform.python_version(),
                numpy=np.__version__, torch=torch.__version__, cases=results)
-    cli.write_json(args.out, {**run, "other_machines": other_machines(args.out, run["machine"])})
+    files.write_json(args.out, {**run, "other_machines": other_machines(args.out, run["machine"])})
     print(f"wrote {args.out}")
     return 0 if all(r["passed"] for r in results) else 1
 

@@ -87,7 +87,7 @@ def pack(source, out_dir, max_mb: float) -> list[Path]:
     paths = []
     for k, (first, stop) in enumerate(bounds, 1):
         path = Path(out_dir) / str(k) / f"{Path(source).stem}-part{k}of{len(bounds)}.npz"
-        cli.make_dirs(path.parent)
+        files.make_dirs(path.parent)
         lengths = [len(f) for f in files[first:stop]]
         write_npz(path, {**common, "first": first, "offsets": np.cumsum([0] + lengths),
                          "webp": np.frombuffer(b"".join(files[first:stop]), np.uint8)}, compress=False)
@@ -129,7 +129,7 @@ def unpack(folder, out_dir) -> Path:
         if sha256(arrays[f"x_{split}"]) != str(parts[0]["sha256"][i]):
             raise cli.UserError(f"x_{split} rebuilt from {folder} differs from the packed source; pack again")
     path = Path(out_dir) / f"{name}.npz"
-    cli.make_dirs(path.parent)
+    files.make_dirs(path.parent)
     write_npz(path, {**arrays, **{k: parts[0][k] for k in ("y_train", "y_test", "classes")}}, compress=False)
     print(f"{path}: {n_train} train and {len(x) - n_train} test images, identical to the source (SHA-256)")
     return path

@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 import cli
+import files
 from training import cpu_bf16_supported
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -56,7 +57,7 @@ def from_run(script: str, argv: list, runs_dir, step: str) -> dict:
     wanted = f"`python {script} {' '.join(argv)}`"
     if not stamp_file.exists():
         raise cli.UserError(f"{stamp_file} not found: run `python report/run_all.py --preset full` first")
-    stamp = cli.read_json_or_none(stamp_file) or {}
+    stamp = files.read_json_or_none(stamp_file) or {}
     ran = stamp.get("argv", [])
     if stamp.get("state") != "done":
         raise cli.UserError(f"{stamp_file} is not a finished {wanted} run (state {stamp.get('state')!r}); "
@@ -65,7 +66,7 @@ def from_run(script: str, argv: list, runs_dir, step: str) -> dict:
         raise cli.UserError(f"{stamp_file} is a finished run of another command ({' '.join(ran[1:])!r}), not "
                             f"{wanted}; rerun the step with its defaults or drop --from-runs")
     metrics_file = Path(ran[ran.index("--out-dir") + 1]) / "metrics.json"
-    metrics = cli.read_json_or_none(metrics_file)
+    metrics = files.read_json_or_none(metrics_file)
     if metrics is None:
         raise cli.UserError(f"{metrics_file} is missing or unreadable; rerun the step or drop --from-runs")
     if metrics_file.stat().st_mtime > stamp_file.stat().st_mtime:  # another run wrote there since
@@ -84,7 +85,7 @@ def write_results(path, cases: dict) -> dict:
     and whether it runs bfloat16 natively: virtual machines may report only "AMD EPYC" for chips
     that train at 5x different speeds."""
     path = Path(path)
-    old = cli.read_json_or_none(path)
+    old = files.read_json_or_none(path)
     old = old if isinstance(old, dict) else {}  # missing or unreadable: start afresh
     stamp, here = time.strftime("%Y-%m-%d %H:%M:%S"), machine()
     new = {k: {**v, "measured": stamp, "machine": here} for k, v in cases.items()}
@@ -92,7 +93,7 @@ def write_results(path, cases: dict) -> dict:
     latest = {(e["case"], cpu_key(e["machine"])): e for e in old.get("earlier", []) + replaced}
     earlier = [e for (case, cpu), e in latest.items() if not (case in new and cpu == cpu_key(here))]
     results = {"cases": {**old.get("cases", {}), **new}, "earlier": earlier}
-    cli.write_json(path, results)
+    files.write_json(path, results)
     return results
 
 
@@ -103,6 +104,6 @@ def cpu_key(machine: dict) -> tuple:
 def machine() -> dict:
     """What the timings depend on: CPU model and count, whether it runs bfloat16 natively
     (training then uses bf16 autocast, about 2x faster), torch, threads, GPU."""
-    return {"cpu": cli.cpu_model(), "cpu_count": os.cpu_count(), "cpu_bf16": cpu_bf16_supported(),
+    return {"cpu": files.cpu_model(), "cpu_count": os.cpu_count(), "cpu_bf16": cpu_bf16_supported(),
             "torch": str(torch.__version__), "threads": torch.get_num_threads(),
             "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None}

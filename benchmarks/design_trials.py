@@ -12,7 +12,6 @@ folder) and --data-dir added, and replaces that entry's runs, parameters, machin
 date with what it measured; everything else in the file stays. The file is written atomically.
 report/draft_design.py turns the trials into the report's account of how each design was reached.
 """
-import argparse
 import datetime
 import json
 import os
@@ -26,13 +25,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 import cli  # noqa: E402
+import files  # noqa: E402
 from benchmarks.common import machine  # noqa: E402
 
 TRIALS = ROOT / "benchmarks" / "results" / "design_trials.json"
 
 
 def read_trials(path) -> dict:
-    trials = cli.read_json_or_none(path, warn=False)
+    trials = files.read_json_or_none(path, warn=False)
     if not isinstance(trials, dict) or not isinstance(trials.get("trials"), list):
         raise cli.UserError(f"{path} is missing or not a trials file (a JSON object with a 'trials' list)")
     return trials
@@ -108,7 +108,7 @@ def update(path, name: str, data_dir) -> dict:
     trial.update(measured)
     for stale in ("seconds_range", "conditions"):  # described the recorded run, not this one
         trial.pop(stale, None)
-    cli.write_json(path, trials)
+    files.write_json(path, trials)
     return trial
 
 

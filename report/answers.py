@@ -9,7 +9,7 @@ overwrites it.
 import re
 from pathlib import Path
 
-import cli
+import files
 
 FIELDS = {"name": "Name", "course": "Course", "collaborators": "Collaborators", "generative-ai": "Generative AI use"}
 
@@ -47,7 +47,7 @@ def ensure(path: Path, items: list) -> bool:
     """Write the template if `path` does not exist; True if it was written."""
     if path.exists():
         return False
-    cli.write_text(path, template(items))
+    files.write_text(path, template(items))
     return True
 
 

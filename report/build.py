@@ -34,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the convlens mod
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import answers as answers_md  # noqa: E402
 import cli  # noqa: E402
+import files  # noqa: E402
 import run_all  # noqa: E402  (the commands that make each input)
 import typst_doc  # noqa: E402
 from cifar10 import NAMES as ARCH_NAMES  # noqa: E402
@@ -135,7 +136,7 @@ class Inputs:
 
     def optional_json(self, rel) -> dict | None:
         """A file the report uses when present (no entry on the missing page)."""
-        value = cli.read_json_or_none(self.runs / rel, warn=False)
+        value = files.read_json_or_none(self.runs / rel, warn=False)
         return value if isinstance(value, dict) and value else None
 
     def unreadable(self, p: Path, why: str):
@@ -245,7 +246,7 @@ def environment() -> dict:
             return importlib.metadata.version(pkg)
         except importlib.metadata.PackageNotFoundError:
             return "not installed"
-    return {"cpu": cli.cpu_model(), "cores": os.cpu_count(), "memory_gb": memory_gb(), "gpu": gpu_names(),
+    return {"cpu": files.cpu_model(), "cores": os.cpu_count(), "memory_gb": memory_gb(), "gpu": gpu_names(),
             "os": f"{platform.system()} {platform.release()}", "python": platform.python_version(),
             **{pkg: version(pkg) for pkg in ("torch", "torchvision", "numpy", "matplotlib", "scipy", "scikit-learn",
                                              "typst")}}
@@ -619,7 +620,7 @@ def part_two(r: Report):
         doc.note("Output of the Conv2D tester (the checks of Conv2DTester.ipynb):")
         doc.mono(m["tester"].rstrip())
     else:
-        doc.note(f"The tester's output (runs/mytorch/tester_output.txt) was not found; report/mytorch_check.py "
+        doc.note("The tester's output (runs/mytorch/tester_output.txt) was not found; report/mytorch_check.py "
                  "writes it.")
     if m["check"]:
         doc.table(["Case", "Input A", "Weights W", "Largest error", "Pass"],
@@ -938,7 +939,7 @@ def document(d: dict, inp: Inputs, fields: dict, own: dict, author: str | None, 
 def compile_pdf(typ: Path, out: Path, root: Path):
     import typst
 
-    with cli.atomic_path(out) as tmp:
+    with files.atomic_path(out) as tmp:
         try:
             typst.compile(str(typ), output=str(tmp), root=str(root))
         except Exception as err:  # noqa: BLE001 (typst raises its own error type; say what failed, keep the source)
@@ -960,8 +961,8 @@ def main(argv=None):
     author = args.author or fields.get("name") or ""
     header = typst_doc.PREAMBLE.format(root=root, name=typ.name, title="Image classification with neural networks",
                                        author=author.replace("\\", "").replace('"', "'"))
-    cli.make_dirs(out.parent)
-    cli.write_text(typ, header + "\n" + doc.source())
+    files.make_dirs(out.parent)
+    files.write_text(typ, header + "\n" + doc.source())
     compile_pdf(typ, out, root)
     print(f"{len(doc.figures)} figures; {provenance_summary(r)}"
           + (f" {len(inp.missing)} missing inputs listed in the last appendix." if inp.missing else "")

@@ -34,6 +34,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the convlens modules live at the repo root
 import cli  # noqa: E402
+import files  # noqa: E402
 import plots  # noqa: E402
 from data import DATASETS, load_dataset  # noqa: E402
 from kernel_vis import DATASET_TITLES as TITLES  # noqa: E402
@@ -235,7 +236,7 @@ def main(argv=None):
     results = [analyze(ds, args.pairs) for ds in datasets]
     models = [score_checkpoint(p, {ds.name: ds for ds in datasets}, {r["name"]: r for r in results})
               for p in args.checkpoints]
-    cli.write_json(args.out_dir / "dataset.json", {"limit": args.limit, "candidates": CANDIDATES,
+    files.write_json(args.out_dir / "dataset.json", {"limit": args.limit, "candidates": CANDIDATES,
                                                    "datasets": results, "models": models})
     plots.save(plot_class_balance(results), args.out_dir / "class_balance.png")
     plots.save(plot_pairs(datasets, results), args.out_dir / "near_duplicates.png")

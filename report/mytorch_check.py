@@ -17,6 +17,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the convlens modules live at the repo root
 import cli  # noqa: E402
+import files  # noqa: E402
 from mytorch import check  # noqa: E402
 
 
@@ -45,9 +46,9 @@ def run_cases(seed: int, repeats: int) -> tuple[list, str]:
 def main(argv=None):
     args = parse_args(argv)
     rows, tester = run_cases(args.seed, args.repeats)
-    cli.write_text(args.out_dir / "tester_output.txt", tester + "\n")
+    files.write_text(args.out_dir / "tester_output.txt", tester + "\n")
     passed = sum(r["passed"] for r in rows)
-    cli.write_json(args.out_dir / "check.json", {
+    files.write_json(args.out_dir / "check.json", {
         "tolerance": check.TOLERANCE, "seed": args.seed, "repeats": args.repeats, "torch": str(torch.__version__),
         "passed": passed, "total": len(rows), "cases": rows})
     print(f"mytorch Conv2D vs torch: {passed}/{len(rows)} cases pass (max abs error <= {check.TOLERANCE:g}) "

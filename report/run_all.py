@@ -11,12 +11,16 @@ dense and gap; the batch norm x dropout ablation of both (--lr 0.1: without batc
 not train at the quick preset's 0.4, see cifar10.py); kernel_vis.py on both CIFAR-10 checkpoints; cam.py
 --sanity and guided_backprop.py on both; report/dataset.py; report/mytorch_check.py; report/build.py.
 
-Like make: a step is skipped when it finished before with the same command, all its declared
-outputs exist, and none is older than its inputs (its script, the module doing its work, the data
-file, the outputs of the steps it reads). So a rerun after an interruption resumes: finished steps
-are skipped and an interrupted training continues from its last epoch (--resume). After editing a
-shared module (training.py, cnn.py, ...) pass --force. A failed step does not stop the others;
-only the steps that read its outputs are blocked, and the exit status is 1.
+Like make: a step is skipped when it finished before with the same command and the same code (a
+hash of its script and every repository module it imports: editing training.py reruns every
+training step), all its declared outputs exist, and none is older than its inputs (the data file,
+the outputs of the steps it reads). So a rerun after an interruption resumes: finished steps are
+skipped and an interrupted training continues from its last epoch (--resume), but only when the
+interrupted attempt ran the same command and code; a training step that starts from scratch first
+deletes its old checkpoints; --force reruns every step from scratch. A
+failed step does not stop the others; only the steps that read its outputs are blocked, and the
+exit status is 1. The runs folder is locked while run_all.py works in it, and a step's process
+ends with run_all.py (killed or not), so a rerun never races an orphan.
 
 Measured times: docs/experiments.md. --limit runs 16 fresh Python processes, most of whose time
 goes to importing torch, scipy and matplotlib.
@@ -24,8 +28,10 @@ goes to importing torch, scipy and matplotlib.
 Writes runs/logs/<step>.log (the step's output) and <step>.json (its command and state), and
 runs/run_all.json (the summary table, after every step; report/build.py takes the total time from it).
 """
+import ctypes
 import math
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -35,6 +41,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the convlens modules live at the repo root
 import cli  # noqa: E402  (light: no torch, so planning and skipping stay instant)
+import files  # noqa: E402
 
 # Extra arguments per preset and script kind; "full" keeps every script's own defaults but the ablation's.
 PRESETS = {
@@ -87,9 +94,10 @@ def parse_args(argv=None):
         raise cli.UserError(f"--runs-dir {args.runs_dir} is a file; pass a folder")
     if args.report.suffix != ".pdf":
         raise cli.UserError(f"--report {args.report} must be a .pdf file name")
-    if not args.dry_run:  # fail now, not after an hour of training
-        cli.make_dirs(args.runs_dir / "logs")
-        cli.make_dirs(args.report.parent)
+    if not args.dry_run:  # fail now, not after an hour of training; one run_all.py per runs folder
+        files.claim_out_dir(args.runs_dir)
+        files.make_dirs(args.runs_dir / "logs")
+        files.make_dirs(args.report.parent)
     return args
 
 
@@ -197,7 +205,7 @@ def kernels_step(name, folder, need, seed, data_arg, more, script) -> Step:
 # ---- key figures for the summary (read from the step's outputs; "" when unreadable) ---------------
 
 def read_json(path) -> dict:
-    return cli.read_json_or_none(path, warn=False) or {}
+    return files.read_json_or_none(path, warn=False) or {}
 
 
 def output(step, name) -> dict:
@@ -272,12 +280,21 @@ def stamp_path(runs: Path, step: Step) -> Path:
     return runs / "logs" / f"{step.name}.json"
 
 
+def step_code(step: Step) -> str | None:
+    """Hash of the code the step runs (its script and the repository modules it imports), or None
+    for a command that is no script of ours."""
+    script = Path(step.argv[0])
+    return files.code_hash(script) if script.suffix == ".py" and script.is_file() else None
+
+
 def why_run(step: Step, stamp: dict, rerun: set, earlier_outputs: list, force: bool) -> str | None:
     """Why `step` must run (a short reason), or None when it is up to date."""
     if force:
         return "--force"
     if stamp.get("argv") != step.argv:
         return "never finished with this command" if stamp else "never ran"
+    if stamp.get("code") != step_code(step):
+        return "its code changed"
     if stamp.get("state") != "done":
         return f"last attempt {stamp.get('state')}"
     missing = [p for p in step.outputs if not p.exists()]
@@ -295,9 +312,11 @@ def why_run(step: Step, stamp: dict, rerun: set, earlier_outputs: list, force: b
     return f"{newer[0].name} is newer than its outputs" if newer else None
 
 
-def command(step: Step, stamp: dict) -> list:
-    """The step's command; + --resume when its last attempt with this very command was cut off."""
-    resume = step.resumable and stamp.get("state") == "running" and stamp.get("argv") == step.argv
+def command(step: Step, stamp: dict, force: bool = False) -> list:
+    """The step's command; + --resume when its last attempt with this very command and code was
+    cut off (never with --force: that means from scratch)."""
+    resume = (step.resumable and not force and stamp.get("state") == "running" and stamp.get("argv") == step.argv
+              and stamp.get("code") == step_code(step))
     return [sys.executable, *step.argv, *(["--resume"] if resume else [])]
 
 
@@ -334,19 +353,32 @@ def fmt_time(seconds: float) -> str:
 
 def run_step(step: Step, cmd: list, log: Path, on_tick) -> int:
     """Run cmd with stdout and stderr into `log`; the exit status."""
-    cli.make_dirs(log.parent)
+    files.make_dirs(log.parent)
     with open(log, "w") as f:
         f.write(f"$ {' '.join(cmd)}\n")
         f.flush()
-        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT, env=child_env(step.tiny))
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT, env=child_env(step.tiny),
+                                preexec_fn=die_with_parent if sys.platform == "linux" else None)
         try:
             while proc.poll() is None:
                 on_tick()
                 time.sleep(0.2)
-        except KeyboardInterrupt:  # the child got the same Ctrl-C; let it finish its atomic writes
-            proc.wait()
+        except KeyboardInterrupt:  # a Ctrl-C reached the child too; a SIGTERM (or a second Ctrl-C) may not have
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                proc.terminate()  # it stops with its files whole (cli.run's SIGTERM handler)
+                proc.wait()
             raise
     return proc.returncode
+
+
+def die_with_parent():
+    """In the child, before it runs: ask Linux to send it SIGTERM when run_all.py dies, however
+    (prctl PR_SET_PDEATHSIG), so a killed run_all.py leaves no training behind to race its rerun;
+    the child's SIGTERM handler (cli.run) stops it with its files whole."""
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def execute(steps: list, runs: Path, force=False, dry_run=False, summary=None) -> list:
@@ -373,7 +405,7 @@ def execute(steps: list, runs: Path, force=False, dry_run=False, summary=None) -
         else:
             started = time.perf_counter()
             row.update(run_one(step, stamp, stamp_file, row["log"], started,
-                               lambda: progress.tick(i, step.name, started)))
+                               lambda: progress.tick(i, step.name, started), force))
             (failed if row["status"] == "failed" else rerun).add(step.name)
         outputs += step.outputs
         rows.append(row)
@@ -384,27 +416,39 @@ def execute(steps: list, runs: Path, force=False, dry_run=False, summary=None) -
     return rows
 
 
-def run_one(step, stamp, stamp_file, log, started, on_tick) -> dict:
-    """Run one step, keeping its stamp: 'running' before (so a cut-off run resumes), then 'done' or 'failed'."""
-    cmd = command(step, stamp)
+def run_one(step, stamp, stamp_file, log, started, on_tick, force=False) -> dict:
+    """Run one step, keeping its stamp (command, code hash, state): 'running' before (so a cut-off
+    run resumes), then 'done' or 'failed'."""
+    cmd, source = command(step, stamp, force), step_code(step)
+    if step.resumable and "--resume" not in cmd:
+        remove_checkpoints(step)
     prior = stamp.get("seconds", 0.0) if "--resume" in cmd else 0.0  # time already spent before the cut
-    cli.write_json(stamp_file, {"argv": step.argv, "state": "running", "seconds": prior})
+    files.write_json(stamp_file, {"argv": step.argv, "code": source, "state": "running", "seconds": prior})
     try:
         code = run_step(step, cmd, Path(log), on_tick)
     except KeyboardInterrupt:
-        cli.write_json(stamp_file, {"argv": step.argv, "state": "running",
-                                    "seconds": round(prior + time.perf_counter() - started, 1)})
+        files.write_json(stamp_file, {"argv": step.argv, "code": source, "state": "running",
+                                      "seconds": round(prior + time.perf_counter() - started, 1)})
         raise
     seconds = round(time.perf_counter() - started, 1)
     missing = [p.name for p in step.outputs if not p.exists()]
     ok = code == 0 and not missing
     reason = "" if ok else (f"exit status {code}{last_error(Path(log))}" if code
                             else f"did not write {', '.join(missing)}")
-    cli.write_json(stamp_file, {"argv": step.argv, "state": "done" if ok else "failed",
+    files.write_json(stamp_file, {"argv": step.argv, "code": source, "state": "done" if ok else "failed",
                                 "seconds": round(prior + seconds, 1), "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
                                 "finished_at": time.time()})
     return {"status": "ran" if ok else "failed", "seconds": seconds, "made_seconds": round(prior + seconds, 1),
             "key": key_text(step) if ok else "", "reason": reason}
+
+
+def remove_checkpoints(step: Step):
+    """Delete the model.pt files in a training step's folder before it starts from scratch, so no
+    later --resume can adopt a checkpoint of an earlier command, earlier code or a finished run
+    (the step would rewrite them after its first epoch anyway)."""
+    for path in step.outputs[0].parent.glob("**/model.pt"):
+        if path.is_file():
+            path.unlink()
 
 
 def last_error(log: Path) -> str:
@@ -456,7 +500,7 @@ def main(argv=None):
     if not args.dry_run:
         check_data(args.data_dir)
     summary_file = args.runs_dir / "run_all.json"
-    write = lambda rows, pending: cli.write_json(summary_file, summary_json(args, rows, pending))
+    write = lambda rows, pending: files.write_json(summary_file, summary_json(args, rows, pending))
     mode = f"--limit {args.limit}" if args.limit else f"--preset {args.preset}"
     print(f"{len(steps)} steps, {mode}, into {args.runs_dir}" + (" (dry run)" if args.dry_run else ""))
     rows = execute(steps, args.runs_dir, args.force, args.dry_run, write)

@@ -443,10 +443,11 @@ def test_a_failing_step_blocks_only_its_dependents_and_exits_nonzero(tmp_path, m
 
 def test_an_interrupted_step_resumes_and_a_changed_one_starts_over():
     step = run_all.Step("train", ["fashionmnist.py", "--epochs", "3"], [], resumable=True)
-    assert run_all.command(step, {"argv": step.argv, "state": "running"})[-1] == "--resume"
+    assert run_all.command(step, {"argv": step.argv, "code": run_all.step_code(step), "state": "running"})[-1] == "--resume"
     assert "--resume" not in run_all.command(step, {"argv": ["fashionmnist.py", "--epochs", "12"], "state": "running"})
     assert "--resume" not in run_all.command(step, {"argv": step.argv, "state": "failed"})
-    assert run_all.why_run(step, {"argv": step.argv, "state": "running"}, set(), [], False) == "last attempt running"
+    assert run_all.why_run(step, {"argv": step.argv, "code": run_all.step_code(step), "state": "running"},
+                           set(), [], False) == "last attempt running"
 
 
 # ---- bad arguments ------------------------------------------------------------------------------------

@@ -204,10 +204,10 @@ def test_written_files_get_the_usual_permissions(tmp_path):
     other file the user writes (0644 under umask 022), e.g. a report.pdf to share."""
     import os
 
-    import cli
+    import files
     old = os.umask(0o022)
     try:
-        cli.write_json(tmp_path / "metrics.json", {"a": 1})
+        files.write_json(tmp_path / "metrics.json", {"a": 1})
         save_checkpoint(tmp_path / "model.pt", {"model": SPEC, "state_dict": {}})
     finally:
         os.umask(old)
