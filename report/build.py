@@ -111,7 +111,7 @@ class Inputs:
     def __init__(self, runs: Path):
         self.runs, self.missing = runs, {}
         plan_args = argparse.Namespace(preset="full", limit=None, runs_dir=runs, data_dir=cli.DEFAULT_DATA_DIR,
-                                       report=Path("report/report.pdf"), seed=0)
+                                       report=Path("report/report.pdf"), seed=0, author=None)
         self.makers = {out: step for step in run_all.plan(plan_args) for out in step.outputs}
 
     def path(self, rel) -> Path | None:
