@@ -23,6 +23,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 import cli  # noqa: E402
+import files  # noqa: E402
 from data import KEYS, read_npz, write_npz  # noqa: E402
 
 SPLITS = ("train", "test")
@@ -34,7 +35,7 @@ def sha256(x: np.ndarray) -> str:
 
 
 def encode(x: np.ndarray) -> list[bytes]:
-    """(N, H, W, 3) uint8 -> N lossless WebP files (method 2: 2x smaller than the raw bytes,
+    """(N, H, W, 3) uint8 -> N lossless WebP blobs (method 2: 2x smaller than the raw bytes,
     0.4 ms an image; method 6 is 3% larger and 80x slower on CIFAR-10)."""
     out = []
     for image in x:
@@ -44,22 +45,22 @@ def encode(x: np.ndarray) -> list[bytes]:
     return out
 
 
-def decode(files: list[bytes]) -> np.ndarray:
-    return np.stack([np.asarray(Image.open(io.BytesIO(f)).convert("RGB")) for f in files])
+def decode(blobs: list[bytes]) -> np.ndarray:
+    return np.stack([np.asarray(Image.open(io.BytesIO(f)).convert("RGB")) for f in blobs])
 
 
-def split_parts(files: list[bytes], max_bytes: int) -> list[tuple[int, int]]:
-    """[(first, stop), ...]: ceil(total / max_bytes) consecutive runs of files of about equal
+def split_parts(blobs: list[bytes], max_bytes: int) -> list[tuple[int, int]]:
+    """[(first, stop), ...]: ceil(total / max_bytes) consecutive runs of blobs of about equal
     size (each within one file of total / count bytes)."""
-    total = sum(map(len, files))
+    total = sum(map(len, blobs))
     n_parts = max(1, math.ceil(total / max_bytes))
     bounds, size, first = [], 0, 0
-    for i, f in enumerate(files):
+    for i, f in enumerate(blobs):
         size += len(f)
         if size >= total * (len(bounds) + 1) / n_parts and len(bounds) < n_parts - 1:
             bounds.append((first, i + 1))
             first = i + 1
-    return bounds + [(first, len(files))]
+    return bounds + [(first, len(blobs))]
 
 
 def pack(source, out_dir, max_mb: float) -> list[Path]:
@@ -75,22 +76,22 @@ def pack(source, out_dir, max_mb: float) -> list[Path]:
             raise cli.UserError(f"{source}: x_{split} has shape {x.shape} ({x.dtype}); pack takes RGB uint8 "
                                 "(N, H, W, 3) images in the keras mnist.npz layout, like cifar10.npz")
     x = np.concatenate([arrays[f"x_{s}"] for s in SPLITS])  # (N_train + N_test, H, W, 3): train, then test
-    files = encode(x)
-    if not np.array_equal(decode(files), x):
+    blobs = encode(x)
+    if not np.array_equal(decode(blobs), x):
         raise cli.UserError("this Pillow's WebP encoder is not lossless here; upgrade Pillow")
     common = {"classes": arrays["classes"], "y_train": arrays["y_train"], "y_test": arrays["y_test"],
               "n_train": len(arrays["x_train"]),
               "sha256": np.array([sha256(arrays[f"x_{s}"]) for s in SPLITS])}
-    bounds = split_parts(files, int(max_mb * 1e6))
+    bounds = split_parts(blobs, int(max_mb * 1e6))
     for stale in Path(out_dir).glob(f"*/{Path(source).stem}-part*of*.npz"):  # an earlier pack's
         stale.unlink()
     paths = []
     for k, (first, stop) in enumerate(bounds, 1):
         path = Path(out_dir) / str(k) / f"{Path(source).stem}-part{k}of{len(bounds)}.npz"
         files.make_dirs(path.parent)
-        lengths = [len(f) for f in files[first:stop]]
+        lengths = [len(f) for f in blobs[first:stop]]
         write_npz(path, {**common, "first": first, "offsets": np.cumsum([0] + lengths),
-                         "webp": np.frombuffer(b"".join(files[first:stop]), np.uint8)}, compress=False)
+                         "webp": np.frombuffer(b"".join(blobs[first:stop]), np.uint8)}, compress=False)
         paths.append(path)
         print(f"{path}: images {first}-{stop - 1}, {path.stat().st_size / 1e6:.1f} MB")
     return paths
@@ -114,15 +115,15 @@ def read_parts(folder) -> tuple[str, list[dict]]:
 
 def unpack(folder, out_dir) -> Path:
     name, parts = read_parts(folder)
-    files = []
+    blobs = []
     for part in parts:
         offsets, blob = part["offsets"], part["webp"].tobytes()
-        if part["first"] != len(files) or list(part["sha256"]) != list(parts[0]["sha256"]):
+        if part["first"] != len(blobs) or list(part["sha256"]) != list(parts[0]["sha256"]):
             raise cli.UserError(f"the parts under {folder} come from different packs; pack again")
-        files += [blob[a:b] for a, b in zip(offsets[:-1], offsets[1:])]
+        blobs += [blob[a:b] for a, b in zip(offsets[:-1], offsets[1:])]
     try:
-        x, n_train = decode(files), int(parts[0]["n_train"])  # (N_train + N_test, H, W, 3)
-    except OSError as err:  # PIL's UnidentifiedImageError and truncated files
+        x, n_train = decode(blobs), int(parts[0]["n_train"])  # (N_train + N_test, H, W, 3)
+    except OSError as err:  # PIL's UnidentifiedImageError and truncated blobs
         raise cli.UserError(f"an image in the parts under {folder} does not decode ({err}); pack again") from None
     arrays = {"x_train": x[:n_train], "x_test": x[n_train:]}
     for i, split in enumerate(SPLITS):
