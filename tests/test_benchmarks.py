@@ -72,12 +72,12 @@ def test_write_results_keeps_other_cases_and_other_machines_figures(tmp_path, mo
 
 
 def test_machine_names_the_cpu_from_cpuinfo(tmp_path, monkeypatch):
-    import cli
+    import files
     import training
     from pathlib import Path
     cpuinfo = tmp_path / "cpuinfo"
     cpuinfo.write_text("processor\t: 0\nvendor_id\t: Planted\nmodel name\t: Planted CPU 9000 @ 1.0GHz\nflags\t: x\n")
-    monkeypatch.setattr(cli, "Path", lambda p: cpuinfo if str(p) == "/proc/cpuinfo" else Path(p))
+    monkeypatch.setattr(files, "Path", lambda p: cpuinfo if str(p) == "/proc/cpuinfo" else Path(p))
     here = common.machine()
     assert here["cpu"] == "Planted CPU 9000 @ 1.0GHz"
     assert (here["cpu_count"], here["cpu_bf16"]) == (os.cpu_count(), training.cpu_bf16_supported())
