@@ -120,7 +120,7 @@ def test_results(logits, y, classes) -> dict:
             "confusion_matrix": cm.tolist()}
 
 
-def plot_examples(x_test, y_test, pred, probs, picks, classes, network):
+def examples_figure(x_test, y_test, pred, probs, picks, classes, network):
     """picks: (indices, correct) from training.choose_examples."""
     images, titles = [], []
     for i, right in zip(*picks):
@@ -187,7 +187,7 @@ def report(args, ds, model, history, device, n_train):
                                     f"{100 * results['test_accuracy']:.2f}% on {len(ds.y_test):,} images"),
                args.out_dir / "confusion_matrix.png")
     picks = choose_examples(pred, ds.y_test, 2, args.seed)  # one right and one wrong, where there is one
-    plots.save(plot_examples(ds.x_test, ds.y_test, pred, probs, picks, ds.classes, NAMES[args.model]),
+    plots.save(examples_figure(ds.x_test, ds.y_test, pred, probs, picks, ds.classes, NAMES[args.model]),
                args.out_dir / "examples.png")
     print(f"test accuracy {100 * results['test_accuracy']:.2f}%  test loss {results['test_loss']:.4f}  "
           f"parameters {n_params:,}  wall {wall:.0f}s  -> {args.out_dir}")

@@ -37,6 +37,7 @@ import cli  # noqa: E402
 import files  # noqa: E402
 import run_all  # noqa: E402  (the commands that make each input)
 import typst_doc  # noqa: E402
+import words  # noqa: E402  (report/words.py)
 from cifar10 import NAMES as ARCH_NAMES  # noqa: E402
 from typst_doc import Doc, escape, ref  # noqa: E402
 
@@ -274,7 +275,7 @@ def gpu_names() -> str:
 
 # ---- numbers to words -------------------------------------------------------------------------------
 
-pct = run_all.pct  # 0.9345 -> '93.45%'
+pct = words.pct  # 0.9345 -> '93.45%'
 
 
 def points(a, b) -> str:

@@ -16,24 +16,10 @@ Files read (paths relative to runs/), by the caller (report/build.py), and passe
 import math
 import re
 
+from words import pct, plural, points  # report/words.py: report/ is on the path of its callers
+
 NETWORK = {"dense": "the VGG-style network with a dense head", "gap": "the ResNet-style network with global "
            "average pooling"}
-WORDS = {1: "one", 2: "two", 3: "three", 4: "four", 5: "five", 6: "six", 7: "seven", 8: "eight", 9: "nine"}
-
-
-def plural(n: int, word: str) -> str:
-    return f"{WORDS.get(n, f'{n:,}')} {word}{'' if n == 1 else 's'}"
-
-
-def pct(x: float) -> str:
-    return f"{100 * x:.2f}%"
-
-
-def points(x: float) -> str:
-    """A difference of accuracies (fractions) in percentage points, with its sign."""
-    return f"{100 * x:+.2f} points".replace("-", "−")
-
-
 def signed(x: float, digits: int = 3) -> str:
     return f"{x:+.{digits}f}".replace("-", "−")
 

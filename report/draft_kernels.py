@@ -14,6 +14,7 @@ it is given. Files read (relative to a run folder such as runs/fashionmnist-cnn/
   "meaningful", "weight_correlation_trained_untrained", "trained": {"r2", "share_above_threshold",
   "median_r2"}, "untrained": {the same}, ...}.
 """
+import words  # report/words.py: report/ is on the path of its callers
 
 CLEAR = 0.05   # correlations closer than this count as a tie: neither edges nor shape dominate
 WEAK = 0.1     # a stage whose correlations are both below this follows neither reference
@@ -21,7 +22,7 @@ SHIFT = 0.15   # a change in Gabor share (trained - untrained) counted as a real
 
 
 def _pct(x: float) -> str:
-    return f"{100 * x:.0f}%"
+    return words.pct(x, digits=0)
 
 
 def _shape(shape) -> str:

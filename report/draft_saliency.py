@@ -17,6 +17,7 @@ written by `cam.py --checkpoint <run folder>/model.pt --sanity --stats` (salienc
 - "sanity": {method: {"after_top", "after_all", "layers", "top_layer", "images"}} or None.
 Every sentence below is chosen by the numbers against the thresholds defined here.
 """
+import words  # report/words.py: report/ is on the path of its callers
 
 # Centre: a map whose central-box share exceeds an even spread's by CENTRE_MARGIN (10 points of the
 # mass) "lies on the centre"; one that falls short by as much leans "toward the border".
@@ -50,7 +51,7 @@ PLAIN = {"CAM": "the class activation maps", "Grad-CAM": "the Grad-CAM maps",
 
 
 def pct(x) -> str:
-    return f"{100 * x:.0f}%"
+    return words.pct(x, digits=0)
 
 
 def cap(text: str) -> str:

@@ -41,6 +41,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the convlens modules live at the repo root
 import cli  # noqa: E402  (light: no torch, so planning and skipping stay instant)
+import words  # noqa: E402  (report/words.py, beside this file)
 import files  # noqa: E402
 
 # Extra arguments per preset and script kind; "full" keeps every script's own defaults but the ablation's.
@@ -223,7 +224,7 @@ def output(step, name) -> dict:
 
 
 def pct(x) -> str:
-    return f"{100 * x:.2f}%"
+    return words.pct(x)
 
 
 def key_fashion(step):

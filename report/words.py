@@ -1,0 +1,17 @@
+"""Numbers in words, one way for every generated answer (report/build.py and report/draft_*.py)."""
+WORDS = {1: "one", 2: "two", 3: "three", 4: "four", 5: "five", 6: "six", 7: "seven", 8: "eight", 9: "nine"}
+
+
+def pct(x: float, digits: int = 2) -> str:
+    """A fraction as a percentage: 0.9345 -> '93.45%'."""
+    return f"{100 * x:.{digits}f}%"
+
+
+def points(diff: float) -> str:
+    """A difference of two accuracies (fractions) in percentage points, signed: -0.012 -> '−1.20 points'."""
+    return f"{100 * diff:+.2f} points".replace("-", "−")
+
+
+def plural(n: int, word: str) -> str:
+    """'one seed', 'three seeds', '1,234 images'."""
+    return f"{WORDS.get(n, f'{n:,}')} {word}{'' if n == 1 else 's'}"
