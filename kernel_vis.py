@@ -527,7 +527,8 @@ def plot_kernels(k01: torch.Tensor, network: str, layer: str):
                        f"{network}: the {len(panels)} kernels of the first conv layer ({layer}, "
                        f"{k01.shape[-2]}x{k01.shape[-1]}), each min-max normalized to [0, 1] on its own "
                        f"(0 = its most negative weight, 1 = its most positive); {how}",
-                       cbar_label="normalized weight" + (" (each colour channel)" if rgb else ""))
+                       cbar_label="normalized weight" + (" (each colour channel)" if rgb else ""),
+                       max_cols=8, wide=True)
 
 
 def plot_filtered(image01, caption, responses: torch.Tensor, network: str, layer: str):
@@ -538,7 +539,7 @@ def plot_filtered(image01, caption, responses: torch.Tensor, network: str, layer
                        f"{network}: the input ({caption.replace(chr(10), ', ')}) convolved with each kernel of "
                        f"{layer} (its stride, padding and bias; before batch norm and ReLU); each {h}x{w} output "
                        f"min-max normalized to [0, 1] on its own (white = strongest response)",
-                       cbar_label="normalized response", input_first=True)
+                       cbar_label="normalized response", input_first=True, max_cols=9, wide=True)
 
 
 def plot_feature_path(image01, caption, path, network: str):
@@ -560,7 +561,8 @@ def plot_feature_path(image01, caption, path, network: str):
 
 
 BODY_CHANNELS = 32   # channels of a layer in the body figure; the rest go to its _all figure
-BODY_WIDTH_IN = 3.2  # a body grid: half the text width, so the report sets a layer's maps and filters side by side
+BODY_WIDTH_IN = 3.1  # a body grid: under half the text width (with the margin plots.save adds), so the
+                     # report sets the two networks' grids of one layer depth side by side
 BODY_SUPTITLE_PT = 8
 
 

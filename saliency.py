@@ -689,7 +689,7 @@ TEXT_WIDTH_IN = 1.3   # the column of example titles: fits "pred: automobile (10
 MAX_PANEL_IN = 0.75   # a 32 x 32 image needs no more (about 43 pixels an inch)
 GOOD_PANEL_IN = 0.55  # panels at least this large: the layout with the shortest figure wins
 MAX_HEIGHT_IN = 8.0   # a page of the report, with room for the caption
-SANITY_SIZE_IN = (3.2, 3.1)  # half the text width: the report sets both networks' checks side by side
+SANITY_SIZE_IN = (3.0, 3.0)  # under half the text width: the report sets both networks' checks side by side
 SAVE_PAD_IN = 0.12    # plots.save crops to the content (axes frames reach past the axes) plus 0.1 in a side
 
 

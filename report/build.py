@@ -685,8 +685,9 @@ def part_two(r: Report):
     doc.heading(2, "Problem 3. Feature maps and filters", label="problem-3")
     r.item("3(a)", own_draft(lambda: [
         "For each network, the feature maps (outputs after the activation) of three convolutional layers - the "
-        "first, one in the middle and the last - for one test image, one panel per output channel. Where a layer "
-        "has many channels the body shows a subset and Appendix B shows every channel."]))
+        "first, one in the middle and the last - for one test image, one panel per output channel, numbered; each "
+        "row of figures sets the two networks' layers of the same depth side by side. Where a layer has more than "
+        "32 channels the body shows the first 32 and Appendix B shows every channel."]))
     grids(r, "feature_maps", "feature maps of")
     r.item("3(b)", gabor_drafts(r))
     grids(r, "filters", "learned filters of")

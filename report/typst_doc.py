@@ -116,7 +116,7 @@ class Doc:
         """[(path, caption, label)] side by side when their printed widths fit the text width
         together (each still at its own size), else one below the other; floating like figure()."""
         widths = [print_width_in(p) for p, _, _ in figures]
-        if len(figures) < 2 or sum(widths) + 0.2 * (len(figures) - 1) > TEXT_WIDTH_IN:
+        if len(figures) < 2 or sum(widths) + 0.1 * (len(figures) - 1) > TEXT_WIDTH_IN:
             for fig in figures:
                 self.figure(*fig)
             return
