@@ -215,7 +215,8 @@ def test_the_body_fits_its_page_budget_with_each_figure_at_its_own_size(crafted)
     assert body_pages(pages) <= BODY_PAGE_BUDGET, f"{body_pages(pages)} body pages"
     source = out.with_suffix(".typ").read_text()
     for f in figures:  # each at its own size (pixels / dpi), never scaled down to make it fit
-        printed = float(re.search(r'image\("[^"]*' + re.escape(Path(f).name) + r'", width: ([\d.]+)in', source)[1])
+        rel = os.path.relpath(runs / f, out.parent)
+        printed = float(re.search(r'image\("' + re.escape(rel) + r'", width: ([\d.]+)in', source)[1])
         w, h, dpi = typst_doc.png_info(runs / f)
         assert printed == round(w / dpi, 2) <= typst_doc.TEXT_WIDTH_IN
     # a layer's grids print side by side: both networks' grids of one depth share a row
