@@ -475,25 +475,28 @@ SUPTITLE_PT = 9
 
 
 def plot_panels(panels, titles, suptitle: str, cbar_label: str | None = None, cmap="gray",
-                panel_size=1.5, title_size=plots.MIN_FONT_PT, max_cols=8, wide=False, input_first=False):
+                panel_size=1.5, title_size=plots.MIN_FONT_PT, max_cols=8, wide=False, input_first=False,
+                width_in=plots.PRINT_WIDTH_IN, suptitle_size=None):
     """Images (C, H, W) or (H, W) with values in [0, 1] in a grid, a title over each (None: no
     panel titles), and one colour bar for all (0 to 1) when cbar_label is given. wide: as few rows
     as max_cols allows. input_first: the first panel is the input image, drawn in gray (or RGB)
-    whatever `cmap`. Panels shrink so that the figure fits the printed text width
-    (plots.PRINT_WIDTH_IN); titles are wrapped to their panel, the suptitle to the figure."""
+    whatever `cmap`. Panels shrink so that the figure fits `width_in` (at most the printed text
+    width plots.PRINT_WIDTH_IN; half of it lets the report set two grids side by side); titles are
+    wrapped to their panel, the suptitle to the figure."""
     import matplotlib.pyplot as plt
 
     n = len(panels)
     rows, cols = grid_shape(n, max_cols) if not wide else (math.ceil(n / max_cols), 0)
     cols = cols or math.ceil(n / rows)
     cbar = CBAR_IN if cbar_label else 0
-    panel_size = min(panel_size, (plots.PRINT_WIDTH_IN - cbar - 0.1) / cols)
+    panel_size = min(panel_size, (min(width_in, plots.PRINT_WIDTH_IN) - cbar - 0.1) / cols)
+    suptitle_size = suptitle_size or SUPTITLE_PT
     titles = [None] * n if titles is None else [wrap(str(t), panel_size, title_size) for t in titles]
     title_lines = max((t.count("\n") + 1 for t in titles if t), default=0)
     width = panel_size * cols + cbar
-    suptitle = wrap(suptitle, width, SUPTITLE_PT)
+    suptitle = wrap(suptitle, width, suptitle_size)
     fig, axes = plt.subplots(rows, cols, squeeze=False, layout="constrained", figsize=(
-        width, (panel_size + 0.14 * title_lines) * rows + 0.1 + 0.18 * (suptitle.count("\n") + 1)))
+        width, (panel_size + 0.14 * title_lines) * rows + 0.1 + suptitle_size / 50 * (suptitle.count("\n") + 1)))
     for ax in axes.flat[n:]:
         ax.axis("off")
     for i, (ax, panel, title) in enumerate(zip(axes.flat, panels, titles)):
@@ -501,7 +504,7 @@ def plot_panels(panels, titles, suptitle: str, cbar_label: str | None = None, cm
                          vmin=0, vmax=1)
         if title:
             ax.set_title(title, fontsize=title_size)
-    fig.suptitle(suptitle, fontsize=SUPTITLE_PT)
+    fig.suptitle(suptitle, fontsize=suptitle_size)
     if cbar_label:
         mappable = plt.cm.ScalarMappable(cmap=cmap, norm=plt.Normalize(0, 1))
         bar = fig.colorbar(mappable, ax=axes, fraction=0.04 if rows > 1 else 0.08,
@@ -524,7 +527,8 @@ def plot_kernels(k01: torch.Tensor, network: str, layer: str):
                        f"{network}: the {len(panels)} kernels of the first conv layer ({layer}, "
                        f"{k01.shape[-2]}x{k01.shape[-1]}), each min-max normalized to [0, 1] on its own "
                        f"(0 = its most negative weight, 1 = its most positive); {how}",
-                       cbar_label="normalized weight" + (" (each colour channel)" if rgb else ""))
+                       cbar_label="normalized weight" + (" (each colour channel)" if rgb else ""),
+                       max_cols=8, wide=True)
 
 
 def plot_filtered(image01, caption, responses: torch.Tensor, network: str, layer: str):
@@ -535,7 +539,7 @@ def plot_filtered(image01, caption, responses: torch.Tensor, network: str, layer
                        f"{network}: the input ({caption.replace(chr(10), ', ')}) convolved with each kernel of "
                        f"{layer} (its stride, padding and bias; before batch norm and ReLU); each {h}x{w} output "
                        f"min-max normalized to [0, 1] on its own (white = strongest response)",
-                       cbar_label="normalized response", input_first=True)
+                       cbar_label="normalized response", input_first=True, max_cols=9, wide=True)
 
 
 def plot_feature_path(image01, caption, path, network: str):
@@ -556,7 +560,10 @@ def plot_feature_path(image01, caption, path, network: str):
                        max_cols=5, wide=True, input_first=True)
 
 
-BODY_CHANNELS = 32  # channels of a layer in the body figure; the rest go to its _all figure
+BODY_CHANNELS = 32   # channels of a layer in the body figure; the rest go to its _all figure
+BODY_WIDTH_IN = 3.1  # a body grid: under half the text width (with the margin plots.save adds), so the
+                     # report sets the two networks' grids of one layer depth side by side
+BODY_SUPTITLE_PT = 8
 
 
 def channel_range(shown: int, total: int) -> str:
@@ -564,31 +571,43 @@ def channel_range(shown: int, total: int) -> str:
 
 
 def plot_layer_maps(maps: torch.Tensor, description: str, network: str, shown: int, numbered=True):
-    """Feature maps (C, H, W) of one layer, channels 1..shown; numbered: a number over each panel
-    (the appendix grid of every channel leaves them out to stay legible)."""
+    """Feature maps (C, H, W) of one layer, channels 1..shown. numbered (the body figure): a number
+    over each panel, BODY_WIDTH_IN wide with the colour scale named in the title instead of a
+    colour bar; else (the appendix grid of every channel) the text width, no numbers, a colour bar."""
     panels = [plots.minmax(m, (0, 1)).numpy() for m in maps[:shown]]
     zero = [bool(m.max() == m.min()) for m in maps[:shown]]
-    titles = [f"{i + 1}" + ("(0)" if z else "") for i, z in enumerate(zero)] if numbered else None
-    return plot_panels(panels, titles,
+    size = f"{maps.shape[-2]}x{maps.shape[-1]}"
+    if numbered:
+        titles = [f"{i + 1}" + ("(0)" if z else "") for i, z in enumerate(zero)]
+        return plot_panels(panels, titles,
+                           f"{network}: feature maps of {description}, {channel_range(shown, len(maps))}, "
+                           f"{size}, each scaled to [0, 1] on its own (yellow = strongest)"
+                           + (", (0): all zero" if any(zero) else ""),
+                           cmap="viridis", max_cols=8, wide=True, width_in=BODY_WIDTH_IN, suptitle_size=BODY_SUPTITLE_PT)
+    return plot_panels(panels, None,
                        f"{network}: feature maps of {description}, {channel_range(shown, len(maps))}, "
-                       f"{maps.shape[-2]}x{maps.shape[-1]} each, each min-max normalized on its own"
-                       + (" ((0): all zero for this image)" if numbered and any(zero) else
-                          f"; {sum(zero)} of them all zero" if any(zero) else ""),
-                       cbar_label="normalized activation", cmap="viridis",
-                       max_cols=8 if numbered else 16)
+                       f"{size} each, each min-max normalized on its own"
+                       + (f"; {sum(zero)} of them all zero" if any(zero) else ""),
+                       cbar_label="normalized activation", cmap="viridis", max_cols=16)
 
 
 def plot_layer_filters(k01: torch.Tensor, layer: str, in_channels: int, network: str, shown: int, numbered=True):
+    """Filters (C_out, C_in, k, k) in [0, 1] of one layer, 1..shown: RGB for a first layer on colour
+    images, else input channel 1; numbered or not as in plot_layer_maps."""
     rgb = k01.shape[1] == 3
     part = k01[:shown]
+    panels = part.numpy() if rgb else part[:, 0].numpy()
     what = "drawn as RGB" if rgb else (f"input channel 1 of {in_channels}" if in_channels > 1 else "")
-    return plot_panels(part.numpy() if rgb else part[:, 0].numpy(),
-                       [f"#{i + 1}" for i in range(len(part))] if numbered else None,
-                       f"{network}: learned filters of {layer}, {channel_range(shown, len(k01))} "
-                       f"({k01.shape[-2]}x{k01.shape[-1]}{', ' + what if what else ''}), each min-max "
-                       f"normalized to [0, 1] on its own",
-                       cbar_label="normalized weight" + (" (each colour channel)" if rgb else ""),
-                       max_cols=8 if numbered else 16)
+    shape = f"{k01.shape[-2]}x{k01.shape[-1]}{', ' + what if what else ''}"
+    if numbered:
+        return plot_panels(panels, [f"#{i + 1}" for i in range(len(part))],
+                           f"{network}: learned filters of {layer}, {channel_range(shown, len(k01))} ({shape}), "
+                           f"each scaled to [0, 1] on its own" + ("" if rgb else " (white = most positive)"),
+                           max_cols=8, wide=True, width_in=BODY_WIDTH_IN, suptitle_size=BODY_SUPTITLE_PT)
+    return plot_panels(panels, None,
+                       f"{network}: learned filters of {layer}, {channel_range(shown, len(k01))} ({shape}), each "
+                       f"min-max normalized to [0, 1] on its own",
+                       cbar_label="normalized weight" + (" (each colour channel)" if rgb else ""), max_cols=16)
 
 
 def plot_gabor(kernels_k: np.ndarray, fits: list, report: dict, network: str, n_best: int = 8):
@@ -596,7 +615,8 @@ def plot_gabor(kernels_k: np.ndarray, fits: list, report: dict, network: str, n_
     import matplotlib.pyplot as plt
 
     order = np.argsort([-f["r2"] for f in fits])[:n_best]
-    panel = min(1.0, (plots.PRINT_WIDTH_IN - 0.4) / max(len(order), 1))
+    # 0.4 in for the row labels, 0.25 in for the margin plots.save adds: prints within PRINT_WIDTH_IN
+    panel = min(1.0, (plots.PRINT_WIDTH_IN - 0.65) / max(len(order), 1))
     width = max(panel * len(order), 3.5) + 0.4  # room for the title when only a few kernels exist
     t, tr, un = report["threshold"], report["trained"], report["untrained"]
     caveat = "" if report["meaningful"] else (

@@ -686,20 +686,26 @@ def run_stats(ex: Examples, seed: int, n: int, layer=None, sanity: dict | None =
 # ---- figures -----------------------------------------------------------------------------------
 
 TEXT_WIDTH_IN = 1.3   # the column of example titles: fits "pred: automobile (100%)" at 7 pt
-MAX_PANEL_IN = 1.1    # a 32 x 32 image needs no more
+MAX_PANEL_IN = 0.75   # a 32 x 32 image needs no more (about 43 pixels an inch)
+GOOD_PANEL_IN = 0.55  # panels at least this large: the layout with the shortest figure wins
 MAX_HEIGHT_IN = 8.0   # a page of the report, with room for the caption
+SANITY_SIZE_IN = (3.0, 3.0)  # under half the text width: the report sets both networks' checks side by side
 SAVE_PAD_IN = 0.12    # plots.save crops to the content (axes frames reach past the axes) plus 0.1 in a side
 
 
 def example_layout(n: int, k: int) -> tuple:
     """(groups, panel size in inches) for n examples, one per row, each with a title column and k
-    map panels: the examples split into 1 or 2 side-by-side groups, whichever gives the larger
-    panels within the print width plots.PRINT_WIDTH_IN and MAX_HEIGHT_IN (0.9 in for the headings)."""
+    map panels: the examples split into 1 or 2 side-by-side groups within the print width
+    plots.PRINT_WIDTH_IN and MAX_HEIGHT_IN (0.9 in for the headings). Of the layouts whose panels
+    are at least GOOD_PANEL_IN, the shortest figure (so the report spends less of a page on it),
+    else the larger panels."""
     def panel(g):
         rows = -(-n // g)
         width = plots.PRINT_WIDTH_IN - 2 * SAVE_PAD_IN
         return min(MAX_PANEL_IN, (width / g - TEXT_WIDTH_IN) / k, (MAX_HEIGHT_IN - 0.9) / rows)
-    groups = max((1, 2), key=panel) if n > 1 else 1
+    options = (1, 2) if n > 1 else (1,)
+    good = [g for g in options if panel(g) >= GOOD_PANEL_IN]
+    groups = min(good, key=lambda g: -(-n // g) * panel(g)) if good else max(options, key=panel)
     return groups, panel(groups)
 
 
@@ -741,24 +747,25 @@ def plot_example_maps(images, rows, titles, colors, suptitle):
 
 def plot_sanity(result: dict, network: str):
     """Mean rank correlation (band: +-1 std over images) vs the number of layers randomized;
-    plots.PRINT_WIDTH_IN wide, no text under plots.MIN_FONT_PT."""
+    SANITY_SIZE_IN (half the print width), no text under plots.MIN_FONT_PT."""
     steps = result["steps"]
     k = [s["randomized"] for s in steps]
-    fig, ax = plt.subplots(figsize=(plots.PRINT_WIDTH_IN, 4.2))
+    fig, ax = plt.subplots(figsize=SANITY_SIZE_IN)
     for method in result["methods"]:
         mean = np.array([s[method]["mean"] for s in steps])
         std = np.array([s[method]["std"] for s in steps])
-        line, = ax.plot(k, mean, "o-", ms=4, label=method)
+        line, = ax.plot(k, mean, "o-", ms=3, label=method)
         ax.fill_between(k, mean - std, mean + std, color=line.get_color(), alpha=0.12)
     ax.axhline(0, color="gray", lw=0.8)
-    ax.set_xticks(k, [s["layer"].split("+")[0] for s in steps], rotation=60, ha="right", fontsize=plots.MIN_FONT_PT)
-    ax.tick_params(axis="y", labelsize=8)
-    ax.set_xlabel("randomized from the output layer down to (cumulative)", fontsize=8)
-    ax.set_ylabel("Spearman rank correlation\nwith the trained model's maps", fontsize=8)
+    ax.set_xticks(k, [s["layer"].split("+")[0].removeprefix("features.") for s in steps], rotation=90,
+                  fontsize=plots.MIN_FONT_PT)
+    ax.tick_params(axis="y", labelsize=plots.MIN_FONT_PT)
+    ax.set_xlabel("randomized from the output down to (cumulative)", fontsize=plots.MIN_FONT_PT)
+    ax.set_ylabel("rank correlation with\nthe trained model's maps", fontsize=plots.MIN_FONT_PT)
     ax.set_ylim(-0.5, 1.05)
-    ax.set_title(f"{network}: cascading randomization sanity check (Adebayo et al. 2018)\n"
-                 f"{result['images']} test images; a method that passes drops toward 0", fontsize=9)
+    ax.set_title(f"{network}: cascading randomization\n(Adebayo et al. 2018), {result['images']} test images;\n"
+                 "a method that passes drops toward 0", fontsize=8)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=plots.MIN_FONT_PT)
-    fig.tight_layout()
+    ax.legend(fontsize=plots.MIN_FONT_PT, loc="lower left", framealpha=0.8)
+    fig.tight_layout(pad=0.3)
     return fig

@@ -485,6 +485,12 @@ class Report:
         if path is not None:
             self.doc.figure(path, caption, lbl)
 
+    def figures_row(self, figures: list):
+        """[(path, caption, label)] side by side where they fit (Doc.figures_row); None paths skipped."""
+        figures = [f for f in figures if f[0] is not None]
+        if figures:
+            self.doc.figures_row(figures)
+
     def missing_figure(self, what: str, rel: str):
         self.doc.note(f"Figure missing ({what}): {self.inp.why_missing(rel)}.")
 
@@ -619,7 +625,7 @@ def part_two(r: Report):
     r.item("P1", own_draft(mytorch_text, m["check"], needs={"mytorch/check.json": m["check"]}, inp=inp))
     if m["tester"]:
         doc.note("Output of the Conv2D tester (the checks of Conv2DTester.ipynb):")
-        doc.mono(m["tester"].rstrip())
+        doc.mono(m["tester"].rstrip(), size_pt=7, columns=2)
     else:
         doc.note("The tester's output (runs/mytorch/tester_output.txt) was not found; report/mytorch_check.py "
                  "writes it.")
@@ -680,13 +686,13 @@ def part_two(r: Report):
     doc.heading(2, "Problem 3. Feature maps and filters", label="problem-3")
     r.item("3(a)", own_draft(lambda: [
         "For each network, the feature maps (outputs after the activation) of three convolutional layers - the "
-        "first, one in the middle and the last - for one test image, one panel per output channel. Where a layer "
-        "has many channels the body shows a subset and Appendix B shows every channel."]))
-    for arch in ("dense", "gap"):
-        grids(r, arch, "feature_maps", "feature maps of")
+        "first, one in the middle and the last - for one test image, one panel per output channel, numbered; each "
+        "row of figures sets the two networks' layers of the same depth side by side. Where a layer has more than "
+        "32 channels the body shows the first 32 and Appendix B shows every channel."]))
+    grids(r, "feature_maps", "feature maps of")
     r.item("3(b)", gabor_drafts(r))
+    grids(r, "filters", "learned filters of")
     for arch in ("dense", "gap"):
-        grids(r, arch, "filters", "learned filters of")
         k = d["cifar"][arch]["kernels"]
         if k["gabor_png"]:
             r.figure(k["gabor_png"], f"The {ARCH_NAMES[arch]}: the first-layer kernels most like a 2-D Gabor function "
@@ -716,10 +722,12 @@ def part_two(r: Report):
             else:
                 r.figure(c["gbp_png"], f"The {ARCH_NAMES[arch]}: guided backpropagation saliency maps of correctly and "
                          "wrongly classified test images.", f"fig-gbp-{arch}")
-                r.figure(c["sanity_png"], f"The {ARCH_NAMES[arch]}: randomization sanity check (Adebayo et al. 2018): "
-                         "how much each method's maps still resemble the trained network's (rank correlation) as the "
-                         "layers are re-initialized from the output down; maps that depend on what the network "
-                         "learned fall towards 0.", f"fig-sanity-{arch}")
+        if kind == "gbp":
+            r.figures_row([(d["cifar"][arch]["sanity_png"], f"The {ARCH_NAMES[arch]}: randomization sanity check "
+                            "(Adebayo et al. 2018): how much each method's maps still resemble the trained "
+                            "network's (rank correlation) as the layers are re-initialized from the output down; "
+                            "maps that depend on what the network learned fall towards 0.", f"fig-sanity-{arch}")
+                           for arch in ("dense", "gap")])
 
     ds = d["dataset"]["json"]
     if ds is not None:
@@ -763,19 +771,28 @@ def gabor_drafts(r: Report) -> Draft:
     return Draft(texts, "; ".join(why))
 
 
-def grids(r: Report, arch: str, kind: str, what: str):
-    k = r.d["cifar"][arch]["kernels"]
-    if not k["layers"]:
-        r.missing_figure(f"{what} the {ARCH_NAMES[arch]}", f"cifar10-{arch}/kernels/gabor.json")
-    for row in k["layers"]:
-        layer = plain_layer(row["layer"])
-        if row[kind] is not None:
-            more = " Every channel is in Appendix B." if row[kind + "_appendix"] else ""
-            r.figure(row[kind], f"The {ARCH_NAMES[arch]}: {what} {layer}, one panel per output channel.{more}",
-                     f"fig-{kind}-{arch}-{safe(row['layer'])}")
-        for i, extra in enumerate(row[kind + "_appendix"]):
-            r.appendix_figures.append((extra, f"The {ARCH_NAMES[arch]}: {what} {layer}, every channel.",
-                                       f"fig-{kind}-{arch}-{safe(row['layer'])}-all{i}"))
+def grids(r: Report, kind: str, what: str):
+    """Per depth (first, middle, last conv layer) one row: the two networks' grids side by side
+    (each is drawn half the text width), so both networks' three layers take three rows; every
+    channel of a wider layer goes to Appendix B."""
+    layers = {arch: r.d["cifar"][arch]["kernels"]["layers"] for arch in ("dense", "gap")}
+    for arch, rows in layers.items():
+        if not rows:
+            r.missing_figure(f"{what} the {ARCH_NAMES[arch]}", f"cifar10-{arch}/kernels/gabor.json")
+    for depth in range(max(map(len, layers.values()))):
+        row_figures = []
+        for arch, rows in layers.items():
+            if depth >= len(rows):
+                continue
+            row = rows[depth]
+            layer, tag = plain_layer(row["layer"]), f"{kind}-{arch}-{safe(row['layer'])}"
+            if row[kind] is not None:
+                more = " All channels: Appendix B." if row[kind + "_appendix"] else ""
+                row_figures.append((row[kind], f"The {ARCH_NAMES[arch]}: {what} {layer}.{more}", f"fig-{tag}"))
+            for i, extra in enumerate(row[kind + "_appendix"]):
+                r.appendix_figures.append((extra, f"The {ARCH_NAMES[arch]}: {what} {layer}, every channel.",
+                                           f"fig-{tag}-all{i}"))
+        r.figures_row(row_figures)
 
 
 def plain_layer(layer: str) -> str:

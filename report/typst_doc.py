@@ -66,9 +66,13 @@ class Doc:
     def raw(self, markup: str):
         self.parts.append(markup)
 
+    FLUSH_LEVEL = 1  # floating figures stay within their section: none drifts past a heading this deep
+
     def heading(self, level: int, text: str, label: str | None = None, outlined: bool = True):
         mark = "=" * level
         body = f"{mark} {escape(text)}" + (f" <{label}>" if label else "")
+        if level <= self.FLUSH_LEVEL:
+            self.raw("#place.flush()")
         self.raw(body if outlined else f"#heading(level: {level}, outlined: false)[{escape(text)}]")
 
     def para(self, *texts: str):
@@ -80,10 +84,13 @@ class Doc:
         """A small gray line (whose words these are, what is missing)."""
         self.raw(f"#note[{escape(text)}]")
 
-    def mono(self, text: str, size_pt: float = 7.5):
-        """A monospace block that wraps long lines instead of running off the page."""
-        self.raw(f"#block(width: 100%, fill: luma(245), inset: 6pt, breakable: true)"
-                 f"[#set text(size: {size_pt}pt); #raw(block: true, {string(text)})]")
+    def mono(self, text: str, size_pt: float = 7.5, columns: int = 1):
+        """A monospace block that wraps long lines instead of running off the page; columns > 1
+        sets it in that many columns (long program output in less of a page)."""
+        body = f"#set text(size: {size_pt}pt); #raw(block: true, {string(text)})"
+        if columns > 1:
+            body = f"#columns({columns}, gutter: 10pt)[{body}]"
+        self.raw(f"#block(width: 100%, fill: luma(245), inset: 6pt, breakable: true)[{body}]")
 
     def table(self, header: list, rows: list, align: str | None = None, size_pt: float = 8.5):
         cells = ", ".join(f"[*{escape(h)}*]" for h in header)
@@ -94,25 +101,29 @@ class Doc:
                  f"  {cells},\n  {body})]")
 
     def figure(self, path, caption: str, label: str, max_width=TEXT_WIDTH_IN):
-        self.raw(self._figure(path, caption, label, max_width))
+        """A figure at its own printed size, floating to the top or bottom of this page or the next
+        (so a figure too tall for the rest of a page leaves no gap: the text flows on)."""
+        self.raw(self._figure(path, caption, label, max_width, floating=True))
 
-    def _figure(self, path, caption, label, max_width=TEXT_WIDTH_IN) -> str:
+    def _figure(self, path, caption, label, max_width=TEXT_WIDTH_IN, floating=False) -> str:
         rel = os.path.relpath(Path(path).resolve(), self.typ_dir)
         width = print_width_in(path, max_width)
         self.figures.append(Path(path))
-        return f"#figure(image({string(rel)}, width: {width}in),\n  caption: [{escape(caption)}]) <{label}>"
+        place = ", placement: auto" if floating else ""
+        return f"#figure(image({string(rel)}, width: {width}in){place},\n  caption: [{escape(caption)}]) <{label}>"
 
     def figures_row(self, figures: list):
         """[(path, caption, label)] side by side when their printed widths fit the text width
-        together (each still at its own size), else one below the other."""
+        together (each still at its own size), else one below the other; floating like figure()."""
         widths = [print_width_in(p) for p, _, _ in figures]
-        if len(figures) < 2 or sum(widths) + 0.2 * (len(figures) - 1) > TEXT_WIDTH_IN:
+        if len(figures) < 2 or sum(widths) + 0.1 * (len(figures) - 1) > TEXT_WIDTH_IN:
             for fig in figures:
                 self.figure(*fig)
             return
         cells = ", ".join(f"[{self._figure(*fig)}]" for fig in figures)
         cols = ", ".join(f"{w}in" for w in widths)
-        self.raw(f"#grid(columns: ({cols}), column-gutter: 1fr, align: top,\n  {cells})")
+        self.raw(f"#place(auto, float: true, clearance: 12pt, grid(columns: ({cols}), column-gutter: 1fr, "
+                 f"align: top,\n  {cells}))")
 
     def source(self) -> str:
         """The markup, with each ref() marker turned into a reference if its label exists (a figure

@@ -13,6 +13,7 @@ from torch import nn
 
 import hooks
 import kernel_vis as kv
+import plots
 from cli import UserError
 from cnn import CNN, GAPNet
 from ffn import FFN
@@ -298,6 +299,10 @@ def test_wide_layers_get_a_numbered_body_subset_and_a_full_appendix_grid():
     assert not any(ax.get_title() for ax in full.axes)            # no per-panel text
     assert "all 96 channels" in full._suptitle.get_text().replace("\n", " ")
     assert "channels 1-32 of 96" in figs["filters_conv3.png"]._suptitle.get_text().replace("\n", " ")
+    # the body grids are half the text width, so the report sets a layer's maps and filters side by side
+    for name in ("feature_maps_conv3.png", "filters_conv3.png"):
+        assert figs[name].get_size_inches()[0] <= kv.BODY_WIDTH_IN <= plots.PRINT_WIDTH_IN / 2
+        assert min(plots.font_sizes(figs[name])) >= plots.MIN_FONT_PT
     capped = dict(kv.figures(result, "net", np.zeros((1, 8, 8)), "x", 8))  # --max-channels 8: no appendix
     assert "feature_maps_conv3_all.png" not in capped and "filters_conv3_all.png" not in capped
     assert "channels 1-8 of 96" in capped["feature_maps_conv3.png"]._suptitle.get_text().replace("\n", " ")

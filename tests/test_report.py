@@ -9,6 +9,7 @@ import importlib.metadata
 import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -48,16 +49,41 @@ def pdf_pages(path) -> list:
     return [" ".join(page.extract_text().split()) for page in pypdf.PdfReader(path).pages]
 
 
+def body_start(pages) -> int:
+    """Index of the page that opens Part I (after the contents, which list every heading too; a
+    figure floated to the top of that page may come before its heading)."""
+    return next(i for i, p in enumerate(pages) if "Part I: Fashion-MNIST" in p and not p.startswith("Contents"))
+
+
 def body_text(pages) -> str:
-    """The pages after the contents (the contents list every heading too)."""
-    start = next(i for i, p in enumerate(pages) if p.startswith("Part I"))
-    return " ".join(pages[start:])
+    """The pages after the contents."""
+    return " ".join(pages[body_start(pages):])
+
+
+def body_pages(pages) -> int:
+    """Pages of the main body: from Part I up to the page that opens Appendix A."""
+    start = body_start(pages)
+    return next(i for i in range(start + 1, len(pages)) if "Appendix A. Layer tables" in pages[i]) - start
 
 
 # ---- a crafted runs folder: known numbers, small real PNGs -------------------------------------------
 
-def png(path, width_in=3.0):
-    fig, ax = plots.plt.subplots(figsize=(width_in, 2))
+# (width, height) in inches of the figures the scripts draw, as printed: the crafted report's pages
+# then fill as a real run's do (a name not listed: a small 3 x 2 in plot)
+FIGURE_IN = {"examples": (3.1, 2.3), "loss": (6.5, 4.0), "confusion_matrix": (5.6, 5.1), "kernels": (4.0, 2.5),
+             "filtered": (4.0, 4.6), "feature_maps": (6.5, 4.5), "ablation": (6.4, 5.3), "gabor": (6.5, 2.6),
+             "gradcam": (5.7, 3.9), "cam": (4.5, 2.4), "guided_backprop": (5.7, 3.9), "sanity": (3.2, 3.1),
+             "class_balance": (6.4, 3.3), "near_duplicates": (2.8, 5.1),
+             "feature_maps_features": (3.2, 2.7), "filters_features": (3.2, 2.7)}
+
+
+def png(path, width_in=None):
+    stem = path.stem.removesuffix("_all")
+    key = next((k for k in sorted(FIGURE_IN, key=len, reverse=True) if stem.startswith(k)), None)
+    w, h = FIGURE_IN.get(key, (3.0, 2.0))
+    if path.stem.endswith("_all"):  # every channel of a wide layer: the appendix grid
+        w, h = 6.5, 6.0
+    fig, ax = plots.plt.subplots(figsize=(width_in or w, h))
     ax.plot([0, 1], [1, 0])
     ax.set_title(path.stem, fontsize=8)
     plots.save(fig, path)
@@ -139,14 +165,12 @@ def crafted_runs(runs: Path) -> list:
             write(runs, f"{folder}/{f}.png", None)
     for arch in ("dense", "gap"):
         figures += [f"cifar10-{arch}-ablation/ablation.png", f"cifar10-{arch}/loss.png"]
-    for arch in ("dense", "gap"):
-        figures += [f"cifar10-{arch}/kernels/feature_maps_features-conv1.png",
-                    f"cifar10-{arch}/kernels/feature_maps_features-conv3.png"]
-    for arch in ("dense", "gap"):
-        figures += [f"cifar10-{arch}/kernels/filters_features-{layer}.png" for layer in ("conv1", "conv3")]
-        figures.append(f"cifar10-{arch}/kernels/gabor.png")
+    for kind in ("feature_maps", "filters"):  # per layer depth a row: the two networks side by side
+        figures += [f"cifar10-{arch}/kernels/{kind}_features-{layer}.png" for layer in ("conv1", "conv3")
+                    for arch in ("dense", "gap")]
+    figures += [f"cifar10-{arch}/kernels/gabor.png" for arch in ("dense", "gap")]
     figures += ["cifar10-dense/gradcam.png", "cifar10-gap/cam.png"]
-    figures += [f"cifar10-{arch}/{f}.png" for arch in ("dense", "gap") for f in ("guided_backprop", "sanity")]
+    figures += [f"cifar10-{arch}/{f}.png" for f in ("guided_backprop", "sanity") for arch in ("dense", "gap")]
     write(runs, "dataset/dataset.json", {"limit": None, "datasets": [
         {"name": "cifar10", "title": "CIFAR-10", "train_images": 50000, "test_images": 10000,
          "train_counts": [5000] * 10, "exact_duplicates": 3, "near_duplicates": 97, "near_threshold_mad": 15.0}],
@@ -180,6 +204,23 @@ def test_every_item_heading_in_order_with_contents_and_every_figure(crafted):
     shown = [os.path.normpath(out.parent / p) for p in __import__("re").findall(r'image\("([^"]+)"', source)]
     assert shown == [str(runs / f) for f in figures]  # each figure once, body subset before the appendix grid
     assert "Appendix A" in body and "Appendix B" in body
+
+
+BODY_PAGE_BUDGET = 25  # the main body (Part I to the appendices), with figures of a real run's sizes
+
+
+def test_the_body_fits_its_page_budget_with_each_figure_at_its_own_size(crafted):
+    runs, out, figures = crafted
+    pages = pdf_pages(out)
+    assert body_pages(pages) <= BODY_PAGE_BUDGET, f"{body_pages(pages)} body pages"
+    source = out.with_suffix(".typ").read_text()
+    for f in figures:  # each at its own size (pixels / dpi), never scaled down to make it fit
+        rel = os.path.relpath(runs / f, out.parent)
+        printed = float(re.search(r'image\("' + re.escape(rel) + r'", width: ([\d.]+)in', source)[1])
+        w, h, dpi = typst_doc.png_info(runs / f)
+        assert printed == round(w / dpi, 2) <= typst_doc.TEXT_WIDTH_IN
+    # a layer's grids print side by side: both networks' grids of one depth share a row
+    assert source.count("#place(auto, float: true") >= 4
 
 
 def test_measured_numbers_and_plain_words(crafted):

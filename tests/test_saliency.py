@@ -318,6 +318,18 @@ def test_example_figure_prints_legibly(n, rows):
     plt_close(fig)
 
 
+def test_example_layout_keeps_figures_short_with_panels_that_read():
+    # CAM (2 columns) and guided backprop of the GAP network (3): two groups of half the rows
+    assert saliency.example_layout(8, 2)[0] == 2 and saliency.example_layout(8, 3)[0] == 2
+    # five columns do not fit twice in the width with readable panels: one group
+    groups, panel = saliency.example_layout(4, 5)
+    assert groups == 1 and panel >= saliency.GOOD_PANEL_IN
+    for n, k in ((4, 2), (8, 3), (8, 5), (16, 5)):
+        groups, panel = saliency.example_layout(n, k)
+        assert -(-n // groups) * panel + 0.9 <= saliency.MAX_HEIGHT_IN
+        assert groups * (saliency.TEXT_WIDTH_IN + k * panel) <= plots.PRINT_WIDTH_IN
+
+
 def test_sanity_figure_prints_legibly():
     steps = [{"randomized": k, "layer": f"features.conv{k}_1+features.bn{k}_1" if k else "none",
               **{m: {"mean": 1 - k / 14, "std": 0.1} for m in ("CAM", "Grad-CAM", "guided backprop", "gradient")}}
@@ -325,7 +337,7 @@ def test_sanity_figure_prints_legibly():
     fig = saliency.plot_sanity({"steps": steps, "images": 32,
                                 "methods": ["CAM", "Grad-CAM", "guided backprop", "gradient"]}, "GAPNet")
     assert min(plots.font_sizes(fig)) >= plots.MIN_FONT_PT
-    assert fig.get_size_inches()[0] <= plots.PRINT_WIDTH_IN
+    assert fig.get_size_inches()[0] <= plots.PRINT_WIDTH_IN / 2  # the report sets both networks' side by side
     assert _printed_width(fig) <= plots.PRINT_WIDTH_IN
     plt_close(fig)
 
