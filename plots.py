@@ -45,7 +45,7 @@ def plot_loss(history: dict, title: str, eval_names=("val", "test")):
     epochs = history["epochs"]
     steps_per_epoch = len(steps) / max(len(epochs), 1)
     x = np.arange(1, len(steps) + 1) / steps_per_epoch
-    fig, ax = plt.subplots(figsize=(PRINT_WIDTH_IN, 4))
+    fig, ax = plt.subplots(figsize=(PRINT_WIDTH_IN, 3.3))
     ax.plot(x, steps, color="tab:blue", alpha=0.25, lw=0.8, label="training loss, running (per step)")
     ax.plot(x, smooth(steps, max(int(steps_per_epoch) // 5, 1)), color="tab:blue", lw=1.8,
             label="training loss, running (smoothed)")
@@ -79,15 +79,15 @@ def plot_confusion(cm: np.ndarray, classes, title: str):
     """Confusion matrix heatmap: rows are true classes, columns predicted classes."""
     import seaborn as sns
 
-    # 6 in wide: printed at its own size in the report (<= PRINT_WIDTH_IN), every text >= MIN_FONT_PT.
-    fig, ax = plt.subplots(figsize=(6.0, 5.4))
-    sns.heatmap(cm, annot=True, fmt="d", cmap="Blues", cbar=True, square=True, ax=ax,
+    # 4.2 in wide: printed at its own size in the report (<= PRINT_WIDTH_IN), every text >= MIN_FONT_PT;
+    # a 4-digit count at 7 pt fits a cell of a 10 x 10 matrix at this size.
+    fig, ax = plt.subplots(figsize=(4.2, 4.4))
+    sns.heatmap(cm, annot=True, fmt="d", cmap="Blues", cbar=False, square=True, ax=ax,  # counts are printed
                 xticklabels=classes, yticklabels=classes, annot_kws={"fontsize": 7})
-    ax.set_xlabel("Predicted class", fontsize=10)
-    ax.set_ylabel("True class", fontsize=10)
-    ax.set_title(title, fontsize=10)
-    ax.tick_params(labelsize=8)
-    ax.collections[0].colorbar.ax.tick_params(labelsize=8)
+    ax.set_xlabel("Predicted class", fontsize=9)
+    ax.set_ylabel("True class", fontsize=9)
+    ax.set_title(title, fontsize=8.5)
+    ax.tick_params(labelsize=7.5)
     ax.tick_params(axis="x", rotation=45)
     plt.setp(ax.get_xticklabels(), ha="right", rotation_mode="anchor")
     ax.tick_params(axis="y", rotation=0)

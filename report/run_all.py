@@ -169,7 +169,7 @@ def plan(args) -> list:
         steps.append(Step(
             f"cam-cifar10-{arch}",
             script("cam.py", "--checkpoint", str(folder / "model.pt"), "--sanity", "--stats", *seed, *data_arg,
-                   *extra("cam")),
+                   *(extra("cam") or ["--n", "4"])),  # 2 right + 2 wrong: a figure a third of a page tall
             [folder / f"{method}.png", folder / f"{method}.json", folder / "sanity.json", folder / "sanity.png",
              folder / "saliency_stats.json"],
             [ROOT / "cam.py", ROOT / "saliency.py", folder / "model.pt"], [f"cifar10-{arch}"], key=key_sanity))
@@ -178,7 +178,7 @@ def plan(args) -> list:
         steps.append(Step(
             f"guided-backprop-cifar10-{arch}",
             script("guided_backprop.py", "--checkpoint", str(folder / "model.pt"), *seed, *data_arg,
-                   *extra("guided")),
+                   *(extra("guided") or ["--n", "4"])),
             [folder / "guided_backprop.png", folder / "guided_backprop.json"],
             [ROOT / "guided_backprop.py", ROOT / "saliency.py", folder / "model.pt"], [f"cifar10-{arch}"],
             key=key_examples))
