@@ -153,7 +153,6 @@ def parse_args(argv=None):
                    help="dropout rate (dense: before each dense layer; gap: before fc); with --ablation the rate "
                         f"of its 'dropout on' variants (default {ABLATION_DROPOUT} where the preset has none)")
     a.add_argument("--no-batchnorm", dest="batchnorm", action="store_false", help="drop every batch norm layer")
-    t.title = "training"  # its defaults: the table in the epilog
     p.epilog = defaults_table({action.dest for action in p._actions})
     args = p.parse_args(argv)
     if args.ablation and args.dropout is None and DEFAULTS[args.arch, args.preset]["dropout"] == 0:

@@ -4,15 +4,48 @@ interruptions and disk errors), and the common command-line arguments (--seed, -
 
 Import it first, before torch: from then on Ctrl-C or SIGTERM while the script is still
 importing its libraries ends it with one line instead of a traceback."""
-import argparse
-import errno
-import hashlib
-import math
-import os
-import re
 import signal
 import sys
 from pathlib import Path
+
+_in_run = False
+
+
+def _on_signal(signum, frame):
+    """SIGINT/SIGTERM: inside run(), a KeyboardInterrupt (so atomic writes clean up and run() says
+    one line); before it, while the script still imports its libraries, one line and exit."""
+    if _in_run:
+        raise KeyboardInterrupt
+    print("\ninterrupted while starting; nothing was written", file=sys.stderr)
+    sys.exit(128 + signum)
+
+
+def _guard_startup():
+    """Install _on_signal when a convlens script (a file of this repository) is the program: not
+    under pytest or in someone else's program that imports these modules."""
+    main_file = getattr(sys.modules.get("__main__"), "__file__", None)
+    root = Path(__file__).resolve().parent
+    if main_file and root in Path(main_file).resolve().parents and "tests" not in Path(main_file).parts:
+        _install(_on_signal)
+
+
+def _install(handler) -> dict:
+    """handler for SIGINT and SIGTERM, except where the signal is ignored (nohup, a background job
+    of a script): that choice of whoever started us stands. Returns the handlers it replaced."""
+    return {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)
+            if signal.getsignal(sig) is not signal.SIG_IGN}
+
+
+_guard_startup()
+
+import argparse  # noqa: E402  (after the guard above, so Ctrl-C while these load is one line too)
+import errno  # noqa: E402
+import hashlib  # noqa: E402
+import math  # noqa: E402
+import os  # noqa: E402
+import re  # noqa: E402
+
+_resumable = False  # set when the script takes --resume (add_training_args)
 
 # The shared offline copy used in development and CI; users download through torchvision.
 DEFAULT_DATA_DIR = os.environ.get("CONVLENS_DATA_DIR", "data")
@@ -56,7 +89,7 @@ def add_training_args(parser: argparse.ArgumentParser, batch_help: str = "images
     from each script's DEFAULTS table, because good values depend on the model."""
     global _resumable
     _resumable = True
-    t = parser.add_argument_group("training (defaults depend on the model: see DEFAULTS in the script)")
+    t = parser.add_argument_group("training")
     t.add_argument("--epochs", type=positive_int)
     t.add_argument("--batch-size", type=positive_int, help=batch_help)
     t.add_argument("--lr", type=finite_float, help="peak learning rate of the one-cycle schedule")
@@ -132,36 +165,6 @@ finite_float = _number_type(float, "a number", math.isfinite, "a finite number")
 seed = _number_type(int, "a whole number", lambda v: 0 <= v < 2**32, f"a seed from 0 to {2**32 - 1}")
 
 
-_resumable = False  # set when the script takes --resume (add_training_args)
-_in_run = False
-
-
-def _on_signal(signum, frame):
-    """SIGINT/SIGTERM: inside run(), a KeyboardInterrupt (so atomic writes clean up and run() says
-    one line); before it, while the script still imports its libraries, one line and exit."""
-    if _in_run:
-        raise KeyboardInterrupt
-    print("\ninterrupted while starting; nothing was written", file=sys.stderr)
-    sys.exit(128 + signum)
-
-
-def _guard_startup():
-    """Install _on_signal when a convlens script (a file of this repository) is the program: not
-    under pytest or in someone else's program that imports these modules."""
-    main_file = getattr(sys.modules.get("__main__"), "__file__", None)
-    root = Path(__file__).resolve().parent
-    if main_file and root in Path(main_file).resolve().parents and "tests" not in Path(main_file).parts:
-        _install(_on_signal)
-
-
-def _install(handler) -> dict:
-    """handler for SIGINT and SIGTERM, except where the signal is ignored (nohup, a background job
-    of a script): that choice of whoever started us stands. Returns the handlers it replaced."""
-    return {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)
-            if signal.getsignal(sig) is not signal.SIG_IGN}
-
-
-_guard_startup()
 
 # What to do about a failed write or read, by errno; the message names the path.
 DISK_FIXES = {

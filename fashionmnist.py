@@ -59,7 +59,6 @@ def parse_args(argv=None):
                         "quarter of the pixels (cnn.CNN early_pool)")
     a.add_argument("--dropout", type=cli.finite_float)
     a.add_argument("--no-batchnorm", dest="batchnorm", action="store_false", help="drop batch norm layers")
-    t.title = "training"
     show_defaults(p, DEFAULTS)
     args = p.parse_args(argv)
     cli.refuse_foreign_options(p, args, "--model", MODEL_ONLY)
