@@ -4,9 +4,9 @@ interruptions and disk errors), and the common command-line arguments (--seed, -
 
 Import it first, before torch: from then on Ctrl-C or SIGTERM while the script is still
 importing its libraries ends it with one line instead of a traceback."""
+import os
 import signal
 import sys
-from pathlib import Path
 
 _in_run = False
 
@@ -24,8 +24,10 @@ def _guard_startup():
     """Install _on_signal when a convlens script (a file of this repository) is the program: not
     under pytest or in someone else's program that imports these modules."""
     main_file = getattr(sys.modules.get("__main__"), "__file__", None)
-    root = Path(__file__).resolve().parent
-    if main_file and root in Path(main_file).resolve().parents and "tests" not in Path(main_file).parts:
+    if not main_file:
+        return
+    root, main_file = os.path.dirname(os.path.realpath(__file__)), os.path.realpath(main_file)
+    if main_file.startswith(root + os.sep) and "tests" not in main_file[len(root):].split(os.sep):
         _install(_on_signal)
 
 
@@ -42,8 +44,8 @@ import argparse  # noqa: E402  (after the guard above, so Ctrl-C while these loa
 import errno  # noqa: E402
 import hashlib  # noqa: E402
 import math  # noqa: E402
-import os  # noqa: E402
 import re  # noqa: E402
+from pathlib import Path  # noqa: E402
 
 _resumable = False  # set when the script takes --resume (add_training_args)
 
