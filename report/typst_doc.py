@@ -66,7 +66,7 @@ class Doc:
     def raw(self, markup: str):
         self.parts.append(markup)
 
-    FLUSH_LEVEL = 1  # floating figures stay within their section: none drifts past a heading this deep
+    FLUSH_LEVEL = 2  # floating figures stay within their question or problem: none drifts past its next one
 
     def heading(self, level: int, text: str, label: str | None = None, outlined: bool = True):
         mark = "=" * level
