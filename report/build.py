@@ -38,7 +38,7 @@ import files  # noqa: E402
 import run_all  # noqa: E402  (the commands that make each input)
 import typst_doc  # noqa: E402
 import words  # noqa: E402  (report/words.py)
-from cifar10 import NAMES as ARCH_NAMES  # noqa: E402
+from cifar10 import DEFAULTS as CIFAR_DEFAULTS, NAMES as ARCH_NAMES  # noqa: E402
 from typst_doc import Doc, escape, ref  # noqa: E402
 
 REPORT_DIR = Path(__file__).resolve().parent
@@ -463,6 +463,7 @@ class Report:
         self.titles = {k: (t, lvl) for k, t, lvl, _ in ITEMS}
         self.provenance = {}       # item key -> "student" | "draft" | "none"
         self.appendix_figures = []  # (path, caption, label)
+        self.appendix_trials = {}   # arch -> paragraphs of design trials, too long for the body
 
     def item(self, key: str, draft: Draft):
         """The item's heading and its text: the student's, else the draft, else why there is none."""
@@ -548,12 +549,15 @@ def part_one(r: Report):
     per_network("examples", lambda m, met: f"The {NETWORKS[m]}: a correctly and a wrongly classified test image, "
                 "with the predicted class (and the network's confidence) and the true class.")
     r.item("Q2", own_draft(lambda: [
-        "Training loss (cross-entropy) per training step, raw and smoothed, and the test loss after each epoch "
-        f"({fig_refs('loss')})."
+        "Training loss (cross-entropy) per training step, raw and smoothed, and after each epoch the training "
+        "loss measured like the test loss (evaluation mode, plain images, on a fixed subset of training images) "
+        f"beside the test loss ({fig_refs('loss')}). The per-step loss lies above the others because it is "
+        "measured while training: on shifted and mirrored images, with dropout on and with label smoothing, "
+        "which keeps the loss of even a perfect answer above zero."
         + "".join(f" The {NETWORKS[m]} trained {plural(met['config']['epochs'], 'epoch')} on "
                   f"{met['train_images']:,} images in {met['wall_seconds']:.0f} s." for m, met in done.items())]))
-    per_network("loss", lambda m, met: f"The {NETWORKS[m]}: training loss per step (light: raw; dark: smoothed) and "
-                "test loss per epoch.")
+    per_network("loss", lambda m, met: f"The {NETWORKS[m]}: training loss per step (light: raw; dark: smoothed), "
+                "and per epoch the training loss in evaluation mode and the test loss.")
     r.item("Q3", own_draft(lambda: [" ".join(
         f"The {NETWORKS[m]} has {met['parameters']:,} parameters (trainable weights and biases)."
         for m, met in done.items())], needs={"fashionmnist-ffn/metrics.json": ffn or cnn}, inp=inp))
@@ -625,7 +629,7 @@ def part_two(r: Report):
     r.item("P1", own_draft(mytorch_text, m["check"], needs={"mytorch/check.json": m["check"]}, inp=inp))
     if m["tester"]:
         doc.note("Output of the Conv2D tester (the checks of Conv2DTester.ipynb):")
-        doc.mono(m["tester"].rstrip(), size_pt=7, columns=2)
+        doc.mono(m["tester"].rstrip(), size_pt=7.5)  # one column: lines stay whole
     else:
         doc.note("The tester's output (runs/mytorch/tester_output.txt) was not found; report/mytorch_check.py "
                  "writes it.")
@@ -651,7 +655,7 @@ def part_two(r: Report):
                                                   f"{folder}/architecture.txt": c["architecture"]}, inp=inp))
         if c["architecture"]:
             doc.note(f"The full layer table is in {ref(f'appendix-layers-{arch}')}.")
-        r.item(f"2({part})(b)", call_draft("draft_design", "design_answer", arch, load_trials()))
+        r.item(f"2({part})(b)", design_draft(r, arch))
         r.item(f"2({part})(c)", call_draft("draft_cifar", "batchnorm_answer", arch, ab, final=met,
                                            needs={f"{folder}-ablation/ablation.json": ab}, inp=inp))
         if ab:
@@ -760,6 +764,32 @@ def load_trials():
         return None
 
 
+def design_draft(r: Report, arch: str) -> Draft:
+    """2(x)(b): the starting design and the budget in the body; the trial-by-trial record (a page and
+    more per network) in Appendix C, referred to from the body."""
+    dr = call_draft("draft_design", "design_answer", arch, load_trials())
+    if len(dr.paragraphs) > 3:
+        r.appendix_trials[arch] = dr.paragraphs[2:]
+        dr.paragraphs = dr.paragraphs[:2] + [
+            f"{len(dr.paragraphs) - 2} groups of trials, each with its measured validation accuracy and time and "
+            f"why the change was kept or dropped, are in {ref(f'appendix-trials-{arch}')}."]
+    met = r.d["cifar"][arch]["metrics"]
+    if dr.paragraphs and met and met.get("preset") not in (None, "default"):
+        dr.paragraphs.append(setting_note(arch, met))
+    return dr
+
+
+def setting_note(arch: str, met: dict) -> str:
+    """Why this run's network differs from the one the trials chose: it ran at a shorter setting."""
+    chosen, ran = CIFAR_DEFAULTS[(arch, "default")], met["config"]
+    return (f"The trials chose the full-length network: {'-'.join(map(str, chosen['channels']))} channels, "
+            f"{chosen['epochs']} epochs, dropout {chosen['dropout']:g} (python cifar10.py --arch {arch}). This "
+            f"report's run used the shorter '{met['preset']}' setting instead: {'-'.join(map(str, ran['channels']))} "
+            f"channels, {ran['epochs']} epochs, dropout {met.get('dropout') or 0:g}, the same design made narrower "
+            "and shorter so that it trains in minutes; so not every decision of the trials shows in the network "
+            "described above.")
+
+
 def gabor_drafts(r: Report) -> Draft:
     texts, why = [], []
     for arch in ("dense", "gap"):
@@ -796,8 +826,9 @@ def grids(r: Report, kind: str, what: str):
 
 
 def plain_layer(layer: str) -> str:
-    """'features.conv2_1' -> 'convolutional layer conv2_1' (the module path is internal)."""
-    return "convolutional layer " + layer.split(".")[-1]
+    """'features.conv2_1' -> 'convolutional layer conv2_1', 'features.res2_1.conv2' -> 'convolutional
+    layer res2_1.conv2' (the second convolution of stage 2's residual block, not the stage's conv2)."""
+    return "convolutional layer " + layer.removeprefix("features.")
 
 
 def safe(text: str) -> str:
@@ -855,6 +886,10 @@ def appendices(r: Report, missing: dict):
         doc.para("Every layer's channels fit in the figures of Problem 3; nothing more to show.")
     for path, caption, lbl in r.appendix_figures:
         doc.figure(path, caption, lbl)
+    doc.heading(1, "How the architectures were reached: the design trials", label="appendix-trials")
+    for arch in ("dense", "gap"):
+        doc.heading(2, f"The {ARCH_NAMES[arch]}", label=f"appendix-trials-{arch}")
+        doc.para(*(r.appendix_trials.get(arch) or ["No trials recorded (benchmarks/results/design_trials.json)."]))
     doc.heading(1, "The run's settings and hardware", label="appendix-run")
     settings(doc, d)
     if missing:

@@ -67,7 +67,9 @@ def feature_path_answer(stats: dict) -> list[str]:
     stages = stats["stages"]
     if not stages:
         return ["The network has no convolution or pooling stage to describe."]
-    first, last = stages[0], stages[-1]
+    # the first stage after an activation: a conv or pool before its ReLU is not yet a feature detector
+    first = next((s for s in stages if "relu" in s["label"].lower()), stages[0])
+    last = stages[-1]
     where = (f"averaged over the first {stats['test_images']} test images" if stats.get("test_images")
              else f"on the sample ({stats['sample']})")
     (c0, h0, w0), (c1, h1, w1) = first["shape"], last["shape"]
