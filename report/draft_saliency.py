@@ -151,7 +151,8 @@ def sanity_sentence(method: str, stats: dict) -> str:
     if not s:
         return ""
     rho = s["after_all"]
-    verdict = ("so the map depends on what the network learned, as a faithful explanation must" if abs(rho) < SANITY_PASS
+    verdict = ("so the map depends on what the network learned: a faithful explanation needs that, though it "
+               "does not prove one" if abs(rho) < SANITY_PASS
                else "so much of the map survives random weights: it reflects the image (its edges) more than what "
                     "the network learned")
     if stats["methods"][method].get("empty_maps", 0) > stats["images"] / 2:
