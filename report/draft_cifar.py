@@ -125,7 +125,9 @@ def setting_sentence(arch: str, ablation: dict, final: dict | None = None) -> st
             f"(on or off) and dropout (on or off), each with {plural(len(seeds), 'random seed')}"
             + (f" ({', '.join(map(str, seeds))}; the numbers are the mean ± the standard deviation over seeds)"
                if len(seeds) > 1 else " (so no spread between seeds could be measured)")
-            + f", at {run(s['epochs'], s['channels'], s['lr'])}.")
+            + f", at {run(s['epochs'], s['channels'], s['lr'])}"
+            + (f", on {s['train_images']:,} training images" if final and s.get("train_images", 0) < final.get(
+                "train_images", 0) else "") + ".")
     f = final["config"] if final else s["default_network"]
     if (f["epochs"], list(f["channels"]), f["lr"]) != (s["epochs"], list(s["channels"]), s["lr"]):
         shorter = [w for w, yes in (("shorter", s["epochs"] < f["epochs"]),
