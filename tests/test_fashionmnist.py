@@ -4,6 +4,7 @@ import json
 import urllib.error
 
 import numpy as np
+import torch
 import pytest
 from PIL import Image
 
@@ -92,3 +93,25 @@ def test_limit_larger_than_the_data_is_a_one_line_error(tiny_data_dir, tmp_path,
     code, err = run_cli(["--data-dir", str(tiny_data_dir), "--limit", "1000", "--out-dir", str(tmp_path)], capsys)
     assert code == 2 and err == ("error: --limit 1000 is more than the 256 training images left after holding "
                                  "out --val 0; use --limit 256 or less")
+
+
+# ---- what the numbers and figures claim, on inputs whose answer is known ----------------------------------
+
+def test_confusion_matrix_rows_are_true_classes_and_per_class_accuracy_is_recall():
+    y = torch.tensor([0, 0, 0, 1])                      # three images of class 0, one of class 1
+    logits = torch.tensor([[1., 0.], [1., 0.], [0., 1.], [0., 1.]])  # predicted 0, 0, 1, 1
+    r = fashionmnist.test_results(logits, y, ["zero", "one"])
+    assert r["confusion_matrix"] == [[2, 1], [0, 1]]   # row = true class, column = predicted
+    assert r["per_class_accuracy"] == {"zero": round(2 / 3, 4), "one": 1.0}  # recall, not precision (2/2)
+
+
+def test_example_titles_name_the_predicted_and_the_true_class():
+    x = torch.zeros(2, 1, 28, 28)
+    y, pred = torch.tensor([3, 5]), torch.tensor([3, 7])
+    picks = (torch.tensor([0, 1]), torch.tensor([True, False]))
+    classes = [f"class{i}" for i in range(10)]
+    fig = fashionmnist.examples_figure(x, y, pred, torch.tensor([0.9, 0.6]), picks, classes, "CNN")
+    titles = [ax.get_title() for ax in fig.axes]
+    assert "predicted: class3 (90%)" in titles[0] and "true: class3" in titles[0] and titles[0].startswith("correct")
+    assert "predicted: class7 (60%)" in titles[1] and "true: class5" in titles[1] and titles[1].startswith("wrong")
+    assert "CNN" in fig._suptitle.get_text()
