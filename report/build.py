@@ -885,7 +885,7 @@ def appendices(r: Report, missing: dict):
     if not r.appendix_figures:
         doc.para("Every layer's channels fit in the figures of Problem 3; nothing more to show.")
     for path, caption, lbl in r.appendix_figures:
-        doc.figure(path, caption, lbl)
+        doc.figure(path, caption, lbl, floating=False)
     doc.heading(1, "How the architectures were reached: the design trials", label="appendix-trials")
     for arch in ("dense", "gap"):
         doc.heading(2, f"The {ARCH_NAMES[arch]}", label=f"appendix-trials-{arch}")

@@ -100,10 +100,11 @@ class Doc:
                  f"#table(columns: {len(header)}, align: {align}, stroke: 0.4pt + luma(160), inset: 4pt,\n"
                  f"  {cells},\n  {body})]")
 
-    def figure(self, path, caption: str, label: str, max_width=TEXT_WIDTH_IN):
+    def figure(self, path, caption: str, label: str, max_width=TEXT_WIDTH_IN, floating=True):
         """A figure at its own printed size, floating to the top or bottom of this page or the next
-        (so a figure too tall for the rest of a page leaves no gap: the text flows on)."""
-        self.raw(self._figure(path, caption, label, max_width, floating=True))
+        (so a figure too tall for the rest of a page leaves no gap: the text flows on); in place
+        with floating=False (a run of figures under one heading, which must not float above it)."""
+        self.raw(self._figure(path, caption, label, max_width, floating=floating))
 
     def _figure(self, path, caption, label, max_width=TEXT_WIDTH_IN, floating=False) -> str:
         rel = os.path.relpath(Path(path).resolve(), self.typ_dir)
