@@ -794,7 +794,7 @@ def gabor_drafts(r: Report) -> Draft:
     texts, why = [], []
     for arch in ("dense", "gap"):
         g = r.d["cifar"][arch]["kernels"]["gabor"]
-        dr = call_draft("draft_kernels", "gabor_answer", f"the {ARCH_NAMES[arch]}", g,
+        dr = call_draft("draft_kernels", "gabor_answer", f"the {ARCH_NAMES[arch]}", g, define=not texts,
                         needs={f"cifar10-{arch}/kernels/gabor.json": g}, inp=r.inp)
         texts += dr.paragraphs
         why += [dr.why] if dr.why else []

@@ -115,13 +115,15 @@ def feature_path_answer(stats: dict) -> list[str]:
     return [overview, trend + sparsity, why]
 
 
-def gabor_answer(network: str, gabor: dict) -> list[str]:
+def gabor_answer(network: str, gabor: dict, define: bool = True) -> list[str]:
     """HW2 3(b): whether the first-layer filters resemble Gabor filters, from gabor.json's fits of
-    the trained network and of an untrained one of the same shape. One paragraph."""
+    the trained network and of an untrained one of the same shape. One paragraph; define=False
+    leaves out the definition of a Gabor filter (for the second network)."""
     tr, un = gabor["trained"]["share_above_threshold"], gabor["untrained"]["share_above_threshold"]
     k, n = gabor["kernel_size"], len(gabor["trained"]["r2"])
-    numbers = (f"A Gabor filter is a stripe pattern (a cosine wave) under a Gaussian window, the shape of edge "
-               f"detectors in the visual cortex. We fitted one to each of the {n} first-layer {k}x{k} kernels of "
+    definition = ("A Gabor filter is a stripe pattern (a cosine wave) under a Gaussian window, the shape of edge "
+                  "detectors in the visual cortex. " if define else "")
+    numbers = (f"{definition}We fitted one to each of the {n} first-layer {k}x{k} kernels of "
                f"{network}: it explains at least {_pct(gabor['threshold'])} of the kernel's variation "
                f"(R² ≥ {gabor['threshold']}) for {_pct(tr)} of the trained kernels (median R² "
                f"{gabor['trained']['median_r2']:.2f}), against {_pct(un)} of the kernels of the same network "
