@@ -119,10 +119,13 @@ def right_wrong_sentence(method: str, m: dict, stats: dict) -> str:
 
 def agreement_sentences(method: str, stats: dict) -> list:
     out, explained = [], False
+    same = {frozenset((a["a"], a["b"])) for a in stats["agreement"] if (a["mean"] or 0) >= IDENTICAL}
     for a in stats["agreement"]:
         if method not in (a["a"], a["b"]) or a["mean"] is None:
             continue
         other = a["b"] if a["a"] == method else a["a"]
+        if other == "Grad-CAM" and frozenset(("CAM", "Grad-CAM")) in same and method != "CAM":
+            continue  # on a GAP network Grad-CAM ranks pixels as CAM does: one sentence says it for both
         rho = a["mean"]
         verdict = ("rank the pixels alike" if rho >= AGREE else "agree only weakly" if rho >= WEAK else
                    "hardly agree on which pixels matter" if rho > -WEAK else "rank the pixels in opposite orders")
@@ -130,6 +133,9 @@ def agreement_sentences(method: str, stats: dict) -> list:
                    f"{a['n']} images" + ("" if explained else " (1 means the same order of pixels, 0 unrelated)") + ".")
         explained = True
     return out
+
+
+IDENTICAL = 0.99  # rank correlation above which two methods' maps count as the same (CAM and Grad-CAM on a GAP net)
 
 
 def deletion_sentence(method: str, m: dict) -> str:
