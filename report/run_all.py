@@ -223,18 +223,14 @@ def output(step, name) -> dict:
     return read_json(next(p for p in step.outputs if p.name == name))
 
 
-def pct(x) -> str:
-    return words.pct(x)
-
-
 def key_fashion(step):
     m = output(step, "metrics.json")
-    return f"test {pct(m['test_accuracy'])}, {m['parameters']:,} parameters" if m else ""
+    return f"test {words.pct(m['test_accuracy'])}, {m['parameters']:,} parameters" if m else ""
 
 
 def key_cifar(step):
     m = output(step, "metrics.json")
-    return f"val {pct(m['val_accuracy'])}, test {pct(m['test_accuracy'])}" if m else ""
+    return f"val {words.pct(m['val_accuracy'])}, test {words.pct(m['test_accuracy'])}" if m else ""
 
 
 def key_ablation(step):
