@@ -16,23 +16,76 @@ from training import cpu_bf16_supported
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run_script(script: str, argv: list, data_dir, out_dir=None) -> dict:
+# The float32 reference condition: what a CPU without native bfloat16 (most laptops) does. Torch is
+# held to AVX2 kernels (ATEN_CPU_CAPABILITY for its own, ONEDNN_MAX_CPU_ISA for oneDNN's
+# convolutions), 2 threads, and the script is told not to use bfloat16 autocast.
+FLOAT32_ENV = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "OMP_NUM_THREADS": "2"}
+FLOAT32_ARGV = ["--no-cpu-bf16"]
+
+
+def condition(float32: bool) -> str:
+    """The name a result carries: "float32" (the reference condition) or "native" (as the machine is:
+    bfloat16 autocast where the CPU runs it natively)."""
+    return "float32" if float32 else "native"
+
+
+def run_script(script: str, argv: list, data_dir, out_dir=None, float32: bool = False) -> dict:
     """Run `python <script> <argv>` (data loading and the final test evaluation count) into
-    out_dir (default: a temporary folder); its metrics.json plus wall time and load averages.
-    The load average shows whether other programs shared the CPU (then wall time is pessimistic)."""
+    out_dir (default: a temporary folder), under the float32 reference condition if asked; its
+    metrics.json plus wall time and load averages. The load average shows whether other programs
+    shared the CPU (then wall time is pessimistic)."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(out_dir or tmp)
-        cmd = [sys.executable, str(ROOT / script), *argv, "--data-dir", str(Path(data_dir).resolve()),
-               "--out-dir", str(out)]
+        cmd = [sys.executable, str(ROOT / script), *argv, *(FLOAT32_ARGV if float32 else []),
+               "--data-dir", str(Path(data_dir).resolve()), "--out-dir", str(out)]
+        env = {**os.environ, **(FLOAT32_ENV if float32 else {})}
         load_before = os.getloadavg()[0]
         t0 = time.perf_counter()
-        if subprocess.run(cmd, cwd=ROOT).returncode:
+        if subprocess.run(cmd, cwd=ROOT, env=env).returncode:
             raise cli.UserError(f"python {script} {' '.join(argv)} failed (its error is above); "
                                 "nothing was recorded for this case")
         wall = time.perf_counter() - t0
         metrics = json.loads((out / "metrics.json").read_text())
-    return {"command": f"python {script} " + " ".join(argv), "metrics": metrics, "wall_seconds": round(wall, 1),
+    prefix = " ".join(f"{k}={v}" for k, v in FLOAT32_ENV.items()) + " " if float32 else ""
+    return {"command": f"{prefix}python {script} " + " ".join(argv + (FLOAT32_ARGV if float32 else [])),
+            "condition": condition(float32), "metrics": metrics, "wall_seconds": round(wall, 1),
             "load_average_before": round(load_before, 2), "load_average_after": round(os.getloadavg()[0], 2)}
+
+
+def add_bench_args(p, cases, out):
+    """The options every training benchmark takes."""
+    p.add_argument("--data-dir", default=cli.DEFAULT_DATA_DIR)
+    p.add_argument("--only", nargs="+", choices=list(cases), help="run these cases only")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0], help="one run per seed (the targets hold for each)")
+    p.add_argument("--float32", action="store_true",
+                   help="run under the float32 reference condition: " +
+                        " ".join(f"{k}={v}" for k, v in FLOAT32_ENV.items()) + " and --no-cpu-bf16")
+    p.add_argument("--from-runs", metavar="RUNS_DIR", help="read the default runs of report/run_all.py --preset full "
+                                                           "instead of training")
+    p.add_argument("--out", default=str(ROOT / "benchmarks/results" / out))
+
+
+def case_key(name: str, seed: int, float32: bool) -> str:
+    """A result's key: case, seed and condition, e.g. "cnn seed0 float32"."""
+    return f"{name} seed{seed} {condition(float32)}"
+
+
+def check(result: dict, target_accuracy: float, target_seconds: float) -> dict:
+    """The result with its targets and whether it met them (test accuracy and whole-process time)."""
+    return {**result, "target_test_accuracy": target_accuracy, "target_wall_seconds": target_seconds,
+            "met": result["test_accuracy"] >= target_accuracy and result["wall_seconds"] <= target_seconds}
+
+
+def verdict(r: dict) -> str:
+    return (f"target >= {100 * r['target_test_accuracy']:.1f}% within {r['target_wall_seconds']:.0f} s: "
+            f"{'met' if r['met'] else 'MISSED'}")
+
+
+def finish(path, results: dict):
+    """Write the results (see write_results), say where, exit 1 if any case missed its target."""
+    write_results(path, results)
+    print(f"-> {path}")
+    sys.exit(0 if all(r["met"] for r in results.values()) else 1)
 
 
 def _strip(argv: list, flags=("--out-dir", "--seed", "--data-dir")) -> list:
@@ -72,7 +125,7 @@ def from_run(script: str, argv: list, runs_dir, step: str) -> dict:
     if metrics_file.stat().st_mtime > stamp_file.stat().st_mtime:  # another run wrote there since
         raise cli.UserError(f"{metrics_file} is newer than {stamp_file}, so its numbers are not that run's; "
                             "rerun the step or drop --from-runs")
-    return {"command": f"python {script} " + " ".join(argv), "metrics": metrics,
+    return {"command": f"python {script} " + " ".join(argv), "condition": condition(False), "metrics": metrics,
             "wall_seconds": stamp["seconds"], "source": str(stamp_file), "finished": stamp.get("finished"),
             "load_average_before": None, "load_average_after": None}
 

@@ -1,0 +1,94 @@
+"""Accuracy against wall time: every benchmarked default and every recorded trial, one panel per
+network, float32 and bfloat16 marked, the targets drawn in.
+
+Run:  python benchmarks/time_to_accuracy.py     # -> benchmarks/results/time_to_accuracy.png
+
+Reads benchmarks/results/{fashionmnist,cifar10}.json (the defaults' test accuracy and whole-process
+wall time, from bench_fashionmnist.py and bench_cifar10.py) and {speed,design}_trials.json (the
+trials' validation accuracy and their recorded seconds). A target is the shaded corner a run must
+reach: at least its accuracy within its time.
+"""
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+import cli  # noqa: E402
+
+import files  # noqa: E402
+
+RESULTS = ROOT / "benchmarks" / "results"
+PANELS = {"ffn": "Fashion-MNIST FFN", "cnn": "Fashion-MNIST CNN",
+          "dense": "CIFAR-10 VGG-style (dense head)", "gap": "CIFAR-10 ResNet-style (GAP)"}
+
+
+def points() -> dict:
+    """panel -> list of (seconds, accuracy, kind, bf16) with kind "default", "quick" or "trial"."""
+    out = {k: [] for k in PANELS}
+    targets = {k: set() for k in PANELS}
+    for name in ("fashionmnist.json", "cifar10.json"):
+        for key, r in ((files.read_json_or_none(RESULTS / name) or {}).get("cases") or {}).items():
+            case = key.split()[0]
+            panel, kind = case.split("-")[0], "quick" if case.endswith("-quick") else "default"
+            if panel not in PANELS or case.endswith(("-large", "-gpu")) or "condition" not in r:
+                continue
+            bf16 = bool(r.get("cpu_bf16")) or (r["condition"] == "native" and r["machine"].get("cpu_bf16"))
+            out[panel].append((r["wall_seconds"], r["test_accuracy"], kind, bf16))
+            targets[panel].add((r["target_wall_seconds"], r["target_test_accuracy"], kind))
+    for name in ("speed_trials.json", "design_trials.json"):
+        for t in (files.read_json_or_none(RESULTS / name) or {}).get("trials", []):
+            for run in t.get("runs", []):
+                if t.get("arch") in PANELS and run.get("val_accuracy") and run.get("seconds"):
+                    bf16 = "bfloat16" in str(t.get("precision"))
+                    out[t["arch"]].append((run["seconds"], run["val_accuracy"], "trial", bf16))
+    return out, targets
+
+
+def plot(out: dict, targets: dict):
+    import matplotlib.pyplot as plt
+
+    import plots
+    fig, axes = plt.subplots(2, 2, figsize=(plots.PRINT_WIDTH_IN, 5.6))
+    style = {"default": dict(s=36, edgecolors="k"), "quick": dict(s=36, edgecolors="k"),
+             "trial": dict(s=18, facecolors="none")}
+    colors = {"default": "C0", "quick": "C2", "trial": "C7"}
+    for ax, (panel, title) in zip(axes.flat, PANELS.items()):
+        for seconds, acc, kind in sorted(targets[panel]):
+            ax.axvspan(0, seconds, ymin=0, ymax=1, color=colors[kind], alpha=0.06)
+            ax.axhline(100 * acc, color=colors[kind], lw=0.8, ls="--")
+            ax.axvline(seconds, color=colors[kind], lw=0.8, ls="--")
+        for kind in ("trial", "quick", "default"):
+            for bf16 in (False, True):
+                pts = [(s, 100 * a) for s, a, k, b in out[panel] if k == kind and b == bf16]
+                if pts:
+                    xs, ys = zip(*pts)
+                    c = colors[kind]
+                    kw = {**style[kind], **({"edgecolors": c} if kind == "trial" else {"color": c})}
+                    ax.scatter(xs, ys, marker="^" if bf16 else "o", **kw)
+        ax.set_xscale("log")
+        ax.set_title(title, fontsize=8)
+        ax.set_xlabel("wall seconds (log scale)", fontsize=7)
+        ax.set_ylabel("accuracy (%)", fontsize=7)
+        ax.tick_params(labelsize=7)
+    handles = [plt.Line2D([], [], marker="o", ls="", color="C0", label="default, test accuracy"),
+               plt.Line2D([], [], marker="o", ls="", color="C2", label="quick preset, test accuracy"),
+               plt.Line2D([], [], marker="o", ls="", mfc="none", color="C7", label="trial, validation accuracy"),
+               plt.Line2D([], [], marker="o", ls="", color="k", label="float32"),
+               plt.Line2D([], [], marker="^", ls="", color="k", label="bfloat16"),
+               plt.Line2D([], [], ls="--", color="k", lw=0.8, label="target (reach the shaded corner)")]
+    fig.legend(handles=handles, loc="lower center", ncol=3, fontsize=7, frameon=False)
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    return fig
+
+
+def main(argv=None):
+    p = cli.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", default=str(RESULTS / "time_to_accuracy.png"))
+    args = p.parse_args(argv)
+    import plots
+    plots.save(plot(*points()), args.out)
+    print(f"-> {args.out}")
+
+
+if __name__ == "__main__":
+    cli.run(main)
