@@ -43,11 +43,26 @@ class Dataset:
         """Per-channel mean of the training images in [0, 1] (the normalization constant). Taken
         over all of x_train, validation images included, like the usual published constants: one
         number per channel, fixed before training, chosen by nothing."""
-        return [(c.double() / 255).mean().item() for c in self.x_train.unbind(1)]
+        return [m for m, _ in self._moments]
 
     @cached_property
     def std(self) -> list:
-        return [(c.double() / 255).std().item() for c in self.x_train.unbind(1)]
+        """Per-channel standard deviation (N - 1 in the denominator) of the training images in [0, 1]."""
+        return [s for _, s in self._moments]
+
+    @cached_property
+    def _moments(self) -> list:
+        """(mean, std) per channel, exact in float64 from the histogram of the 256 pixel values
+        (a pass over the uint8 pixels, no float copy of the whole set)."""
+        values = torch.arange(256, dtype=torch.float64) / 255
+        out = []
+        for c in self.x_train.unbind(1):
+            counts = torch.bincount(c.flatten(), minlength=256).double()  # (256,)
+            n = counts.sum()
+            mean = (counts * values).sum() / n
+            var = (counts * (values - mean) ** 2).sum() / (n - 1)
+            out.append((mean.item(), var.sqrt().item()))
+        return out
 
 
 def load_dataset(name: str, data_dir) -> Dataset:

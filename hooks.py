@@ -32,6 +32,22 @@ def eval_mode(model: nn.Module, freeze: bool = False):
 
 
 @contextlib.contextmanager
+def hooks_set_aside(model: nn.Module):
+    """The model's own forward hooks set aside while inside (a probe they must not see), put
+    back in their order afterwards, also on error; hooks added inside stay the caller's to remove."""
+    saved = [(m, m._forward_hooks.copy(), m._forward_pre_hooks.copy()) for m in model.modules()]
+    try:
+        for m, _, _ in saved:
+            m._forward_hooks.clear()
+            m._forward_pre_hooks.clear()
+        yield model
+    finally:
+        for m, hooks, pre_hooks in saved:
+            m._forward_hooks.update(hooks)
+            m._forward_pre_hooks.update(pre_hooks)
+
+
+@contextlib.contextmanager
 def record_outputs(model: nn.Module, names=None):
     """Record the outputs of the named submodules (default: every leaf module) while inside.
 

@@ -18,7 +18,6 @@
   normalization, so `load_checkpoint` rebuilds the exact model from the file alone.
 """
 import contextlib
-import copy
 import csv
 import dataclasses
 import errno
@@ -42,6 +41,7 @@ from tqdm import tqdm
 import data
 from cli import UserError
 from files import atomic_path, code_hash, write_json
+from hooks import eval_mode, hooks_set_aside
 from cnn import CNN, GAPNet
 from ffn import FFN
 
@@ -195,36 +195,35 @@ def available_memory(device="cpu") -> int:
 def check_trainable(model: nn.Module, cfg, image_shape, device):
     """Before training: refuse in one line what would crash later. Every resolution training
     shows the model ((C, H, W), and (C, low_res, low_res) in progressive resizing) must pass
-    through it (a meta-device forward: shapes only, no memory), --crop must be smaller than the
-    image, and weights, gradients, optimizer state and the activations of one batch must fit
-    in the device's free memory (a lower estimate: 4 bytes a number, every layer's output kept
-    for backward), so what is refused surely cannot train."""
+    through it (one image, eval mode, no gradients, the model's own hooks set aside: a few
+    milliseconds and no state changed), --crop must be smaller than the image, and weights,
+    gradients, optimizer state and the activations of one batch must fit in the device's free
+    memory (a lower estimate: 4 bytes a number, every layer's output kept for backward), so what
+    is refused surely cannot train."""
     c, h, w = image_shape
     if cfg.crop >= min(h, w):
         raise UserError(f"--crop {cfg.crop} shifts {h}x{w} images by their whole size or more; "
                         f"use at most {min(h, w) - 1}")
     sizes = [(h, w)] + ([(cfg.low_res, cfg.low_res)] if cfg.low_res_epochs else [])
-    meta = copy.deepcopy(unwrap(model)).to("meta")
-    for m in meta.modules():  # the copy's hooks are the caller's: they must not see this probe
-        m._forward_hooks.clear()
-        m._forward_pre_hooks.clear()
+    probe = unwrap(model)
+    leaves = [m for m in probe.modules() if not list(m.children())]  # containers repeat their leaves
     activations = 0
     for size in sizes:
         outputs = []
-        handles = [m.register_forward_hook(lambda m, i, o: outputs.append(o.numel() if torch.is_tensor(o) else 0))
-                   for m in meta.modules() if not list(m.children())]  # leaves: containers repeat them
-        try:
-            with torch.device("meta"):
-                meta.to("meta").train()(torch.empty(min(cfg.batch_size, 2), c, *size, device="meta"))
-        except (RuntimeError, ValueError) as err:
-            what = f"{h}x{w} images" if size == (h, w) else f"the {size[0]}x{size[1]} images of --low-res {size[0]}"
-            raise UserError(f"the network cannot take {what} "
-                            f"({str(err).splitlines()[0][:120]}); use fewer pooling stages (--channels, --blocks) "
-                            "or a larger --low-res (or 0: off)") from None
-        finally:
-            for handle in handles:
-                handle.remove()
-        activations = max(activations, sum(outputs) / min(cfg.batch_size, 2) * cfg.batch_size)
+        with hooks_set_aside(probe), eval_mode(probe), torch.no_grad():
+            handles = [m.register_forward_hook(lambda m, i, o: outputs.append(o.numel() if torch.is_tensor(o) else 0))
+                       for m in leaves]
+            try:
+                probe(torch.zeros(1, c, *size, device=next(probe.parameters(), torch.empty(0, device=device)).device))
+            except (RuntimeError, ValueError) as err:
+                what = f"{h}x{w} images" if size == (h, w) else f"the {size[0]}x{size[1]} images of --low-res {size[0]}"
+                raise UserError(f"the network cannot take {what} "
+                                f"({str(err).splitlines()[0][:120]}); use fewer pooling stages (--channels, --blocks) "
+                                "or a larger --low-res (or 0: off)") from None
+            finally:
+                for handle in handles:
+                    handle.remove()
+        activations = max(activations, sum(outputs) * cfg.batch_size)
     need = 4 * (4 * count_parameters(model) + activations)  # weights, grads, 2 optimizer moments, saved outputs
     free = available_memory(device)
     if need > free:
