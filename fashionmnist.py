@@ -119,6 +119,13 @@ def test_results(logits, y, classes) -> dict:
             "confusion_matrix": cm.tolist()}
 
 
+def flip_tta_accuracy(model, x, y, logits, ds, device, split: str) -> dict:
+    """Accuracy with flip test-time augmentation: the mean of the logits of each image and its
+    left-right mirror image (training flips images too, so both are inputs the network knows)."""
+    mirrored = predict(model, x.flip(3), ds.mean, ds.std, device)  # (N, 10)
+    return {f"{split}_accuracy_tta": metrics_from_logits((logits + mirrored) / 2, y)["accuracy"]}
+
+
 def examples_figure(x_test, y_test, pred, probs, picks, classes, network):
     """picks: (indices, correct) from training.choose_examples."""
     images, titles = [], []
@@ -143,7 +150,7 @@ def main(argv=None):
         evals["test"] = (ds.x_test, ds.y_test)  # per-epoch curve only; nothing is chosen by it
         model, history = train(args, ds, train_idx, evals, device)
         if is_main_process():
-            report(args, ds, model, history, device, len(train_idx))
+            report(args, ds, model, history, device, len(train_idx), evals)
 
 
 def train(args, ds, train_idx, evals, device):
@@ -160,12 +167,13 @@ def train(args, ds, train_idx, evals, device):
     return model, history
 
 
-def report(args, ds, model, history, device, n_train):
+def report(args, ds, model, history, device, n_train, evals):
     """Test metrics, run files and the three figures (rank 0)."""
     n_params, wall = count_parameters(model), history["seconds"]  # with the sessions before a --resume
     network = f"{NAMES[args.model]} ({n_params:,} parameters)"
     logits = predict(model, ds.x_test, ds.mean, ds.std, device)  # (10000, 10)
     results = test_results(logits, ds.y_test, ds.classes)
+    results |= flip_tta_accuracy(model, ds.x_test, ds.y_test, logits, ds, device, "test")
     metrics = {"model": args.model, "network": model_spec(args)[0], "parameters": n_params,
                **results,
                "wall_seconds": round(wall, 1), "device": str(device), "world_size": rank_and_world()[1],
@@ -176,7 +184,10 @@ def report(args, ds, model, history, device, n_train):
     metrics |= {"train_eval_loss": last["train_eval_loss"], "train_eval_accuracy": last["train_eval_accuracy"],
                 "train_eval_images": history["train_eval_images"]}  # eval mode, a fixed training subset
     if args.val:
+        x_val, y_val = evals["val"]
         metrics["val_accuracy"] = last["val_accuracy"]
+        metrics |= flip_tta_accuracy(model, x_val, y_val, predict(model, x_val, ds.mean, ds.std, device), ds,
+                                     device, "val")
     finish_run(args.out_dir, metrics, history)
 
     pred, probs = logits.argmax(1), logits.softmax(1).max(1).values

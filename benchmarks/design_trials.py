@@ -92,7 +92,8 @@ def rerun(trial: dict, data_dir) -> dict:
             wall = time.perf_counter() - t0
             m = json.loads((Path(argv[-1]) / "metrics.json").read_text())
             runs.append({"seed": seed, "val_accuracy": m.get("val_accuracy"), "test_accuracy": m.get("test_accuracy"),
-                         "seconds": seconds(trial.get("timing", "train"), m, wall)})
+                         "seconds": seconds(trial.get("timing", "train"), m, wall)}
+                        | ({"val_accuracy_tta": m["val_accuracy_tta"]} if "val_accuracy_tta" in m else {}))
             parameters = m.get("parameters")
             precision = "bfloat16 autocast" if m.get("cpu_bf16") or "cuda" in str(m.get("device")) else "float32"
     return {"runs": runs, "parameters": parameters, "precision": precision, "machine": machine(),
