@@ -80,9 +80,12 @@ def test_flip_tta_averages_each_image_with_its_mirror():
     y = torch.tensor([1, 0, 1, 0])
     ds = Dataset("toy", x, y, x, y, ["a", "b"])
     model = LeftHalf()
-    logits = fashionmnist.predict(model, x, ds.mean, ds.std, torch.device("cpu"))
+    plain, flipped = fashionmnist.predict_flip(model, x, ds, torch.device("cpu"))
     mirrored = model(((x.flip(3).float() / 255 - ds.mean[0]) / ds.std[0]))
-    expected = (((logits + mirrored) / 2).argmax(1) == y).float().mean().item()
-    got = fashionmnist.flip_tta_accuracy(model, x, y, logits, ds, torch.device("cpu"), "test")
-    assert got == {"test_accuracy_tta": expected}
-    assert expected != (logits.argmax(1) == y).float().mean().item()  # the mirror changed an answer
+    assert torch.allclose(flipped, (plain + mirrored) / 2)
+    accuracy = lambda logits: (logits.argmax(1) == y).float().mean().item()
+    assert accuracy(flipped) != accuracy(plain)  # the mirror changed an answer
+    for tta, used in ((True, flipped), (False, plain)):
+        m = fashionmnist.split_metrics(plain, flipped, y, "test", tta)
+        assert m["test_accuracy"] == accuracy(used)
+        assert (m["test_accuracy_plain"], m["test_accuracy_tta"]) == (accuracy(plain), accuracy(flipped))
