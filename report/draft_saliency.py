@@ -79,6 +79,10 @@ def count_list(ids: list) -> str:
     return ids[0] if len(ids) == 1 else ", ".join(ids[:-1]) + " and " + ids[-1]
 
 
+def article(noun: str) -> str:
+    return ("an " if noun[:1].lower() in "aeiou" else "a ") + noun
+
+
 def region(peak, size) -> str:
     """Where a peak (row, col) lies in an image of `size` (H, W), in thirds: 'top left', 'bottom'..."""
     (r, c), (h, w) = peak, size
@@ -115,15 +119,15 @@ def shown_sentences(method: str, stats: dict, define: bool) -> list:
         def name(i):
             label = f"#{shown['index'][i]}"
             if shown.get("predicted") and not shown["correct"][i]:
-                label += f" ({shown['true'][i]} taken for {shown['predicted'][i]})"
-            return f"{label} at the {region(per['peak'][i], size)}"
+                label += f" ({article(shown['true'][i])} taken for {article(shown['predicted'][i])})"
+            return f"{label}, at the {region(per['peak'][i], size)}"
         if not outside:
             where = f"every map peaks inside {box}"
         elif not inside:
             where = f"no map peaks inside {box}: " + "; ".join(name(i) for i in outside)
         else:
-            where = (f"the map peaks inside {box} on {count_list([shown['index'][i] for i in inside])} and near the "
-                     f"border on " + "; ".join(name(i) for i in outside))
+            where = (f"the map peaks inside {box} on {count_list([shown['index'][i] for i in inside])} and outside "
+                     f"it on " + "; ".join(name(i) for i in outside))
         out.append(f"In {what}, {where}.")
         box = "the central box"
     centre = [per["centre"][i] for i in keep]
@@ -172,7 +176,7 @@ def right_wrong_sentence(method: str, m: dict) -> str:
         else:
             same.append((what, numbers))
     if not parts:
-        return f"Maps of right and wrong answers look alike ({'; '.join(f'{w} {n}' for w, n in same)})."
+        return f"Maps of right and wrong answers look alike (right against wrong: {', '.join(f'{w} {n}' for w, n in same)})."
     return "The maps are " + " and ".join(parts) + (
         f"; the {same[0][0]} share does not differ reliably ({same[0][1]})." if same else ".")
 
@@ -184,31 +188,30 @@ def deletion_verdict(d: dict) -> int:
     return 1 if d["diff"] > 0 else -1
 
 
-def baseline_words(m: dict) -> str:
+def baseline_words(m: dict, image_size) -> str:
+    """The random order a method is compared with: its own resolution, enlarged as its maps are."""
     size = m.get("native_size")
-    if size and size[0] < 32 and size[1] < 32 and size[0] * size[1] < 32 * 32:
-        return f"random blobs (a random {size[0]} x {size[1]} map enlarged like the map itself)"
-    return "a random pixel order" if size else "a random order"
+    if size and list(size) != list(image_size):
+        return f"in the order of a random {size[0]} x {size[1]} map enlarged the same way"
+    return "in a random pixel order" if size else "in a random order"
 
 
-def deletion_sentences(method: str, m: dict, define: bool) -> list:
+def deletion_sentences(method: str, m: dict, define: bool, size) -> list:
     d = m.get("deletion")
     if not d:
         return []
     out = []
     if define:
-        out.append("To test whether a map marks pixels the network uses, we delete pixels in the map's order, most "
-                   "salient first, replacing them with the average colour, and track the probability of the "
-                   "network's answer (a deletion curve, Petsiuk et al. 2018); the comparison deletes the same number "
-                   "of pixels in a random order of the same coarseness, since scattered single-pixel holes disturb "
-                   "the network more than a few larger holes do, and a smaller area under the curve means the "
-                   "probability fell sooner.")
+        out.append("A deletion curve (Petsiuk et al. 2018) tracks the probability of the network's answer as pixels "
+                   "are replaced by the average colour, the map's most salient first; a smaller area under it than "
+                   "for a random order of the map's own coarseness (scattered single-pixel holes disturb a network "
+                   "more than a few larger ones) means the map marks pixels the network uses.")
     v = deletion_verdict(d)
     verdict = ("lowers the probability sooner than" if v > 0 else "lowers it more slowly than" if v < 0 else
                "does no better than")
     numbers = (f"area {d['auc']:.2f} against {d['random_auc']:.2f}, smaller on {pct(d['faster_share'])} of the "
                f"{d['n']} images")
-    text = f"Deleting in the {NAME[method]} order {verdict} deleting {baseline_words(m)} ({numbers})"
+    text = f"Deleting in the {NAME[method]} order {verdict} deleting {baseline_words(m, size)} ({numbers})"
     b = m.get("deletion_blur")
     if b:
         vb = deletion_verdict(b)
@@ -238,14 +241,14 @@ def sanity_sentence(method: str, stats: dict) -> str:
     if not s:
         return ""
     rho = s["after_all"]
-    verdict = ("so the map depends on what the network learned (needed for a faithful map, not proof of one)"
+    verdict = ("the maps depend on what the network learned (needed for a faithful map, not proof of one)"
                if abs(rho) < SANITY_PASS else
-               "so much of the map survives random weights: it reflects the image's edges more than what the "
+               "much of the map survives random weights, so it reflects the image's edges more than what the "
                "network learned")
     if stats["methods"][method].get("empty_maps", 0) > stats["images"] / 2:
-        verdict = "but most of the maps are zero everywhere, so the check says little here"
-    return (f"Re-initializing all {s['layers']} weight layers from the output down (the randomization check of "
-            f"Adebayo et al. 2018) leaves a rank correlation of {rho:.2f} with the trained maps, {verdict}.")
+        verdict = "but most of the maps are zero everywhere (counted as correlation 0), so the check says little here"
+    return (f"With all {s['layers']} weight layers re-initialized (the randomization check of Adebayo et al. 2018), "
+            f"the maps keep a rank correlation of {rho:.2f} with the trained ones{',' if verdict.startswith('but') else ':'} {verdict}.")
 
 
 def answer(network: str, method: str, stats: dict, lead: str, define: bool, agreement: bool) -> list:
@@ -255,7 +258,7 @@ def answer(network: str, method: str, stats: dict, lead: str, define: bool, agre
     first = " ".join(s for s in (lead, *shown_sentences(method, stats, define)) if s)
     second = " ".join(s for s in (spread_sentence(method, m, stats, define), right_wrong_sentence(method, m),
                                   agreement_sentence(method, stats) if agreement else "",
-                                  *deletion_sentences(method, m, define), sanity_sentence(method, stats)) if s)
+                                  *deletion_sentences(method, m, define, (stats.get("shown") or {}).get("size") or [32, 32]), sanity_sentence(method, stats)) if s)
     return [p for p in (first, second) if p]
 
 

@@ -92,15 +92,15 @@ def test_agreement_follows_the_correlation():
 
 def test_deletion_says_whether_the_map_points_at_used_evidence():
     used = text(d.cam_answer("net", stats(cam=_method(auc=0.2, random_auc=0.4))))
-    assert "deletion curve" in used and "lowers the probability sooner than deleting random blobs" in used
-    assert "random 4 x 4 map" in used and "area 0.20 against 0.40" in used
+    assert "deletion curve" in used and "lowers the probability sooner than deleting in the order of a random 4 x 4 map" in used
+    assert "area 0.20 against 0.40" in used
     no = text(d.cam_answer("net", stats(cam=_method(auc=0.395, random_auc=0.4))))     # too small a gap
     assert "does no better than" in no
     worse = text(d.cam_answer("net", stats(cam=_method(auc=0.5, random_auc=0.4))))
     assert "lowers it more slowly than" in worse
     assert "deletion curve" not in text(d.cam_answer("net", stats(), define=False))
     pixels = text(d.guided_answer("net", stats(guided=_method(size=(32, 32)))))
-    assert "deleting a random pixel order" in pixels and "blobs" not in pixels
+    assert "deleting in a random pixel order" in pixels and "4 x 4" not in pixels
 
 
 def test_deletion_with_a_blurred_fill_agrees_or_not():
@@ -115,7 +115,7 @@ def test_deletion_with_a_blurred_fill_agrees_or_not():
 
 def test_sanity():
     passed = text(d.cam_answer("net", stats(sanity_cam=0.05)))
-    assert "depends on what the network learned" in passed
+    assert "the maps depend on what the network learned" in passed
     failed = text(d.guided_answer("net", stats()))             # guided backprop: 0.80 after all layers
     assert "survives random weights" in failed
     no_sanity = stats()
@@ -127,7 +127,7 @@ def test_the_answer_starts_with_what_the_shown_maps_cover():
     first = d.cam_answer("net", stats())[0]
     assert "the figure's 4 images (2 right, 2 wrong)" in first
     assert "peaks inside the central box (the middle half" in first and "on #3 and #17" in first
-    assert "near the border on #42 (dog taken for cat) at the top left; #99 (truck taken for ship) at the bottom" in first
+    assert "outside it on #42 (a dog taken for a cat), at the top left; #99 (a truck taken for a ship), at the bottom" in first
     assert "between 20% and 90% of each map's mass, against 47% for a flat map" in first
     assert "85% on average on the right answers and 25% on the wrong ones" in first
     assert "randomly drawn" not in first                      # the sample comes after, in its own paragraph
