@@ -17,9 +17,11 @@
   and measure how much each method's maps change (Spearman rank correlation).
 - Interpretation statistics (`saliency_statistics`, `run_stats` -> saliency_stats.json): where
   each map's mass falls (centre share), how concentrated it is, right against wrong predictions,
-  the rank correlation between methods, and the deletion curve (Petsiuk et al. 2018, "RISE",
-  Sec. 4.1): class probability as the most salient pixels are removed first, against a random
-  order. report/draft_saliency.py turns them into the report's interpretation.
+  the rank correlation between methods, where the figure's maps peak, and the deletion curve
+  (Petsiuk et al. 2018, "RISE", Sec. 4.1): class probability as the most salient pixels are
+  removed first, against a random order of the map's own coarseness (removed pixels take the
+  mean colour, and as a check a blurred copy's values). report/draft_saliency.py turns them into
+  the report's interpretation.
 
 Every map is computed for a whole batch in one forward and one backward pass (images are
 independent in eval mode, so the gradient of the summed target scores gives each image its
