@@ -74,11 +74,6 @@ def compared_with_flat(share: float, flat: float) -> str:
     return f"{pct(share)}, {word} the {pct(flat)} a flat map would put there"
 
 
-def count_list(ids: list) -> str:
-    ids = [f"#{i}" for i in ids]
-    return ids[0] if len(ids) == 1 else ", ".join(ids[:-1]) + " and " + ids[-1]
-
-
 def article(noun: str) -> str:
     return ("an " if noun[:1].lower() in "aeiou" else "a ") + noun
 
@@ -116,18 +111,21 @@ def shown_sentences(method: str, stats: dict, define: bool) -> list:
         outside = [i for i in keep if not per["peak_centre"][i]]
         size = shown.get("size") or [32, 32]
 
-        def name(i):
-            label = f"#{shown['index'][i]}"
-            if shown.get("predicted") and not shown["correct"][i]:
-                label += f" ({article(shown['true'][i])} taken for {article(shown['predicted'][i])})"
-            return f"{label}, at the {region(per['peak'][i], size)}"
+        def label(i):
+            text = f"#{shown['index'][i]}"
+            if shown.get("predicted"):
+                text += (f" (right: {article(shown['true'][i])})" if shown["correct"][i] else
+                         f" (wrong: {article(shown['true'][i])} taken for {article(shown['predicted'][i])})")
+            return text
+
+        def and_list(items):
+            return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
         if not outside:
             where = f"every map peaks inside {box}"
-        elif not inside:
-            where = f"no map peaks inside {box}: " + "; ".join(name(i) for i in outside)
         else:
-            where = (f"the map peaks inside {box} on {count_list([shown['index'][i] for i in inside])} and outside "
-                     f"it on " + "; ".join(name(i) for i in outside))
+            away = and_list([f"{label(i)}, at the {region(per['peak'][i], size)}" for i in outside])
+            where = (f"the map peaks inside {box} on {and_list([label(i) for i in inside])}, and outside it on {away}"
+                     if inside else f"no map peaks inside {box}: " + away)
         out.append(f"In {what}, {where}.")
         box = "the central box"
     centre = [per["centre"][i] for i in keep]
@@ -166,19 +164,20 @@ def right_wrong_sentence(method: str, m: dict) -> str:
         return (f"With {nr} right and {nw} wrong answers in the sample, one side is too small (under {MIN_GROUP} "
                 f"images) to compare them.")
     parts, same = [], []
-    for key, what, more, less in (("centre", "central box", "more on the middle", "more toward the border"),
-                                  ("top", "top pixels", "more concentrated", "more spread out")):
+    for key, what, share, more, less in (
+            ("centre", "central box", "central box's share", "more on the middle", "more toward the border"),
+            ("top", "top pixels", "top pixels' share", "more concentrated", "more spread out")):
         d = m["right_vs_wrong"][key]
         numbers = f"{pct(m['right'][key]['mean'])} against {pct(m['wrong'][key]['mean'])}"
         if significant(d["diff"], d["p"], MIN_DIFF):
             parts.append(f"{more if d['diff'] > 0 else less} on right answers than on wrong ones ({what} "
                          f"{numbers}, Mann-Whitney test p = {d['p']:.3f})")
         else:
-            same.append((what, numbers))
+            same.append((what, share, numbers))
     if not parts:
-        return f"Maps of right and wrong answers look alike (right against wrong: {', '.join(f'{w} {n}' for w, n in same)})."
+        return f"Maps of right and wrong answers look alike (right against wrong: {', '.join(f'{w} {n}' for w, _, n in same)})."
     return "The maps are " + " and ".join(parts) + (
-        f"; the {same[0][0]} share does not differ reliably ({same[0][1]})." if same else ".")
+        f"; the {same[0][1]} does not differ reliably ({same[0][2]})." if same else ".")
 
 
 def deletion_verdict(d: dict) -> int:
@@ -241,7 +240,7 @@ def sanity_sentence(method: str, stats: dict) -> str:
     if not s:
         return ""
     rho = s["after_all"]
-    verdict = ("the maps depend on what the network learned (needed for a faithful map, not proof of one)"
+    verdict = ("they depend on what the network learned (needed for a faithful map, not proof of one)"
                if abs(rho) < SANITY_PASS else
                "much of the map survives random weights, so it reflects the image's edges more than what the "
                "network learned")
@@ -280,8 +279,8 @@ def cam_answer(network: str, stats: dict, define: bool = True) -> list:
 def guided_answer(network: str, stats: dict, define: bool = True) -> list:
     """Problem 5: the same questions for guided backpropagation of `network`, and how well it agrees
     with the class activation map."""
-    lead = (f"Guided backpropagation maps of {network}" + (
-        " (the gradient of the class score with respect to the image, with negative gradients stopped at every "
-        "ReLU, shown as its size summed over the colour channels) have the image's full resolution." if define
-        else " have the image's full resolution."))
+    lead = (("Guided backpropagation takes the gradient of the class score with respect to the image, letting no "
+             "negative gradient back through any ReLU, and shows its size summed over the colour channels; " if define
+             else "") + f"for {network} these maps have the image's full resolution.")
+    lead = cap(lead)
     return answer(network, "guided backprop", stats, lead, define, agreement=True)

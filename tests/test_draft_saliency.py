@@ -73,7 +73,7 @@ def test_close_centre_shares_get_the_same_words():
 def test_right_and_wrong_differ_or_not():
     differ = text(d.cam_answer("net", stats(cam=_method(top=0.6, wrong_top=0.3, p=0.001))))
     assert "more concentrated on right answers than on wrong ones (top pixels 60% against 30%" in differ
-    assert "p = 0.001" in differ and "central box share does not differ reliably" in differ
+    assert "p = 0.001" in differ and "central box's share does not differ reliably (70% against 70%)" in differ
     same = text(d.cam_answer("net", stats(cam=_method(top=0.6, wrong_top=0.3, p=0.4))))   # big but unreliable
     assert "look alike" in same and "more concentrated on right" not in same
     tiny = text(d.cam_answer("net", stats(cam=_method(top=0.6, wrong_top=0.59, p=0.001))))  # reliable but tiny
@@ -115,7 +115,7 @@ def test_deletion_with_a_blurred_fill_agrees_or_not():
 
 def test_sanity():
     passed = text(d.cam_answer("net", stats(sanity_cam=0.05)))
-    assert "the maps depend on what the network learned" in passed
+    assert "they depend on what the network learned" in passed
     failed = text(d.guided_answer("net", stats()))             # guided backprop: 0.80 after all layers
     assert "survives random weights" in failed
     no_sanity = stats()
@@ -126,8 +126,9 @@ def test_sanity():
 def test_the_answer_starts_with_what_the_shown_maps_cover():
     first = d.cam_answer("net", stats())[0]
     assert "the figure's 4 images (2 right, 2 wrong)" in first
-    assert "peaks inside the central box (the middle half" in first and "on #3 and #17" in first
-    assert "outside it on #42 (a dog taken for a cat), at the top left; #99 (a truck taken for a ship), at the bottom" in first
+    assert "peaks inside the central box (the middle half" in first
+    assert "on #3 (right: a cat) and #17 (right: a dog), and outside it on #42 (wrong: a dog taken for a cat), at the " \
+           "top left and #99 (wrong: a truck taken for a ship), at the bottom" in first
     assert "between 20% and 90% of each map's mass, against 47% for a flat map" in first
     assert "85% on average on the right answers and 25% on the wrong ones" in first
     assert "randomly drawn" not in first                      # the sample comes after, in its own paragraph
