@@ -70,6 +70,7 @@ def mean(xs):
 
 def compared_with_flat(share: float, flat: float) -> str:
     """'58%, more than the 47% a flat map would put there' (or 'less than', 'about the same as')."""
+    share, flat = round(share, 2), round(flat, 2)   # decide on the numbers the reader sees
     word = "more than" if share >= flat + NEAR else "less than" if share <= flat - NEAR else "about the same as"
     return f"{pct(share)}, {word} the {pct(flat)} a flat map would put there"
 
@@ -148,10 +149,10 @@ def spread_sentence(method: str, m: dict, stats: dict, define: bool) -> str:
         return head + f"no {NAME[method]} map has any positive value, so where it falls is undefined."
     empty = m.get("empty_maps", 0)
     caveat = f" ({empty} maps that are zero everywhere left out)" if empty else ""
-    ratio = t / stats["uniform"]["top"]
+    ratio = round(t / stats["uniform"]["top"], 1)   # decide on the number the reader sees
     verdict = ("concentrated on a few small regions" if ratio >= CONCENTRATED else
                "spread over much of the image" if ratio <= DIFFUSE else "moderately concentrated")
-    strongest = (f"the strongest {pct(stats['top_share'])} of the pixels" if define else
+    strongest = (f"the strongest {pct(stats['top_share'])} of the pixels (the top pixels)" if define else
                  f"the top {pct(stats['top_share'])} of pixels")
     return (f"{head}the central box holds on average {compared_with_flat(c, stats['uniform']['centre'])}{caveat}, "
             f"and {strongest} hold {pct(t)} of the mass, {ratio:.1f} times a flat map's share: the maps are "
@@ -182,9 +183,10 @@ def right_wrong_sentence(method: str, m: dict) -> str:
 
 def deletion_verdict(d: dict) -> int:
     """+1: the map's order lowers the probability reliably faster than its baseline; -1: slower; 0: neither."""
-    if not significant(d["diff"], d["p"], DELETION_MARGIN):
+    printed = round(round(d["random_auc"], 2) - round(d["auc"], 2), 2)   # decide on the areas the reader sees
+    if not significant(printed, d["p"], DELETION_MARGIN):
         return 0
-    return 1 if d["diff"] > 0 else -1
+    return 1 if printed > 0 else -1
 
 
 def baseline_words(m: dict, image_size) -> str:
@@ -227,7 +229,7 @@ def agreement_sentence(method: str, stats: dict) -> str:
     other = stats.get("cam_method")
     for a in stats["agreement"]:
         if {a["a"], a["b"]} == {method, other} and a["mean"] is not None:
-            rho = a["mean"]
+            rho = round(a["mean"], 2)   # decide on the number the reader sees
             verdict = ("rank the pixels alike" if rho >= AGREE else "agree only weakly" if rho >= WEAK else
                        "hardly agree on which pixels matter" if rho > -WEAK else "rank the pixels in opposite orders")
             return (f"{cap(NAME[method])} and {NAME[other]} {verdict} (Spearman rank correlation {rho:.2f}, where 1 "
@@ -239,7 +241,7 @@ def sanity_sentence(method: str, stats: dict) -> str:
     s = (stats.get("sanity") or {}).get(method)
     if not s:
         return ""
-    rho = s["after_all"]
+    rho = round(s["after_all"], 2)
     verdict = ("they depend on what the network learned (needed for a faithful map, not proof of one)"
                if abs(rho) < SANITY_PASS else
                "much of the map survives random weights, so it reflects the image's edges more than what the "

@@ -70,6 +70,20 @@ def test_close_centre_shares_get_the_same_words():
     assert "56%, more than the 47%" in a and "58%, more than the 47%" in b
 
 
+def test_words_follow_the_printed_numbers():
+    """A verdict is decided on the rounded number the reader sees, so 0.198 printed as 0.20 is not
+    'below 0.2', and 49.6% against a flat 47% (printed 50% and 47%) is 'more than'."""
+    assert "agree only weakly (Spearman rank correlation 0.20" in text(d.guided_answer("net", stats(agree=0.198)))
+    assert "hardly agree" in text(d.guided_answer("net", stats(agree=0.194)))
+    assert "50%, more than the 47%" in text(d.cam_answer("net", stats(cam=_method(centre=0.496))))
+    s = stats(cam=_method(centre=0.496))
+    s["uniform"]["centre"] = 0.4727
+    assert "50%, more than the 47%" in text(d.cam_answer("net", s))
+    assert "3.0 times a flat map's share: the maps are concentrated" in text(d.cam_answer("net", stats(cam=_method(top=0.2996))))
+    assert "lowers the probability sooner" in text(d.cam_answer("net", stats(cam=_method(auc=0.2549, random_auc=0.2651))))
+    assert "does no better" in text(d.cam_answer("net", stats(cam=_method(auc=0.2551, random_auc=0.2749))))  # 0.26, 0.27
+
+
 def test_right_and_wrong_differ_or_not():
     differ = text(d.cam_answer("net", stats(cam=_method(top=0.6, wrong_top=0.3, p=0.001))))
     assert "more concentrated on right answers than on wrong ones (top pixels 60% against 30%" in differ
