@@ -119,8 +119,9 @@ def shown_sentences(method: str, stats: dict, define: bool) -> list:
                          f" (wrong: {article(shown['true'][i])} taken for {article(shown['predicted'][i])})")
             return text
 
-        def and_list(items):
-            return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+        def and_list(items):   # items that hold a comma themselves get one before the "and" too
+            last = ", and " if any("," in i for i in items) else " and "
+            return items[0] if len(items) == 1 else ", ".join(items[:-1]) + last + items[-1]
         if not outside:
             where = f"every map peaks inside {box}"
         else:

@@ -142,7 +142,7 @@ def test_the_answer_starts_with_what_the_shown_maps_cover():
     assert "the figure's 4 images (2 right, 2 wrong)" in first
     assert "peaks inside the central box (the middle half" in first
     assert "on #3 (right: a cat) and #17 (right: a dog), and outside it on #42 (wrong: a dog taken for a cat), at the " \
-           "top left and #99 (wrong: a truck taken for a ship), at the bottom" in first
+           "top left, and #99 (wrong: a truck taken for a ship), at the bottom" in first
     assert "between 20% and 90% of each map's mass, against 47% for a flat map" in first
     assert "85% on average on the right answers and 25% on the wrong ones" in first
     assert "randomly drawn" not in first                      # the sample comes after, in its own paragraph
