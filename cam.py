@@ -23,9 +23,11 @@ figure (the report's) stays.
 With --stats also saliency_stats.json, the numbers behind the report's interpretation of CAM
 (or Grad-CAM) and guided backpropagation, on --stats-n test images drawn with --seed and on the
 shown ones: where each map's mass falls (centre share), how concentrated it is, right against
-wrong predictions, the rank correlation between the methods, and the deletion curve (Petsiuk
-et al. 2018: class probability as the most salient pixels are removed first, against a random
-order); with --sanity, the sanity check's summary too (see saliency.run_stats). A chosen
+wrong predictions, the rank correlation between the methods, where each shown map peaks, and
+the deletion curve (Petsiuk et al. 2018: class probability as the most salient pixels are removed
+first, against a random order of the map's own coarseness: a random map at the map's resolution,
+e.g. 4 x 4, enlarged the same way; removed pixels take the mean colour, or a blurred copy's values);
+with --sanity, the sanity check's summary too (see saliency.run_stats). A chosen
 selection's statistics get its name too (saliency_stats-target-cat.json).
 """
 

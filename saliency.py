@@ -17,9 +17,11 @@
   and measure how much each method's maps change (Spearman rank correlation).
 - Interpretation statistics (`saliency_statistics`, `run_stats` -> saliency_stats.json): where
   each map's mass falls (centre share), how concentrated it is, right against wrong predictions,
-  the rank correlation between methods, and the deletion curve (Petsiuk et al. 2018, "RISE",
-  Sec. 4.1): class probability as the most salient pixels are removed first, against a random
-  order. report/draft_saliency.py turns them into the report's interpretation.
+  the rank correlation between methods, where the figure's maps peak, and the deletion curve
+  (Petsiuk et al. 2018, "RISE", Sec. 4.1): class probability as the most salient pixels are
+  removed first, against a random order of the map's own coarseness (removed pixels take the
+  mean colour, and as a check a blurred copy's values). report/draft_saliency.py turns them into
+  the report's interpretation.
 
 Every map is computed for a whole batch in one forward and one backward pass (images are
 independent in eval mode, so the gradient of the summed target scores gives each image its
@@ -36,6 +38,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+import torchvision.transforms.functional as TF
 from scipy.stats import mannwhitneyu, spearmanr, wilcoxon
 from torch import nn
 from torch.overrides import TorchFunctionMode
@@ -508,11 +511,23 @@ def run_sanity(ex: Examples, seed: int, n: int, layer=None) -> dict:
 # - deletion (Petsiuk et al. 2018, "RISE", Sec. 4.1): the probability of the explained class
 #   as pixels are removed, most salient first, against a random order; a map that points at
 #   evidence the network uses makes the probability fall sooner (a smaller area under the curve).
+#   The random order has the map's own smoothness: a random map drawn at the method's native
+#   resolution (CAM and Grad-CAM: the conv layer's h x w, e.g. 4 x 4; guided backpropagation:
+#   the pixels) and upsampled the same way. Scattered single-pixel holes are far from the
+#   training images and lower the probability faster than the same number of pixels removed in
+#   a few blobs (measured on the CIFAR-10 GAP network: area 0.21 for a random pixel order, 0.31
+#   for random 4 x 4 blobs), so a pixel-random baseline would penalize any coarse map for its
+#   shape, not its ranking (the removal artifacts Hooker et al. 2019, "ROAR", Sec. 3 warn of).
+#   Removed pixels take the training set's mean colour (0 after normalization, RISE's deletion
+#   fill); as a check, also a Gaussian-blurred copy of the image (Fong & Vedaldi 2017,
+#   "Meaningful Perturbations", Sec. 4), whose low-frequency fill adds no sharp edges.
 
 STATS_METHODS = ("CAM", "Grad-CAM", "guided backprop")
 CENTRE_AREA = 0.5
 TOP_SHARE = 0.10
 DELETION_STEPS = 16
+DELETION_FILLS = ("mean", "blur")
+BLUR_SIGMA = 1 / 8    # the blurred fill's Gaussian std as a share of the image side (4 pixels of 32)
 
 
 def centre_mask(size) -> torch.Tensor:
@@ -551,14 +566,36 @@ def deletion_order(maps: torch.Tensor, generator: torch.Generator) -> torch.Tens
     return shuffle.gather(1, keys.argsort(dim=1, descending=True, stable=True))
 
 
+def deletion_fill(x: torch.Tensor, fill: str = "mean") -> torch.Tensor:
+    """What removed pixels of normalized images x (N, C, H, W) become: "mean", the training set's
+    mean colour (0 after normalization); "blur", a Gaussian-blurred copy of the image (std
+    BLUR_SIGMA of the image side), which keeps the coarse colour layout and adds no sharp edges."""
+    if fill == "mean":
+        return torch.zeros_like(x)
+    if fill == "blur":
+        sigma = BLUR_SIGMA * max(x.shape[-2:])
+        k = min(2 * round(3 * sigma) + 1, 2 * (min(x.shape[-2:]) // 2) - 1)   # odd, within the image (reflect)
+        return TF.gaussian_blur(x, [k, k], [sigma, sigma])
+    raise cli.UserError(f"deletion fill {fill!r} is not one of {', '.join(DELETION_FILLS)}")
+
+
+def random_maps(n: int, size, out_size, generator: torch.Generator) -> torch.Tensor:
+    """(n, H, W) random maps with a saliency method's smoothness: uniform noise at the method's
+    native resolution `size` (h, w), upsampled to `out_size` (H, W) as the method's maps are
+    (bilinear); at the image's own resolution, a random pixel order."""
+    noise = torch.rand(n, *size, generator=generator)
+    return noise if tuple(size) == tuple(out_size) else upsample(noise, out_size)
+
+
 @torch.no_grad()
 def deletion_curve(model: nn.Module, x: torch.Tensor, maps: torch.Tensor, target: torch.Tensor,
-                   steps: int = DELETION_STEPS, seed: int = 0, batch_size: int = 32) -> torch.Tensor:
+                   steps: int = DELETION_STEPS, seed: int = 0, batch_size: int = 32,
+                   fill: str = "mean") -> torch.Tensor:
     """Deletion curve (Petsiuk et al. 2018, Sec. 4.1) of normalized images x (N, C, H, W):
     (N, steps + 1) softmax probabilities of class `target` (N,) after removing the first
     k/steps of the pixels in the order of `maps` (N, H, W), most salient first, k = 0..steps.
-    A removed pixel is set to 0 in every channel, the training set's mean colour after
-    normalization. `maps` all zero gives a random order (the baseline)."""
+    A removed pixel takes `fill` in every channel (see deletion_fill). `maps` all zero gives a
+    random pixel order; a random map at a method's resolution (random_maps), its baseline."""
     n, c, h, w = x.shape
     order = deletion_order(maps, torch.Generator().manual_seed(seed))        # (N, HW)
     position = torch.empty_like(order).scatter_(1, order, torch.arange(h * w).expand(n, -1))
@@ -569,7 +606,9 @@ def deletion_curve(model: nn.Module, x: torch.Tensor, maps: torch.Tensor, target
         for i in range(0, n, batch_size):
             pos, t = position[i:i + batch_size], target[i:i + batch_size]    # (B, HW), (B,)
             keep = (pos[:, None, :] >= removed[None, :, None]).view(len(pos), steps + 1, 1, h, w)
-            xs = x[i:i + batch_size, None] * keep.to(x.device, x.dtype)       # (B, S+1, C, H, W)
+            keep = keep.to(x.device, x.dtype)                                 # (B, S+1, 1, H, W)
+            xb = x[i:i + batch_size, None]                                    # (B, 1, C, H, W)
+            xs = xb * keep + deletion_fill(x[i:i + batch_size], fill)[:, None] * (1 - keep)  # (B, S+1, C, H, W)
             p = model(xs.flatten(0, 1)).float().softmax(1).view(len(pos), steps + 1, -1).cpu()
             out.append(p.gather(2, t[:, None, None].expand(-1, steps + 1, 1))[..., 0])
     return torch.cat(out)
@@ -615,44 +654,105 @@ def stats_maps(model: nn.Module, x: torch.Tensor, target: torch.Tensor, layer=No
             for name, fn in methods.items()}
 
 
+@torch.no_grad()
+def native_sizes(model: nn.Module, x: torch.Tensor, layer=None) -> dict:
+    """{method: (h, w)} the resolution each STATS_METHODS map is computed at before upsampling:
+    CAM, the maps entering global average pooling; Grad-CAM, `layer` (default: the last conv
+    layer's ReLU); guided backpropagation, the image."""
+    conv = layer or default_layer(model, x)
+    features = cam_layers(model)[0] if is_gap_network(model) else None
+    names = [n for n in (conv, features) if n]
+    with hooks.eval_mode(model, freeze=True), hooks.record_outputs(model, names) as out:
+        model(x[:1])
+    sizes = {"guided backprop": tuple(x.shape[-2:])}
+    if features:
+        sizes["CAM"] = tuple(out[features].shape[-2:])
+    if conv:
+        sizes["Grad-CAM"] = tuple(out[conv].shape[-2:])
+    return sizes
+
+
+def deletion_statistics(model, x, maps, pred, right, sizes, seed, steps) -> dict:
+    """{method: {fill: paired deletion areas against the method's own random baseline}} for
+    DELETION_FILLS, plus the random pixel order's area (the baseline of a full-resolution map,
+    kept for comparison), each map's mean curve, and right and wrong answers on their own."""
+    out, baselines = {name: {} for name in maps}, {}
+    n, size = len(x), tuple(x.shape[-2:])
+    for fill in DELETION_FILLS:
+        for name, m in maps.items():
+            key = (sizes[name], fill)
+            if key not in baselines:  # one baseline per resolution: the same random map for every method
+                rand = random_maps(n, sizes[name], size, torch.Generator().manual_seed(seed + 1))
+                baselines[key] = area_under(deletion_curve(model, x, rand, pred, steps, seed + 1, fill=fill)).numpy()
+            curves = deletion_curve(model, x, m, pred, steps, seed, fill=fill)    # (N, S+1)
+            auc, base = area_under(curves).numpy(), baselines[key]
+            out[name][fill] = {**_paired(auc, base), "curve": curves.mean(0).tolist(),
+                               "baseline": f"random map at {sizes[name][0]} x {sizes[name][1]}"
+                                           + (", upsampled" if sizes[name] != size else ""),
+                               "right": _paired(auc[right], base[right]) if right.any() else None,
+                               "wrong": _paired(auc[~right], base[~right]) if (~right).any() else None}
+    for fill in DELETION_FILLS:
+        if (size, fill) not in baselines:
+            pixels = area_under(deletion_curve(model, x, torch.zeros(n, *size), pred, steps, seed + 1, fill=fill))
+            baselines[(size, fill)] = pixels.numpy()
+        for name in maps:
+            out[name][fill]["pixel_random_auc"] = float(baselines[(size, fill)].mean())
+    return out
+
+
 def saliency_statistics(model: nn.Module, x: torch.Tensor, y: torch.Tensor, seed: int = 0,
                         steps: int = DELETION_STEPS, layer=None) -> dict:
     """The interpretation numbers of test images x (N, C, H, W) with labels y (N,), maps of the
     predicted class: per method, centre share and concentration for all, right and wrong
-    predictions (and right against wrong), the deletion areas against a random order, and the
+    predictions (and right against wrong), the deletion areas against a random order of the
+    map's own smoothness ("deletion": mean-colour fill; "deletion_blur": blurred fill), and the
     rank correlation between every two methods."""
     with torch.no_grad(), hooks.eval_mode(model, freeze=True):
         pred = torch.cat([model(x[i:i + 256]).argmax(1) for i in range(0, len(x), 256)]).cpu()
     right = (pred == y.cpu()).numpy()
     maps = stats_maps(model, x, pred, layer)
-    random_auc = area_under(deletion_curve(model, x, torch.zeros(len(x), *x.shape[-2:]), pred, steps, seed + 1))
+    sizes = native_sizes(model, x, layer)
+    deletion = deletion_statistics(model, x, maps, pred, right, sizes, seed, steps)
     methods = {}
     for name, m in maps.items():
         st = {k: v.numpy() for k, v in map_statistics(m).items()}
-        curves = deletion_curve(model, x, m, pred, steps, seed)              # (N, S+1)
-        auc = area_under(curves).numpy()
         methods[name] = {
-            "empty_maps": int(np.isnan(st["centre"]).sum()),
+            "empty_maps": int(np.isnan(st["centre"]).sum()), "native_size": list(sizes[name]),
             **{group: {k: _summary(v[mask]) for k, v in st.items()}
                for group, mask in (("all", right | ~right), ("right", right), ("wrong", ~right))},
             "right_vs_wrong": {k: _compare(v[right], v[~right]) for k, v in st.items()},
-            "deletion": {**_paired(auc, random_auc.numpy()), "curve": curves.mean(0).tolist(),
-                         "right": _paired(auc[right], random_auc.numpy()[right]) if right.any() else None,
-                         "wrong": _paired(auc[~right], random_auc.numpy()[~right]) if (~right).any() else None}}
+            "deletion": deletion[name]["mean"], "deletion_blur": deletion[name]["blur"]}
     names = list(maps)
     agreement = [{"a": a, "b": b, **_summary(rank_correlation(maps[a], maps[b]))}
                  for i, a in enumerate(names) for b in names[i + 1:]]
     return {"images": len(x), "right": int(right.sum()), "wrong": int((~right).sum()), "seed": seed,
             "uniform": uniform_statistics(x.shape[-2:]), "centre_area": CENTRE_AREA, "top_share": TOP_SHARE,
-            "deletion_steps": steps, "methods": methods, "agreement": agreement}
+            "deletion_steps": steps, "blur_sigma": BLUR_SIGMA * max(x.shape[-2:]),
+            "methods": methods, "agreement": agreement}
+
+
+def peak_statistics(maps: torch.Tensor) -> dict:
+    """Per map of (N, H, W): {"peak": (N, 2) row and column of its largest value, "peak_centre":
+    (N,) whether that pixel lies in the centre box of map_statistics}."""
+    n, h, w = maps.shape
+    flat = maps.detach().flatten(1).float().cpu().argmax(1)                  # (N,)
+    rows, cols = flat // w, flat % w
+    return {"peak": torch.stack([rows, cols], 1), "peak_centre": centre_mask((h, w))[rows, cols]}
 
 
 def shown_statistics(model: nn.Module, ex: "Examples", layer=None) -> dict:
-    """Centre share and concentration of each shown example's maps (the figure's images)."""
+    """Per shown example (the figure's images) and method: centre share, concentration, and
+    where the map peaks; with each example's predicted and true class."""
     maps = stats_maps(model, ex.x, ex.pred.to(ex.x.device) if ex.target is None else ex.target, layer)
-    per = {name: {k: [None if np.isnan(v) else round(float(v), 4) for v in vals.numpy()]
-                  for k, vals in map_statistics(m).items()} for name, m in maps.items()}
-    return {"index": ex.index.tolist(), "correct": (ex.pred == ex.y).tolist(), "methods": per}
+    per = {}
+    for name, m in maps.items():
+        st, pk = map_statistics(m), peak_statistics(m)
+        per[name] = {**{k: [None if np.isnan(v) else round(float(v), 4) for v in vals.numpy()]
+                        for k, vals in st.items()},
+                     "peak": pk["peak"].tolist(), "peak_centre": pk["peak_centre"].tolist()}
+    return {"index": ex.index.tolist(), "correct": (ex.pred == ex.y).tolist(), "size": list(ex.x.shape[-2:]),
+            "predicted": [ex.classes[int(c)] for c in ex.pred], "true": [ex.classes[int(c)] for c in ex.y],
+            "methods": per}
 
 
 def sanity_summary(result: dict) -> dict:
