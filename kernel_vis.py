@@ -282,6 +282,23 @@ def stage_labels(path) -> list:
     return labels
 
 
+def stage_notes(path) -> list:
+    """What each stage's label leaves unsaid, for the figure: a stage that pools straight after its
+    conv shows the conv's output 'before activation' (batch norm and ReLU come in the next stage),
+    and a stage without a conv of its own says which conv it follows: 'after conv 1'."""
+    notes, last_conv = [], 0
+    for _, kind, _ in path:
+        parts = kind.split("+")
+        last_conv += parts.count("conv")
+        if "conv" in parts and not parts[-1].endswith("relu"):
+            notes.append("before activation")
+        elif "conv" not in parts and "relu" in parts and last_conv:
+            notes.append(f"after conv {last_conv}")
+        else:
+            notes.append("")
+    return notes
+
+
 SOBEL_X = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]])
 
 
@@ -546,11 +563,12 @@ def plot_feature_path(image01, caption, path, network: str):
     """The input image first, then the first channel of each stage of `path`, labelled in plain
     words (stage_labels) with its output shape (channels x height x width)."""
     panels, titles = [image01], ["input image\n" + "x".join(map(str, image01.shape))]
-    for (name, kind, out), label in zip(path, stage_labels(path)):
+    for (name, kind, out), label, note in zip(path, stage_labels(path), stage_notes(path)):
         first = out[0, 0]  # (H, W): the first channel, as the assignment asks
         shape = "x".join(map(str, out.shape[1:]))
         unbroken = " + ".join(part.replace(" ", "\N{NO-BREAK SPACE}") for part in label.split(" + "))
-        titles.append(f"{unbroken}\n{shape}" + (" (all 0)" if first.max() == first.min() else ""))
+        note = "\n" + note.replace(" ", "\N{NO-BREAK SPACE}") if note else ""
+        titles.append(f"{unbroken}{note}\n{shape}" + (" (all 0)" if first.max() == first.min() else ""))
         panels.append(plots.minmax(first, (0, 1)).numpy())
     return plot_panels(panels, titles,
                        f"{network}: the input ({caption.replace(chr(10), ', ')}) through the network: the first "

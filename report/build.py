@@ -146,7 +146,12 @@ class Inputs:
 
     def text(self, rel) -> str | None:
         p = self.path(rel)
-        return p.read_text() if p else None
+        if p is None:
+            return None
+        try:
+            return p.read_text()
+        except (OSError, UnicodeDecodeError) as err:
+            return self.unreadable(p, f"not readable text: {type(err).__name__}")
 
     def csv_rows(self, rel) -> list | None:
         """history.csv as [{column: float or text}], or None."""
@@ -194,18 +199,11 @@ def collect(runs: Path) -> tuple[dict, Inputs]:
                             "feature_stats": inp.json(f"{folder}/feature_stats.json"),
                             **{f: inp.path(f"{folder}/{f}.png") for f in ("kernels", "filtered", "feature_maps")}}
     d["mytorch"] = {"check": inp.json("mytorch/check.json"),
-                    "tester": read_text_or_none(runs / "mytorch" / "tester_output.txt")}
+                    "tester": inp.text("mytorch/tester_output.txt")}
     d["cifar"] = {a: cifar_run(inp, a) for a in ("dense", "gap")}
     d["dataset"] = {"json": inp.json("dataset/dataset.json"), "balance": inp.path("dataset/class_balance.png"),
                     "pairs": inp.path("dataset/near_duplicates.png")}
     return d, inp
-
-
-def read_text_or_none(path: Path) -> str | None:
-    try:
-        return path.read_text() if path.is_file() else None
-    except (OSError, UnicodeDecodeError):
-        return None
 
 
 def cifar_run(inp, arch) -> dict:
@@ -275,19 +273,8 @@ def gpu_names() -> str:
 
 # ---- numbers to words -------------------------------------------------------------------------------
 
-pct = words.pct  # 0.9345 -> '93.45%'
-
-
-def points(a, b) -> str:
-    return f"{100 * (a - b):+.2f} points"
-
-
 def fmt_time(seconds: float) -> str:
     return run_all.fmt_time(seconds) + (" (h:mm:ss)" if seconds >= 3600 else " (m:ss)")
-
-
-def plural(n, word: str) -> str:
-    return f"{n:g} {word}" + ("" if n == 1 else "s")
 
 
 NOTICEABLE = 0.5      # accuracy difference (points) below which one seed cannot tell two runs apart
@@ -312,16 +299,16 @@ def answer_cnn_vs_ffn(ffn: dict, cnn: dict) -> list:
     verdict = compare(a_c, a_f)
     size = (f"{p_f / p_c:.1f}x fewer parameters ({p_c:,} against {p_f:,})" if p_c < p_f
             else f"{p_c / p_f:.1f}x more parameters ({p_c:,} against {p_f:,})")
-    opening = {"higher": f"In this run the CNN beats the feed-forward network: {pct(a_c)} against {pct(a_f)} test "
-                         f"accuracy ({points(a_c, a_f)}), with {size}.",
-               "level": f"In this run the two networks are level: CNN {pct(a_c)}, feed-forward network {pct(a_f)} "
-                        f"({points(a_c, a_f)}), the CNN with {size}.",
-               "lower": f"In this run the CNN does NOT beat the feed-forward network: {pct(a_c)} against {pct(a_f)} "
-                        f"({points(a_c, a_f)}), with {size}."}[verdict]
+    opening = {"higher": f"In this run the CNN beats the feed-forward network: {words.pct(a_c)} against {words.pct(a_f)} test "
+                         f"accuracy ({words.points(a_c - a_f)}), with {size}.",
+               "level": f"In this run the two networks are level: CNN {words.pct(a_c)}, feed-forward network {words.pct(a_f)} "
+                        f"({words.points(a_c - a_f)}), the CNN with {size}.",
+               "lower": f"In this run the CNN does NOT beat the feed-forward network: {words.pct(a_c)} against {words.pct(a_f)} "
+                        f"({words.points(a_c - a_f)}), with {size}."}[verdict]
     gains = {c: cnn["per_class_accuracy"][c] - ffn["per_class_accuracy"].get(c, 0) for c in cnn["per_class_accuracy"]}
     best, hardest = max(gains, key=gains.get), min(cnn["per_class_accuracy"], key=cnn["per_class_accuracy"].get)
-    detail = (f"The largest per-class difference is on {best} ({points(cnn['per_class_accuracy'][best], ffn['per_class_accuracy'][best])}); "
-              f"the CNN's hardest class is {hardest} ({pct(cnn['per_class_accuracy'][hardest])} correct).")
+    detail = (f"The largest per-class difference is on {best} ({words.points(cnn['per_class_accuracy'][best] - ffn['per_class_accuracy'][best])}); "
+              f"the CNN's hardest class is {hardest} ({words.pct(cnn['per_class_accuracy'][hardest])} correct).")
     why = ("Why a CNN suits images: a convolutional layer slides the same small kernel over every position "
            "(weight sharing), so a local pattern such as an edge, a texture or a collar is learned once and found "
            "anywhere, with few parameters; pooling makes the result tolerant to small shifts; stacked layers see "
@@ -334,7 +321,7 @@ def answer_cnn_vs_ffn(ffn: dict, cnn: dict) -> list:
                 + (", and why the CNN gets it with fewer parameters." if p_c < p_f else "."))
     else:
         why += (" Here that advantage did not show in the test accuracy; with "
-                f"{cnn['train_images']:,} training images and {plural(cnn['config']['epochs'], 'epoch')} the "
+                f"{cnn['train_images']:,} training images and {words.plural(cnn['config']['epochs'], 'epoch')} the "
                 "training budget, not the architecture, probably decides (see the loss curves of question 2).")
     return [opening + " " + detail, why]
 
@@ -359,9 +346,9 @@ def dataset_answer(d: dict) -> list:
     for m in d.get("models", []):
         if m.get("near_images") and m.get("rest_images"):
             gap = m["accuracy_near"] - m["accuracy_rest"]
-            models.append(f"the {m['network']} classifies {pct(m['accuracy_near'])} of the {m['near_images']:,} "
-                          f"near-copy test images correctly against {pct(m['accuracy_rest'])} of the other "
-                          f"{m['rest_images']:,} ({points(m['accuracy_near'], m['accuracy_rest'])}"
+            models.append(f"the {m['network']} classifies {words.pct(m['accuracy_near'])} of the {m['near_images']:,} "
+                          f"near-copy test images correctly against {words.pct(m['accuracy_rest'])} of the other "
+                          f"{m['rest_images']:,} ({words.points(m['accuracy_near'] - m['accuracy_rest'])}"
                           + (", so the copies flatter the test accuracy" if gap > 0.02 else
                              ", so the copies do not flatter the test accuracy noticeably" if gap > -0.02 else
                              ", so here the copies are not the easy cases") + ")")
@@ -554,7 +541,7 @@ def part_one(r: Report):
         f"beside the test loss ({fig_refs('loss')}). The per-step loss lies above the others because it is "
         "measured while training: on shifted and mirrored images, with dropout on and with label smoothing, "
         "which keeps the loss of even a perfect answer above zero."
-        + "".join(f" The {NETWORKS[m]} trained {plural(met['config']['epochs'], 'epoch')} on "
+        + "".join(f" The {NETWORKS[m]} trained {words.plural(met['config']['epochs'], 'epoch')} on "
                   f"{met['train_images']:,} images in {met['wall_seconds']:.0f} s." for m, met in done.items())]))
     per_network("loss", lambda m, met: f"The {NETWORKS[m]}: training loss per step (light: raw; dark: smoothed), "
                 "and per epoch the training loss in evaluation mode and the test loss.")
@@ -563,15 +550,15 @@ def part_one(r: Report):
         for m, met in done.items())], needs={"fashionmnist-ffn/metrics.json": ffn or cnn}, inp=inp))
     if done:
         doc.table(["Network", "Parameters", "Test accuracy", "Layers"],
-                  [[NETWORKS[m], f"{met['parameters']:,}", pct(met["test_accuracy"]), layers_summary(m, met)]
+                  [[NETWORKS[m], f"{met['parameters']:,}", words.pct(met["test_accuracy"]), layers_summary(m, met)]
                    for m, met in done.items()], align="(left, right, right, left)")
     r.item("Q4", own_draft(lambda: [
         f"Confusion matrices on the {test_images(done)} test images ({fig_refs('confusion_matrix')}): each "
         "row is the true class, each column the predicted one; the diagonal holds the correct predictions."
-        + "".join(f" The {NETWORKS[m]}'s test accuracy is {pct(met['test_accuracy'])}; its most confused pair is "
+        + "".join(f" The {NETWORKS[m]}'s test accuracy is {words.pct(met['test_accuracy'])}; its most confused pair is "
                   f"{most_confused(met)}." for m, met in done.items() if "confusion_matrix" in met)]))
     per_network("confusion_matrix", lambda m, met: f"The {NETWORKS[m]}: confusion matrix on the test set (rows: true "
-                "class, columns: predicted class)" + (f"; test accuracy {pct(met['test_accuracy'])}." if met else "."))
+                "class, columns: predicted class)" + (f"; test accuracy {words.pct(met['test_accuracy'])}." if met else "."))
 
     k = d["fashion_kernels"]
     g = k["gabor"]
@@ -684,7 +671,7 @@ def part_two(r: Report):
                                            needs={f"{folder}/metrics.json": met}, inp=inp))
         if met:
             doc.table(["Validation accuracy", "Validation images", "Test accuracy", "Test images", "Parameters"],
-                      [[pct(met["val_accuracy"]), f"{met['val_images']:,}", pct(met["test_accuracy"]),
+                      [[words.pct(met["val_accuracy"]), f"{met['val_images']:,}", words.pct(met["test_accuracy"]),
                         f"{met['test_images']:,}", f"{met['parameters']:,}"]])
 
     doc.heading(2, "Problem 3. Feature maps and filters", label="problem-3")
@@ -947,7 +934,7 @@ def settings(doc: Doc, d: dict):
                      "label_smoothing"), (f"random flips and shifts of up to {c.get('crop')} pixels", "crop")]
             doc.para(f"Training settings of the {ARCH_NAMES[a]}: "
                      + ", ".join([text for text, key in known if c.get(key) is not None]
-                                 + [f"{plural(m['epochs'], 'epoch')} on {m['train_images']:,} images, "
+                                 + [f"{words.plural(m['epochs'], 'epoch')} on {m['train_images']:,} images, "
                                     f"{m['train_seconds']:.0f} s on {m['device']}"]) + ".")
 
 

@@ -37,7 +37,7 @@ import cli  # noqa: E402
 import files  # noqa: E402
 import plots  # noqa: E402
 from data import DATASETS, load_dataset  # noqa: E402
-from kernel_vis import DATASET_TITLES as TITLES  # noqa: E402
+from kernel_vis import DATASET_TITLES as TITLES, wrap  # noqa: E402
 
 # Plain names of the checkpoints' networks (the model class is internal), per (dataset, class).
 NETWORK_TITLES = {("fashion_mnist", "FFN"): "Fashion-MNIST feed-forward network",
@@ -197,20 +197,27 @@ def plot_class_balance(results: list):
     return fig
 
 
+PAIR_COLUMN_IN = 0.78  # one pair's column: a 7 pt class name of 11 characters ('T-shirt/top') fits it
+
+
 def plot_pairs(datasets: list, results: list):
-    """Two rows per dataset: test images above, their near-duplicate training images below."""
+    """Two rows per dataset: test images above, their near-duplicate training images below; each
+    image titled with its index and its full class name (wrapped to its column, never cut)."""
     n_cols = max([len(r["shown_pairs"]) for r in results] + [1])
-    fig, axes = plots.plt.subplots(2 * len(results), n_cols, squeeze=False,  # <= 6.5 in: prints at its size
-                                   figsize=(min(0.8 * n_cols + 0.5, 6.5), 2.6 * len(results)))
+    width = min(PAIR_COLUMN_IN * n_cols + 0.5, plots.PRINT_WIDTH_IN)  # prints at its own size
+    column = (width - 0.5) / n_cols
+    name = lambda label: wrap(label, column, plots.MIN_FONT_PT)  # noqa: E731
+    fig, axes = plots.plt.subplots(2 * len(results), n_cols, squeeze=False, figsize=(width, 2.55 * len(results)))
     for d, (ds, r) in enumerate(zip(datasets, results)):
         top, bottom = axes[2 * d], axes[2 * d + 1]
         for ax in (*top, *bottom):
             ax.axis("off")
         for col, pair in enumerate(r["shown_pairs"]):
             plots.show_image(top[col], ds.x_test[pair["test"]].numpy(),
-                             f"#{pair['test']}\n{pair['test_label'][:9]}\nMAD {pair['mad']:.1f}", title_size=7)
+                             f"#{pair['test']}\n{name(pair['test_label'])}\nMAD {pair['mad']:.1f}",
+                             title_size=plots.MIN_FONT_PT)
             plots.show_image(bottom[col], ds.x_train[pair["train"]].numpy(),
-                             f"#{pair['train']}\n{pair['train_label'][:9]}", title_size=7)
+                             f"#{pair['train']}\n{name(pair['train_label'])}", title_size=plots.MIN_FONT_PT)
             for ax in (top[col], bottom[col]):
                 ax.axis("on")
         if not r["shown_pairs"]:
