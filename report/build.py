@@ -192,6 +192,7 @@ def collect(runs: Path) -> tuple[dict, Inputs]:
     inp = Inputs(runs)
     d = {"summary": inp.optional_json("run_all.json"), "env": environment()}
     d["fashion"] = {m: {"metrics": inp.json(f"fashionmnist-{m}/metrics.json"),
+                        "layers": parameter_rows(inp, f"fashionmnist-{m}/model.pt"),
                         **{f: inp.path(f"fashionmnist-{m}/{f}.png") for f in ("examples", "loss", "confusion_matrix")}}
                     for m in ("ffn", "cnn")}
     folder = "fashionmnist-cnn/kernels"
@@ -204,6 +205,46 @@ def collect(runs: Path) -> tuple[dict, Inputs]:
     d["dataset"] = {"json": inp.json("dataset/dataset.json"), "balance": inp.path("dataset/class_balance.png"),
                     "pairs": inp.path("dataset/near_duplicates.png")}
     return d, inp
+
+
+def parameter_rows(inp, rel) -> list | None:
+    """[(layer, what its parameters are, count)] of every layer that has parameters, in forward
+    order, for the network a checkpoint saved: the model is rebuilt from the checkpoint's recorded
+    architecture on torch's meta device (shapes only), so every parameter is counted, batch norm's
+    scales and shifts included; None (with the reason on the missing page) if there is none."""
+    path = inp.path(rel)
+    if path is None:
+        return None
+    import torch
+    import training
+    try:
+        ckpt = training.read_checkpoint(path)
+        with torch.device("meta"):
+            model = training.MODELS[ckpt["model"]["name"]](**ckpt["model"]["args"])
+    except (cli.UserError, TypeError, ValueError) as err:
+        return inp.unreadable(path, str(err).split(";")[0][:120])
+    rows = []
+    for name, module in model.named_modules():
+        params = dict(module.named_parameters(recurse=False))
+        if params:
+            rows.append((name.rpartition(".")[2], layer_holds(module, params), sum(p.numel() for p in params.values())))
+    return rows
+
+
+def layer_holds(module, params: dict) -> str:
+    """What a layer's parameters are, in plain words with their shapes."""
+    import torch.nn as nn
+
+    bias = f" + {params['bias'].numel()} biases" if "bias" in params else ", no bias"
+    if isinstance(module, nn.Linear):
+        return f"fully connected {module.in_features} → {module.out_features}: weights{bias}"
+    if isinstance(module, nn.Conv2d):
+        k = "x".join(map(str, module.kernel_size))
+        return f"conv {module.in_channels} → {module.out_channels} channels, {k}: weights{bias}"
+    if isinstance(module, nn.modules.batchnorm._BatchNorm):
+        unit = "units" if isinstance(module, nn.BatchNorm1d) else "channels"
+        return f"batch norm of {module.num_features} {unit}: a scale and a shift each"
+    return ", ".join(f"{k} {'x'.join(map(str, p.shape))}" for k, p in params.items())
 
 
 def cifar_run(inp, arch) -> dict:
@@ -545,13 +586,12 @@ def part_one(r: Report):
                   f"{met['train_images']:,} images in {met['wall_seconds']:.0f} s." for m, met in done.items())]))
     per_network("loss", lambda m, met: f"The {NETWORKS[m]}: training loss per step (light: raw; dark: smoothed), "
                 "and per epoch the training loss in evaluation mode and the test loss.")
-    r.item("Q3", own_draft(lambda: [" ".join(
-        f"The {NETWORKS[m]} has {met['parameters']:,} parameters (trainable weights and biases)."
-        for m, met in done.items())], needs={"fashionmnist-ffn/metrics.json": ffn or cnn}, inp=inp))
-    if done:
-        doc.table(["Network", "Parameters", "Test accuracy", "Layers"],
-                  [[NETWORKS[m], f"{met['parameters']:,}", words.pct(met["test_accuracy"]), layers_summary(m, met)]
-                   for m, met in done.items()], align="(left, right, right, left)")
+    r.item("Q3", own_draft(lambda: [" ".join(parameter_sentence(NETWORKS[m], met, f[m]["layers"])
+                                              for m, met in done.items())],
+                           needs={"fashionmnist-ffn/metrics.json": ffn or cnn}, inp=inp))
+    tables = [parameter_table(NETWORKS[m], f[m]["layers"]) for m in done if f[m]["layers"]]
+    if tables:
+        doc.tables_row(tables, size_pt=7.5)
     r.item("Q4", own_draft(lambda: [
         f"Confusion matrices on the {test_images(done)} test images ({fig_refs('confusion_matrix')}): each "
         "row is the true class, each column the predicted one; the diagonal holds the correct predictions."
@@ -586,6 +626,32 @@ def part_one(r: Report):
                             needs={"fashionmnist-cnn/kernels/feature_stats.json": stats}, inp=inp))
 
 
+def parameter_sentence(network: str, met: dict, layers: list | None) -> str:
+    """Question 3 for one network: its count, and where its parameters sit (from the checkpoint's
+    layers, whose sum must be the count the run measured)."""
+    total = met["parameters"]
+    text = f"The {network} has {total:,} parameters (everything training adjusts)."
+    if not layers:
+        return text + " (Its layer-by-layer count needs its checkpoint model.pt.)"
+    norm = sum(n for _, holds, n in layers if holds.startswith("batch norm"))
+    counted = sum(n for *_, n in layers)
+    text += (f" Layer by layer (table below): {counted - norm:,} weights and biases of its "
+             f"{'convolutional and ' if any(h.startswith('conv') for _, h, _ in layers) else ''}fully-connected layers"
+             + (f" and {norm:,} batch-norm parameters (a learned scale and shift per unit or channel)" if norm else "")
+             + ".")
+    if counted != total:
+        text += (f" These layers sum to {counted:,}, not {total:,}: the checkpoint and metrics.json come from "
+                 "different runs; rerun fashionmnist.py.")
+    return text
+
+
+def parameter_table(network: str, layers: list) -> tuple:
+    """(header, rows, align) of one network's parameters per layer, with their total."""
+    rows = [[name, holds, f"{n:,}"] for name, holds, n in layers]
+    return ([f"{network[0].upper()}{network[1:]}: layer", "parameters", "count"],
+            rows + [["total", "", f"{sum(n for *_, n in layers):,}"]], "(left, left, right)")
+
+
 def fig_refs(kind: str) -> str:
     return f"{ref(f'fig-{kind}-ffn')} and {ref(f'fig-{kind}-cnn')}"
 
@@ -601,29 +667,14 @@ def most_confused(met: dict) -> str:
     return f"{names[i]} taken for {names[j]} ({cm[i][j]} images)"
 
 
-def layers_summary(model: str, met: dict) -> str:
-    c = met.get("config", {})
-    if model == "ffn":
-        return f"fully-connected layers of {', '.join(map(str, c.get('hidden') or []))} units"
-    return (f"conv blocks of {', '.join(map(str, c.get('channels') or []))} channels, {c.get('kernel_size')}x"
-            f"{c.get('kernel_size')} kernels; fully-connected {', '.join(map(str, c.get('hidden') or []))}")
-
-
 def part_two(r: Report):
     d, doc, inp = r.d, r.doc, r.inp
     doc.heading(1, PART_II, label="part-2")
     m = d["mytorch"]
     r.item("P1", own_draft(mytorch_text, m["check"], needs={"mytorch/check.json": m["check"]}, inp=inp))
     if m["tester"]:
-        doc.note("Output of the Conv2D tester (the checks of Conv2DTester.ipynb):")
-        doc.mono(m["tester"].rstrip(), size_pt=7.5)  # one column: lines stay whole
-    else:
-        doc.note("The tester's output (runs/mytorch/tester_output.txt) was not found; report/mytorch_check.py "
-                 "writes it.")
-    if m["check"]:
-        doc.table(["Case", "Input A", "Weights W", "Largest error", "Pass"],
-                  [[c["case"], c["A"], c["W"], f"{max_error(c):.1e}", "yes" if c["passed"] else "NO"]
-                   for c in m["check"]["cases"]], align="(left, left, left, right, left)", size_pt=8)
+        doc.note("Output of the Conv2D tester (the checks of Conv2DTester.ipynb), every case with its errors:")
+        doc.mono(m["tester"].rstrip(), size_pt=7, columns=2)  # a long line wraps within its column
 
     doc.heading(2, "Problem 2. CNNs on CIFAR-10", label="problem-2")
     doc.para("Two networks were trained on CIFAR-10 (50,000 training images of 32x32 pixels in 10 classes; part of "
@@ -830,7 +881,18 @@ def mytorch_text(check: dict) -> list:
             f"the weights and the bias) was compared with PyTorch's conv2d and its automatic differentiation in "
             f"double precision on {check['total']} cases: {check['passed']} of {check['total']} pass, meaning every "
             f"output and gradient is within {check['tolerance']:g} of PyTorch's (largest error {worst:.1e}); "
-            f"{verdict}."]
+            f"{verdict}."] + [bias_sentence(check["cases"])]
+
+
+def bias_sentence(cases: list) -> str:
+    """The assignment's Conv2D has no bias ('for simplicity, we will ignore the bias term'); ours
+    takes an optional one: say so, and how many cases checked it (dL/db is None without a bias)."""
+    with_bias = sum(c["err_dLdb"] is not None for c in cases)
+    tested = (f"all {len(cases)} cases check it with the bias" if with_bias == len(cases) else
+              f"no case checks the bias" if not with_bias else
+              f"{with_bias} of the {len(cases)} cases check it with the bias and {len(cases) - with_bias} without")
+    return ("The assignment's layer ignores the bias term; ours adds an optional per-channel bias, off by default "
+            f"(so by default it is the assignment's layer), and {tested}.")
 
 
 def max_error(case: dict) -> float:

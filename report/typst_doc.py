@@ -93,12 +93,18 @@ class Doc:
         self.raw(f"#block(width: 100%, fill: luma(245), inset: 6pt, breakable: true)[{body}]")
 
     def table(self, header: list, rows: list, align: str | None = None, size_pt: float = 8.5):
-        cells = ", ".join(f"[*{escape(h)}*]" for h in header)
-        body = ", ".join(f"[{escape(c)}]" for r in rows for c in r)
-        align = align or "(" + ", ".join(["left"] + ["right"] * (len(header) - 1)) + ")"
+        self.raw(f"#block(above: 8pt, below: 10pt)[#set text(size: {size_pt}pt)\n{_table(header, rows, align)}]")
+
+    def tables_row(self, tables: list, size_pt: float = 8.5):
+        """[(header, rows, align)] side by side, each in an equal share of the text width (one alone:
+        full width); align as in table() (None: the first column left, the others right)."""
+        if len(tables) < 2:
+            for header, rows, align in tables:
+                self.table(header, rows, align, size_pt=size_pt)
+            return
+        cells = ", ".join(f"[{_table(*table)}]" for table in tables)
         self.raw(f"#block(above: 8pt, below: 10pt)[#set text(size: {size_pt}pt)\n"
-                 f"#table(columns: {len(header)}, align: {align}, stroke: 0.4pt + luma(160), inset: 4pt,\n"
-                 f"  {cells},\n  {body})]")
+                 f"#grid(columns: {len(tables)}, column-gutter: 10pt, align: top,\n  {cells})]")
 
     def figure(self, path, caption: str, label: str, max_width=TEXT_WIDTH_IN, floating=True):
         """A figure at its own printed size, floating to the top or bottom of this page or the next
@@ -133,6 +139,14 @@ class Doc:
         text = "\n\n".join(self.parts) + "\n"
         return re.sub(REF + r"([\w\\-]+)" + REF, lambda m: (
             "@" + m.group(1).replace("\\", "") if m.group(1).replace("\\", "") in labels else "(missing)"), text)
+
+
+def _table(header: list, rows: list, align: str | None = None) -> str:
+    cells = ", ".join(f"[*{escape(h)}*]" for h in header)
+    body = ", ".join(f"[{escape(c)}]" for r in rows for c in r)
+    align = align or "(" + ", ".join(["left"] + ["right"] * (len(header) - 1)) + ")"
+    return (f"#table(columns: {len(header)}, align: {align}, stroke: 0.4pt + luma(160), inset: 4pt,\n"
+            f"  {cells},\n  {body})")
 
 
 REF = "\u2063"  # invisible separator: brackets a label in plain text, survives escape()
