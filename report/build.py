@@ -380,9 +380,8 @@ def dataset_answer(d: dict) -> list:
                    f"class shares of the training set range from {100 * min(counts) / sum(counts):.1f}% to "
                    f"{100 * max(counts) / sum(counts):.1f}%")
         facts.append(f"{r['title']}: {near:,} of the {r['test_images']:,} test images ({100 * near / max(r['test_images'], 1):.1f}%) "
-                     f"are exact or near copies of a training image ({r['exact_duplicates']} exact; near means a mean "
-                     f"absolute pixel difference of at most {r['near_threshold_mad']:g} on the 0-255 scale), and "
-                     f"{balance}.")
+                     f"are exact or near copies of a training image ({r['exact_duplicates']} exact; near: a mean "
+                     f"absolute pixel difference of at most {r['near_threshold_mad']:g} of 255), and {balance}.")
     models = []
     for m in d.get("models", []):
         if m.get("near_images") and m.get("rest_images"):
@@ -401,25 +400,21 @@ def dataset_answer(d: dict) -> list:
               + (" Measured on the trained networks: " + "; ".join(models) + "." if models else
                  " (The trained networks' accuracy on these copies against the rest is not in this run's dataset.json; "
                  "run report/dataset.py with --checkpoints to add it.)")
-              + " Barz and Denzler (2020) found near-duplicates of training images for 3.3% of the CIFAR-10 test "
-              "images. The larger risk is reuse: when Recht et al. (2018) collected a new CIFAR-10 test set the "
-              "same way (CIFAR-10.1), published models lost 4 to 10 points of accuracy, because years of design "
-              "choices had been tuned on the one public test set.")
+              + " Barz and Denzler (2020) found near copies for 3.3% of the CIFAR-10 test images. The larger risk is "
+              "reuse: on a new CIFAR-10 test set collected the same way, Recht et al. (2018) saw published models lose "
+              "4 to 10 points, because years of design choices had been tuned on the one public test set.")
     cifar = rows.get("cifar10")
     if cifar and d.get("jpeg_copy"):
-        lesson += (" The CIFAR-10 copy used here was re-encoded as JPEG (lossy), which lowers accuracy by about 2-3 "
-                   "points against published results on the original pixels: numbers are comparable only on the "
-                   "same copy of the data.")
+        lesson += (" The CIFAR-10 copy used here was re-encoded as JPEG (lossy), which costs about 2-3 points against "
+                   "published results: numbers compare only on the same copy of the data.")
     harm = ("(2) A harm and how to overcome it: CIFAR-10 was drawn from the 80 Million Tiny Images collection, "
-            "gathered automatically from web searches for 75,000 nouns. Its authors withdrew it in 2020 after "
-            "Birhane and Prabhu (2021) showed that it contained offensive labels and images of people collected "
-            "without their consent. A mitigation is documentation before use: a datasheet (Gebru et al. 2021) "
-            "records why a dataset was made, how and from whom it was collected, with what consent, and what it "
-            "should not be used for, so that problems are found by the people who build on it rather than years "
-            "later.")
-    question = ("(3) A question: if a benchmark's test set has been reused for over a decade, as CIFAR-10's has "
-                "since 2009, how much of a reported improvement is real progress, and how often should a field "
-                "collect a fresh test set to find out?")
+            "gathered automatically from web searches; its authors withdrew it in 2020 after Birhane and Prabhu "
+            "(2021) showed offensive labels and images of people taken without their consent. A remedy is "
+            "documentation before use: a datasheet (Gebru et al. 2021) records why and how a dataset was collected, "
+            "from whom, with what consent, and what it must not be used for.")
+    question = ("(3) A question: after more than a decade of reuse of CIFAR-10's test set (published in 2009), how "
+                "much of a reported improvement is real progress, and how often should a field collect a fresh test "
+                "set to find out?")
     return [lesson, harm, question]
 
 
@@ -615,7 +610,11 @@ def part_one(r: Report):
              "fig-filtered") if k["filtered"] else r.missing_figure("filtered image", "fashionmnist-cnn/kernels/filtered.png")
     r.item("Q7", own_draft(lambda: [
         "The sample image through every stage of the CNN: the first channel of the output of each convolution "
-        "with its activation and of each pooling layer, labelled with the layer that produced it."]))
+        "with its activation and of each pooling layer, labelled with the layer that produced it."
+        + (" Where the network pools straight after a convolution (before its batch norm and ReLU, which gives the "
+           "same result on a quarter of the pixels), that panel shows the convolution's output before activation, "
+           "and the next panel, batch norm + ReLU, names the convolution it follows."
+           if pooled_before_activation(k["feature_stats"]) else "")]))
     r.figure(k["feature_maps"], "The sample image and the first channel after each convolution + activation and each "
              "pooling stage of the CNN.", "fig-feature-path") if k["feature_maps"] else \
         r.missing_figure("feature maps", "fashionmnist-cnn/kernels/feature_maps.png")
@@ -652,6 +651,13 @@ def parameter_table(network: str, layers: list) -> tuple:
             rows + [["total", "", f"{sum(n for *_, n in layers):,}"]], "(left, left, right)")
 
 
+def pooled_before_activation(stats: dict | None) -> bool:
+    """Whether a stage of the feature path pools a convolution's output before its activation
+    (kernel_vis labels it 'conv N + max pool M', without ReLU)."""
+    labels = [st.get("label", "") for st in (stats or {}).get("stages", [])]
+    return any("conv" in lb and "pool" in lb and "ReLU" not in lb for lb in labels)
+
+
 def fig_refs(kind: str) -> str:
     return f"{ref(f'fig-{kind}-ffn')} and {ref(f'fig-{kind}-cnn')}"
 
@@ -669,7 +675,7 @@ def most_confused(met: dict) -> str:
 
 def part_two(r: Report):
     d, doc, inp = r.d, r.doc, r.inp
-    doc.heading(1, PART_II, label="part-2")
+    doc.heading(1, PART_II, label="part-2", new_page=False)  # Part I's last page has room to spare
     m = d["mytorch"]
     r.item("P1", own_draft(mytorch_text, m["check"], needs={"mytorch/check.json": m["check"]}, inp=inp))
     if m["tester"]:
@@ -820,12 +826,11 @@ def design_draft(r: Report, arch: str) -> Draft:
 def setting_note(arch: str, met: dict) -> str:
     """Why this run's network differs from the one the trials chose: it ran at a shorter setting."""
     chosen, ran = CIFAR_DEFAULTS[(arch, "default")], met["config"]
-    return (f"The trials chose the full-length network: {'-'.join(map(str, chosen['channels']))} channels, "
-            f"{chosen['epochs']} epochs, dropout {chosen['dropout']:g} (python cifar10.py --arch {arch}). This "
-            f"report's run used the shorter '{met['preset']}' setting instead: {'-'.join(map(str, ran['channels']))} "
-            f"channels, {ran['epochs']} epochs, dropout {met.get('dropout') or 0:g}, the same design made narrower "
-            "and shorter so that it trains in minutes; so not every decision of the trials shows in the network "
-            "described above.")
+    return (f"The trials chose {'-'.join(map(str, chosen['channels']))} channels, {chosen['epochs']} epochs and dropout "
+            f"{chosen['dropout']:g} (python cifar10.py --arch {arch}); this report's run used the shorter "
+            f"'{met['preset']}' setting ({'-'.join(map(str, ran['channels']))} channels, {ran['epochs']} epochs, dropout "
+            f"{met.get('dropout') or 0:g}): the same design, narrower and shorter, so not every decision of the trials "
+            "shows in the network above.")
 
 
 def gabor_drafts(r: Report) -> Draft:

@@ -68,11 +68,15 @@ class Doc:
 
     FLUSH_LEVEL = 2  # floating figures stay within their question or problem: none drifts past its next one
 
-    def heading(self, level: int, text: str, label: str | None = None, outlined: bool = True):
+    def heading(self, level: int, text: str, label: str | None = None, outlined: bool = True, new_page: bool = True):
+        """new_page: a level-1 heading (a part, an appendix) opens a page, unless False (the page
+        goes on: no half-empty page before it)."""
         mark = "=" * level
         body = f"{mark} {escape(text)}" + (f" <{label}>" if label else "")
         if level <= self.FLUSH_LEVEL:
             self.raw("#place.flush()")
+        if level == 1 and new_page:
+            self.raw("#pagebreak(weak: true)")
         self.raw(body if outlined else f"#heading(level: {level}, outlined: false)[{escape(text)}]")
 
     def para(self, *texts: str):
@@ -162,11 +166,11 @@ PREAMBLE = r"""// The convlens report. Made by report/build.py from a runs folde
 #set document(title: "{title}", author: "{author}")
 #set page(paper: "us-letter", margin: 1in, numbering: "1",
   footer: context [#set text(size: 8pt, fill: luma(90)); #h(1fr) page #counter(page).display() of #counter(page).final().first() #h(1fr)])
-#set text(size: 10.5pt)
+#set text(size: 10pt)
 #set par(justify: true)
 #set smartquote(enabled: false)
 #set heading(numbering: none)
-#show heading.where(level: 1): it => {{ pagebreak(weak: true); set text(size: 17pt); block(below: 14pt, it) }}
+#show heading.where(level: 1): it => {{ set text(size: 17pt); block(above: 18pt, below: 14pt, it) }}
 #show heading.where(level: 2): set text(size: 13pt)
 #show heading.where(level: 3): set text(size: 11pt)
 #show figure.caption: set text(size: 9pt)
