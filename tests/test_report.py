@@ -73,7 +73,7 @@ def body_pages(pages) -> int:
 FIGURE_IN = {"examples": (3.1, 2.3), "loss": (3.05, 3.6), "confusion_matrix": (3.2, 3.4), "kernels": (6.4, 1.6),
              "filtered": (6.4, 2.8), "feature_maps": (6.5, 4.6), "ablation": (6.4, 5.3), "gabor": (6.5, 2.8),
              "gradcam": (5.8, 2.6), "cam": (5.8, 2.6), "guided_backprop": (5.3, 4.1), "sanity": (3.2, 3.1),
-             "class_balance": (6.4, 2.6), "near_duplicates": (6.4, 4.9),
+             "class_balance": (6.4, 2.6), "near_duplicates": (6.2, 3.3),
              "feature_maps_features": (3.2, 2.7), "filters_features": (3.2, 2.7)}
 
 
