@@ -81,9 +81,9 @@ def plot_loss(history: dict, title: str, eval_names=("val", "test")):
     subset = f"the same {n:,} training images every epoch" if n else "a fixed subset of the training images"
     # Why the running training curve can lie above the validation one: it is measured while training.
     fig.text(0.05 / width, 0.05 / height, "\n".join(textwrap.wrap(
-        "Running: each step's batch as training sees it (augmented, dropout on, label smoothing). Eval mode: "
-        + subset + "; like the held-out loss, plain cross-entropy without augmentation. Held-out minus "
-        "eval-mode training loss is the overfitting gap.", 54)), fontsize=7, color="0.3", va="bottom")
+        "Running: each step's batch as training sees it (augmented, dropout on, label smoothing). In eval mode: "
+        + subset + ", like the held-out images: plain cross-entropy, no augmentation. Held-out minus "
+        "eval mode training loss is the overfitting gap.", 54)), fontsize=7, color="0.3", va="bottom")
     return fig
 
 
