@@ -211,9 +211,10 @@ def parameter_rows(inp, rel) -> list | None:
     """[(layer, what its parameters are, count)] of every layer that has parameters, in forward
     order, for the network a checkpoint saved: the model is rebuilt from the checkpoint's recorded
     architecture on torch's meta device (shapes only), so every parameter is counted, batch norm's
-    scales and shifts included; None (with the reason on the missing page) if there is none."""
-    path = inp.path(rel)
-    if path is None:
+    scales and shifts included; None if there is none (the count alone is then given: the training
+    run's metrics.json holds it), or if it is unreadable (said on the missing page)."""
+    path = inp.runs / rel
+    if not path.is_file():
         return None
     import torch
     import training

@@ -392,7 +392,10 @@ def test_question_3_counts_every_parameter_layer_by_layer(tmp_path):
     rows = build.parameter_rows(inp, "fashionmnist-cnn/model.pt")
     assert sum(n for *_, n in rows) == training.count_parameters(cnn) and rows[0][:2] == (
         "conv1_1", "conv 1 → 4 channels, 3x3: weights, no bias")
-    assert build.parameter_rows(inp, "fashionmnist-xyz/model.pt") is None and inp.missing  # named as missing
+    assert build.parameter_rows(inp, "fashionmnist-xyz/model.pt") is None and not inp.missing  # the count alone
+    (tmp_path / "fashionmnist-xyz").mkdir()
+    (tmp_path / "fashionmnist-xyz" / "model.pt").write_text("not a checkpoint")
+    assert build.parameter_rows(inp, "fashionmnist-xyz/model.pt") is None and "model.pt" in " ".join(inp.missing)
 
 
 def test_problem_1_says_whether_the_bias_was_checked():
