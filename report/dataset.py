@@ -208,7 +208,7 @@ def plot_pairs(datasets: list, results: list):
     n_cols = PAIRS_SHOWN * len(results)
     width = min(PAIR_COLUMN_IN * n_cols + 0.4, plots.PRINT_WIDTH_IN)  # prints at its own size
     name = lambda label: wrap(label, (width - 0.4) / n_cols, plots.MIN_FONT_PT)  # noqa: E731
-    fig, axes = plots.plt.subplots(2, n_cols, squeeze=False, figsize=(width, 3.3))
+    fig, axes = plots.plt.subplots(2, n_cols, squeeze=False, figsize=(width, 3.0))
     for ax in axes.flat:
         ax.axis("off")
     for d, (ds, r) in enumerate(zip(datasets, results)):
@@ -223,10 +223,10 @@ def plot_pairs(datasets: list, results: list):
                 ax.axis("on")
         if not r["shown_pairs"]:
             top[0].text(0, 0.5, f"{r['title']}: no near duplicates", fontsize=8)
-        top[0].set_ylabel(f"{r['title']}\ntest", fontsize=7)
-        bottom[0].set_ylabel(f"{r['title']}\ntrain", fontsize=7)
-    fig.suptitle("Test images (upper row) and their nearest training images (lower row)\n"
-                 "(MAD: mean absolute pixel difference, 0-255)", fontsize=8)
+        top[0].set_ylabel("test", fontsize=7)  # short: a long rotated label would squeeze the rows
+        bottom[0].set_ylabel("train", fontsize=7)
+    fig.suptitle(" | ".join(r["title"] for r in results) + ": test images (upper row) and their nearest training "
+                 "images (lower row)\n(MAD: mean absolute pixel difference, 0-255)", fontsize=8)
     fig.tight_layout()
     return fig
 
