@@ -225,7 +225,9 @@ def plot_pairs(datasets: list, results: list):
             top[0].text(0, 0.5, f"{r['title']}: no near duplicates", fontsize=8)
         top[0].set_ylabel("test", fontsize=7)  # short: a long rotated label would squeeze the rows
         bottom[0].set_ylabel("train", fontsize=7)
-    fig.suptitle(" | ".join(r["title"] for r in results) + ": test images (upper row) and their nearest training "
+    sides = [f" ({side})" for side in ("left", "right")] if len(results) == 2 else [""] * len(results)
+    fig.suptitle(" and ".join(r["title"] + side for r, side in zip(results, sides)) + ": test images (upper row) "
+                 "and their nearest training "
                  "images (lower row)\n(MAD: mean absolute pixel difference, 0-255)", fontsize=8)
     fig.tight_layout()
     return fig
