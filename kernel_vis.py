@@ -282,6 +282,23 @@ def stage_labels(path) -> list:
     return labels
 
 
+def stage_notes(path) -> list:
+    """What each stage's label leaves unsaid, for the figure: a stage that pools straight after its
+    conv shows the conv's output 'before activation' (batch norm and ReLU come in the next stage),
+    and a stage without a conv of its own says which conv it follows: 'after conv 1'."""
+    notes, last_conv = [], 0
+    for _, kind, _ in path:
+        parts = kind.split("+")
+        last_conv += parts.count("conv")
+        if "conv" in parts and not parts[-1].endswith("relu"):
+            notes.append("before activation")
+        elif "conv" not in parts and "relu" in parts and last_conv:
+            notes.append(f"after conv {last_conv}")
+        else:
+            notes.append("")
+    return notes
+
+
 SOBEL_X = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]])
 
 
@@ -509,7 +526,8 @@ def plot_panels(panels, titles, suptitle: str, cbar_label: str | None = None, cm
         mappable = plt.cm.ScalarMappable(cmap=cmap, norm=plt.Normalize(0, 1))
         bar = fig.colorbar(mappable, ax=axes, fraction=0.04 if rows > 1 else 0.08,
                            shrink=min(1.0, 0.5 + 0.1 * rows))
-        bar.set_label(wrap(cbar_label, 0.15 + 0.25 * panel_size * rows, 8), fontsize=8)
+        grid_height = rows * (panel_size + 0.14 * title_lines)  # the bar's label may run along all of it
+        bar.set_label(wrap(cbar_label, max(0.15 + 0.25 * panel_size * rows, grid_height), 8), fontsize=8)
         bar.ax.tick_params(labelsize=8)
     return fig
 
@@ -528,29 +546,31 @@ def plot_kernels(k01: torch.Tensor, network: str, layer: str):
                        f"{k01.shape[-2]}x{k01.shape[-1]}), each min-max normalized to [0, 1] on its own "
                        f"(0 = its most negative weight, 1 = its most positive); {how}",
                        cbar_label="normalized weight" + (" (each colour channel)" if rgb else ""),
-                       max_cols=8, wide=True)
+                       max_cols=16, wide=True)  # 32 kernels in two rows: a third of a page
 
 
 def plot_filtered(image01, caption, responses: torch.Tensor, network: str, layer: str):
     panels = [image01] + list(plots.minmax(responses, (1, 2)).numpy())
-    titles = ["input"] + [f"kernel #{i + 1}" for i in range(len(responses))]
+    titles = ["input"] + [f"#{i + 1}" for i in range(len(responses))]  # numbered as in plot_kernels
     h, w = responses.shape[-2:]
     return plot_panels(panels, titles,
                        f"{network}: the input ({caption.replace(chr(10), ', ')}) convolved with each kernel of "
-                       f"{layer} (its stride, padding and bias; before batch norm and ReLU); each {h}x{w} output "
+                       f"{layer} (its stride, padding and bias; before batch norm and ReLU), numbered as the kernels; "
+                       f"each {h}x{w} output "
                        f"min-max normalized to [0, 1] on its own (white = strongest response)",
-                       cbar_label="normalized response", input_first=True, max_cols=9, wide=True)
+                       cbar_label="normalized response", input_first=True, max_cols=12, wide=True)
 
 
 def plot_feature_path(image01, caption, path, network: str):
     """The input image first, then the first channel of each stage of `path`, labelled in plain
     words (stage_labels) with its output shape (channels x height x width)."""
     panels, titles = [image01], ["input image\n" + "x".join(map(str, image01.shape))]
-    for (name, kind, out), label in zip(path, stage_labels(path)):
+    for (name, kind, out), label, note in zip(path, stage_labels(path), stage_notes(path)):
         first = out[0, 0]  # (H, W): the first channel, as the assignment asks
         shape = "x".join(map(str, out.shape[1:]))
         unbroken = " + ".join(part.replace(" ", "\N{NO-BREAK SPACE}") for part in label.split(" + "))
-        titles.append(f"{unbroken}\n{shape}" + (" (all 0)" if first.max() == first.min() else ""))
+        note = "\n" + note.replace(" ", "\N{NO-BREAK SPACE}") if note else ""
+        titles.append(f"{unbroken}{note}\n{shape}" + (" (all 0)" if first.max() == first.min() else ""))
         panels.append(plots.minmax(first, (0, 1)).numpy())
     return plot_panels(panels, titles,
                        f"{network}: the input ({caption.replace(chr(10), ', ')}) through the network: the first "

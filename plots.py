@@ -37,15 +37,25 @@ def smooth(values, window: int) -> np.ndarray:
 SPLIT_NAMES = {"val": "validation", "test": "test"}
 
 
+HALF_WIDTH_IN = 3.2  # printed width of a figure the report sets beside another: two fit the text width
+PAD_IN = 0.1         # save() adds this margin on each side (matplotlib's bbox_inches="tight" padding)
+
+
 def plot_loss(history: dict, title: str, eval_names=("val", "test")):
     """Per-step training loss (raw and smoothed), the per-epoch training loss measured in eval
     mode (history rows' train_eval_loss, see training.fit) and per-epoch evaluation losses, x in
-    epochs. Printable: 6.5 in wide, no text under MIN_FONT_PT; a footnote says what each curve is."""
+    epochs. Printable at half the text width (HALF_WIDTH_IN, so the report sets two networks' plots
+    side by side), no text under MIN_FONT_PT; the legend sits under the axes (it never hides a
+    curve) and a footnote says what each curve is."""
     steps = np.asarray(history["step_loss"])
     epochs = history["epochs"]
     steps_per_epoch = len(steps) / max(len(epochs), 1)
     x = np.arange(1, len(steps) + 1) / steps_per_epoch
-    fig, ax = plt.subplots(figsize=(PRINT_WIDTH_IN, 3.3))
+    # inches from the bottom: footnote (0.05-0.65), legend (0.7-1.25), ticks and x label, axes (1.65-3.1), title
+    width, height = HALF_WIDTH_IN - 2 * PAD_IN, 3.5  # every text lies inside: prints HALF_WIDTH_IN wide
+    fig = plt.figure(figsize=(width, height))
+    axes_width = width - 0.65
+    ax = fig.add_axes((0.55 / width, 1.65 / height, axes_width / width, 1.45 / height))
     ax.plot(x, steps, color="tab:blue", alpha=0.25, lw=0.8, label="training loss, running (per step)")
     ax.plot(x, smooth(steps, max(int(steps_per_epoch) // 5, 1)), color="tab:blue", lw=1.8,
             label="training loss, running (smoothed)")
@@ -56,22 +66,24 @@ def plot_loss(history: dict, title: str, eval_names=("val", "test")):
         key = f"{name}_loss"
         if epochs and key in epochs[0]:
             values = [float(e[key]) for e in epochs]
-            ax.plot([e["epoch"] for e in epochs], values, style, color=color, ms=4, label=label)
+            ax.plot([e["epoch"] for e in epochs], values, style, color=color, ms=3, label=label)
             drawn.append(values)
-    ax.set(xlabel="epoch", ylabel="cross-entropy loss", title=title)
+    ax.set_xlabel("epoch", fontsize=8)
+    ax.set_ylabel("cross-entropy loss", fontsize=8)
+    ax.set_title("\n".join(textwrap.wrap(title, 40)), fontsize=8)
+    ax.tick_params(labelsize=7)
     top = max(max(np.percentile(steps, 99), 0.5), *(max(v) for v in drawn[1:])) if len(steps) else 1.0
     ax.set_ylim(0, min(top * 1.1, 5))
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(-0.5 / axes_width, -0.38 / 1.45), frameon=False,
+              borderaxespad=0, handlelength=1.5, labelspacing=0.25)
     n = history.get("train_eval_images")
     subset = f"the same {n:,} training images every epoch" if n else "a fixed subset of the training images"
     # Why the running training curve can lie above the validation one: it is measured while training.
-    fig.text(0.01, 0.01, "\n".join(textwrap.wrap(
-        "Running training loss: mean over each step's batch, on the run's augmented images, dropout on, "
-        "with the run's label smoothing. Eval-mode training loss: " + subset + ", validation loss: the held-out "
-        "images; both plain cross-entropy, model in eval mode, no augmentation. Validation minus eval-mode "
-        "training loss is the overfitting gap.", 120)), fontsize=7, color="0.3", va="bottom")
-    fig.tight_layout(rect=(0, 0.1, 1, 1))
+    fig.text(0.05 / width, 0.05 / height, "\n".join(textwrap.wrap(
+        "Running: each step's batch as training sees it (augmented, dropout on, label smoothing). In eval mode: "
+        + subset + ", like the held-out images: plain cross-entropy, no augmentation. Held-out minus "
+        "eval mode training loss is the overfitting gap.", 54)), fontsize=7, color="0.3", va="bottom")
     return fig
 
 
@@ -79,15 +91,15 @@ def plot_confusion(cm: np.ndarray, classes, title: str):
     """Confusion matrix heatmap: rows are true classes, columns predicted classes."""
     import seaborn as sns
 
-    # 4.2 in wide: printed at its own size in the report (<= PRINT_WIDTH_IN), every text >= MIN_FONT_PT;
-    # a 4-digit count at 7 pt fits a cell of a 10 x 10 matrix at this size.
-    fig, ax = plt.subplots(figsize=(4.2, 4.4))
+    # HALF_WIDTH_IN wide, so the report sets two networks' matrices side by side, each printed at its
+    # own size with every text >= MIN_FONT_PT; a 3-digit count at 7 pt fits a cell of a 10 x 10 matrix.
+    fig, ax = plt.subplots(figsize=(HALF_WIDTH_IN - 0.45, 3.2))  # the tick labels stick out of the figure
     sns.heatmap(cm, annot=True, fmt="d", cmap="Blues", cbar=False, square=True, ax=ax,  # counts are printed
                 xticklabels=classes, yticklabels=classes, annot_kws={"fontsize": 7})
-    ax.set_xlabel("Predicted class", fontsize=9)
-    ax.set_ylabel("True class", fontsize=9)
-    ax.set_title(title, fontsize=8.5)
-    ax.tick_params(labelsize=7.5)
+    ax.set_xlabel("Predicted class", fontsize=8)
+    ax.set_ylabel("True class", fontsize=8)
+    ax.set_title("\n".join(textwrap.fill(line, 46) for line in title.split("\n")), fontsize=7.5)
+    ax.tick_params(labelsize=7, length=2, pad=1)
     ax.tick_params(axis="x", rotation=45)
     plt.setp(ax.get_xticklabels(), ha="right", rotation_mode="anchor")
     ax.tick_params(axis="y", rotation=0)

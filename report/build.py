@@ -146,7 +146,12 @@ class Inputs:
 
     def text(self, rel) -> str | None:
         p = self.path(rel)
-        return p.read_text() if p else None
+        if p is None:
+            return None
+        try:
+            return p.read_text()
+        except (OSError, UnicodeDecodeError) as err:
+            return self.unreadable(p, f"not readable text: {type(err).__name__}")
 
     def csv_rows(self, rel) -> list | None:
         """history.csv as [{column: float or text}], or None."""
@@ -187,6 +192,7 @@ def collect(runs: Path) -> tuple[dict, Inputs]:
     inp = Inputs(runs)
     d = {"summary": inp.optional_json("run_all.json"), "env": environment()}
     d["fashion"] = {m: {"metrics": inp.json(f"fashionmnist-{m}/metrics.json"),
+                        "layers": parameter_rows(inp, f"fashionmnist-{m}/model.pt"),
                         **{f: inp.path(f"fashionmnist-{m}/{f}.png") for f in ("examples", "loss", "confusion_matrix")}}
                     for m in ("ffn", "cnn")}
     folder = "fashionmnist-cnn/kernels"
@@ -194,18 +200,52 @@ def collect(runs: Path) -> tuple[dict, Inputs]:
                             "feature_stats": inp.json(f"{folder}/feature_stats.json"),
                             **{f: inp.path(f"{folder}/{f}.png") for f in ("kernels", "filtered", "feature_maps")}}
     d["mytorch"] = {"check": inp.json("mytorch/check.json"),
-                    "tester": read_text_or_none(runs / "mytorch" / "tester_output.txt")}
+                    "tester": inp.text("mytorch/tester_output.txt")}
     d["cifar"] = {a: cifar_run(inp, a) for a in ("dense", "gap")}
     d["dataset"] = {"json": inp.json("dataset/dataset.json"), "balance": inp.path("dataset/class_balance.png"),
                     "pairs": inp.path("dataset/near_duplicates.png")}
     return d, inp
 
 
-def read_text_or_none(path: Path) -> str | None:
-    try:
-        return path.read_text() if path.is_file() else None
-    except (OSError, UnicodeDecodeError):
+def parameter_rows(inp, rel) -> list | None:
+    """[(layer, what its parameters are, count)] of every layer that has parameters, in forward
+    order, for the network a checkpoint saved: the model is rebuilt from the checkpoint's recorded
+    architecture on torch's meta device (shapes only), so every parameter is counted, batch norm's
+    scales and shifts included; None if there is none (the count alone is then given: the training
+    run's metrics.json holds it), or if it is unreadable (said on the missing page)."""
+    path = inp.runs / rel
+    if not path.is_file():
         return None
+    import torch
+    import training
+    try:
+        ckpt = training.read_checkpoint(path)
+        with torch.device("meta"):
+            model = training.MODELS[ckpt["model"]["name"]](**ckpt["model"]["args"])
+    except (cli.UserError, TypeError, ValueError) as err:
+        return inp.unreadable(path, str(err).split(";")[0][:120])
+    rows = []
+    for name, module in model.named_modules():
+        params = dict(module.named_parameters(recurse=False))
+        if params:
+            rows.append((name.rpartition(".")[2], layer_holds(module, params), sum(p.numel() for p in params.values())))
+    return rows
+
+
+def layer_holds(module, params: dict) -> str:
+    """What a layer's parameters are, in plain words with their shapes."""
+    import torch.nn as nn
+
+    bias = f" + {params['bias'].numel()} biases" if "bias" in params else ", no bias"
+    if isinstance(module, nn.Linear):
+        return f"fully connected {module.in_features} → {module.out_features}: weights{bias}"
+    if isinstance(module, nn.Conv2d):
+        k = "x".join(map(str, module.kernel_size))
+        return f"conv {module.in_channels} → {module.out_channels} channels, {k}: weights{bias}"
+    if isinstance(module, nn.modules.batchnorm._BatchNorm):
+        unit = "units" if isinstance(module, nn.BatchNorm1d) else "channels"
+        return f"batch norm of {module.num_features} {unit}: a scale and a shift each"
+    return ", ".join(f"{k} {'x'.join(map(str, p.shape))}" for k, p in params.items())
 
 
 def cifar_run(inp, arch) -> dict:
@@ -275,19 +315,8 @@ def gpu_names() -> str:
 
 # ---- numbers to words -------------------------------------------------------------------------------
 
-pct = words.pct  # 0.9345 -> '93.45%'
-
-
-def points(a, b) -> str:
-    return f"{100 * (a - b):+.2f} points"
-
-
 def fmt_time(seconds: float) -> str:
     return run_all.fmt_time(seconds) + (" (h:mm:ss)" if seconds >= 3600 else " (m:ss)")
-
-
-def plural(n, word: str) -> str:
-    return f"{n:g} {word}" + ("" if n == 1 else "s")
 
 
 NOTICEABLE = 0.5      # accuracy difference (points) below which one seed cannot tell two runs apart
@@ -312,16 +341,16 @@ def answer_cnn_vs_ffn(ffn: dict, cnn: dict) -> list:
     verdict = compare(a_c, a_f)
     size = (f"{p_f / p_c:.1f}x fewer parameters ({p_c:,} against {p_f:,})" if p_c < p_f
             else f"{p_c / p_f:.1f}x more parameters ({p_c:,} against {p_f:,})")
-    opening = {"higher": f"In this run the CNN beats the feed-forward network: {pct(a_c)} against {pct(a_f)} test "
-                         f"accuracy ({points(a_c, a_f)}), with {size}.",
-               "level": f"In this run the two networks are level: CNN {pct(a_c)}, feed-forward network {pct(a_f)} "
-                        f"({points(a_c, a_f)}), the CNN with {size}.",
-               "lower": f"In this run the CNN does NOT beat the feed-forward network: {pct(a_c)} against {pct(a_f)} "
-                        f"({points(a_c, a_f)}), with {size}."}[verdict]
+    opening = {"higher": f"In this run the CNN beats the feed-forward network: {words.pct(a_c)} against {words.pct(a_f)} test "
+                         f"accuracy ({words.points(a_c - a_f)}), with {size}.",
+               "level": f"In this run the two networks are level: CNN {words.pct(a_c)}, feed-forward network {words.pct(a_f)} "
+                        f"({words.points(a_c - a_f)}), the CNN with {size}.",
+               "lower": f"In this run the CNN does NOT beat the feed-forward network: {words.pct(a_c)} against {words.pct(a_f)} "
+                        f"({words.points(a_c - a_f)}), with {size}."}[verdict]
     gains = {c: cnn["per_class_accuracy"][c] - ffn["per_class_accuracy"].get(c, 0) for c in cnn["per_class_accuracy"]}
     best, hardest = max(gains, key=gains.get), min(cnn["per_class_accuracy"], key=cnn["per_class_accuracy"].get)
-    detail = (f"The largest per-class difference is on {best} ({points(cnn['per_class_accuracy'][best], ffn['per_class_accuracy'][best])}); "
-              f"the CNN's hardest class is {hardest} ({pct(cnn['per_class_accuracy'][hardest])} correct).")
+    detail = (f"The largest per-class difference is on {best} ({words.points(cnn['per_class_accuracy'][best] - ffn['per_class_accuracy'][best])}); "
+              f"the CNN's hardest class is {hardest} ({words.pct(cnn['per_class_accuracy'][hardest])} correct).")
     why = ("Why a CNN suits images: a convolutional layer slides the same small kernel over every position "
            "(weight sharing), so a local pattern such as an edge, a texture or a collar is learned once and found "
            "anywhere, with few parameters; pooling makes the result tolerant to small shifts; stacked layers see "
@@ -334,7 +363,7 @@ def answer_cnn_vs_ffn(ffn: dict, cnn: dict) -> list:
                 + (", and why the CNN gets it with fewer parameters." if p_c < p_f else "."))
     else:
         why += (" Here that advantage did not show in the test accuracy; with "
-                f"{cnn['train_images']:,} training images and {plural(cnn['config']['epochs'], 'epoch')} the "
+                f"{cnn['train_images']:,} training images and {words.plural(cnn['config']['epochs'], 'epoch')} the "
                 "training budget, not the architecture, probably decides (see the loss curves of question 2).")
     return [opening + " " + detail, why]
 
@@ -352,16 +381,15 @@ def dataset_answer(d: dict) -> list:
                    f"class shares of the training set range from {100 * min(counts) / sum(counts):.1f}% to "
                    f"{100 * max(counts) / sum(counts):.1f}%")
         facts.append(f"{r['title']}: {near:,} of the {r['test_images']:,} test images ({100 * near / max(r['test_images'], 1):.1f}%) "
-                     f"are exact or near copies of a training image ({r['exact_duplicates']} exact; near means a mean "
-                     f"absolute pixel difference of at most {r['near_threshold_mad']:g} on the 0-255 scale), and "
-                     f"{balance}.")
+                     f"are exact or near copies of a training image ({r['exact_duplicates']} exact; near: a mean "
+                     f"absolute pixel difference of at most {r['near_threshold_mad']:g} of 255), and {balance}.")
     models = []
     for m in d.get("models", []):
         if m.get("near_images") and m.get("rest_images"):
             gap = m["accuracy_near"] - m["accuracy_rest"]
-            models.append(f"the {m['network']} classifies {pct(m['accuracy_near'])} of the {m['near_images']:,} "
-                          f"near-copy test images correctly against {pct(m['accuracy_rest'])} of the other "
-                          f"{m['rest_images']:,} ({points(m['accuracy_near'], m['accuracy_rest'])}"
+            models.append(f"the {m['network']} classifies {words.pct(m['accuracy_near'])} of the {m['near_images']:,} "
+                          f"near-copy test images correctly against {words.pct(m['accuracy_rest'])} of the other "
+                          f"{m['rest_images']:,} ({words.points(m['accuracy_near'] - m['accuracy_rest'])}"
                           + (", so the copies flatter the test accuracy" if gap > 0.02 else
                              ", so the copies do not flatter the test accuracy noticeably" if gap > -0.02 else
                              ", so here the copies are not the easy cases") + ")")
@@ -373,25 +401,21 @@ def dataset_answer(d: dict) -> list:
               + (" Measured on the trained networks: " + "; ".join(models) + "." if models else
                  " (The trained networks' accuracy on these copies against the rest is not in this run's dataset.json; "
                  "run report/dataset.py with --checkpoints to add it.)")
-              + " Barz and Denzler (2020) found near-duplicates of training images for 3.3% of the CIFAR-10 test "
-              "images. The larger risk is reuse: when Recht et al. (2018) collected a new CIFAR-10 test set the "
-              "same way (CIFAR-10.1), published models lost 4 to 10 points of accuracy, because years of design "
-              "choices had been tuned on the one public test set.")
+              + " Barz and Denzler (2020) found near copies for 3.3% of the CIFAR-10 test images. The larger risk is "
+              "reuse: on a new CIFAR-10 test set collected the same way, Recht et al. (2018) saw published models lose "
+              "4 to 10 points, because years of design choices had been tuned on the one public test set.")
     cifar = rows.get("cifar10")
     if cifar and d.get("jpeg_copy"):
-        lesson += (" The CIFAR-10 copy used here was re-encoded as JPEG (lossy), which lowers accuracy by about 2-3 "
-                   "points against published results on the original pixels: numbers are comparable only on the "
-                   "same copy of the data.")
+        lesson += (" The CIFAR-10 copy used here was re-encoded as JPEG (lossy), which costs about 2-3 points against "
+                   "published results: numbers compare only on the same copy of the data.")
     harm = ("(2) A harm and how to overcome it: CIFAR-10 was drawn from the 80 Million Tiny Images collection, "
-            "gathered automatically from web searches for 75,000 nouns. Its authors withdrew it in 2020 after "
-            "Birhane and Prabhu (2021) showed that it contained offensive labels and images of people collected "
-            "without their consent. A mitigation is documentation before use: a datasheet (Gebru et al. 2021) "
-            "records why a dataset was made, how and from whom it was collected, with what consent, and what it "
-            "should not be used for, so that problems are found by the people who build on it rather than years "
-            "later.")
-    question = ("(3) A question: if a benchmark's test set has been reused for over a decade, as CIFAR-10's has "
-                "since 2009, how much of a reported improvement is real progress, and how often should a field "
-                "collect a fresh test set to find out?")
+            "gathered automatically from web searches; its authors withdrew it in 2020 after Birhane and Prabhu "
+            "(2021) showed offensive labels and images of people taken without their consent. A remedy is "
+            "documentation before use: a datasheet (Gebru et al. 2021) records why and how a dataset was collected, "
+            "from whom, with what consent, and what it must not be used for.")
+    question = ("(3) A question: after more than a decade of reuse of CIFAR-10's test set (published in 2009), how "
+                "much of a reported improvement is real progress, and how often should a field collect a fresh test "
+                "set to find out?")
     return [lesson, harm, question]
 
 
@@ -554,24 +578,23 @@ def part_one(r: Report):
         f"beside the test loss ({fig_refs('loss')}). The per-step loss lies above the others because it is "
         "measured while training: on shifted and mirrored images, with dropout on and with label smoothing, "
         "which keeps the loss of even a perfect answer above zero."
-        + "".join(f" The {NETWORKS[m]} trained {plural(met['config']['epochs'], 'epoch')} on "
+        + "".join(f" The {NETWORKS[m]} trained {words.plural(met['config']['epochs'], 'epoch')} on "
                   f"{met['train_images']:,} images in {met['wall_seconds']:.0f} s." for m, met in done.items())]))
     per_network("loss", lambda m, met: f"The {NETWORKS[m]}: training loss per step (light: raw; dark: smoothed), "
                 "and per epoch the training loss in evaluation mode and the test loss.")
-    r.item("Q3", own_draft(lambda: [" ".join(
-        f"The {NETWORKS[m]} has {met['parameters']:,} parameters (trainable weights and biases)."
-        for m, met in done.items())], needs={"fashionmnist-ffn/metrics.json": ffn or cnn}, inp=inp))
-    if done:
-        doc.table(["Network", "Parameters", "Test accuracy", "Layers"],
-                  [[NETWORKS[m], f"{met['parameters']:,}", pct(met["test_accuracy"]), layers_summary(m, met)]
-                   for m, met in done.items()], align="(left, right, right, left)")
+    r.item("Q3", own_draft(lambda: [" ".join(parameter_sentence(NETWORKS[m], met, f[m]["layers"])
+                                              for m, met in done.items())],
+                           needs={"fashionmnist-ffn/metrics.json": ffn or cnn}, inp=inp))
+    tables = [parameter_table(NETWORKS[m], f[m]["layers"]) for m in done if f[m]["layers"]]
+    if tables:
+        doc.tables_row(tables, size_pt=7.5)
     r.item("Q4", own_draft(lambda: [
         f"Confusion matrices on the {test_images(done)} test images ({fig_refs('confusion_matrix')}): each "
         "row is the true class, each column the predicted one; the diagonal holds the correct predictions."
-        + "".join(f" The {NETWORKS[m]}'s test accuracy is {pct(met['test_accuracy'])}; its most confused pair is "
+        + "".join(f" The {NETWORKS[m]}'s test accuracy is {words.pct(met['test_accuracy'])}; its most confused pair is "
                   f"{most_confused(met)}." for m, met in done.items() if "confusion_matrix" in met)]))
     per_network("confusion_matrix", lambda m, met: f"The {NETWORKS[m]}: confusion matrix on the test set (rows: true "
-                "class, columns: predicted class)" + (f"; test accuracy {pct(met['test_accuracy'])}." if met else "."))
+                "class, columns: predicted class)" + (f"; test accuracy {words.pct(met['test_accuracy'])}." if met else "."))
 
     k = d["fashion_kernels"]
     g = k["gabor"]
@@ -588,7 +611,11 @@ def part_one(r: Report):
              "fig-filtered") if k["filtered"] else r.missing_figure("filtered image", "fashionmnist-cnn/kernels/filtered.png")
     r.item("Q7", own_draft(lambda: [
         "The sample image through every stage of the CNN: the first channel of the output of each convolution "
-        "with its activation and of each pooling layer, labelled with the layer that produced it."]))
+        "with its activation and of each pooling layer, labelled with the layer that produced it."
+        + (" Where the network pools straight after a convolution (before its batch norm and ReLU, which gives the "
+           "same result on a quarter of the pixels), that panel shows the convolution's output before activation, "
+           "and the next panel, batch norm + ReLU, names the convolution it follows."
+           if pooled_before_activation(k["feature_stats"]) else "")]))
     r.figure(k["feature_maps"], "The sample image and the first channel after each convolution + activation and each "
              "pooling stage of the CNN.", "fig-feature-path") if k["feature_maps"] else \
         r.missing_figure("feature maps", "fashionmnist-cnn/kernels/feature_maps.png")
@@ -597,6 +624,39 @@ def part_one(r: Report):
     stats = k["feature_stats"]
     r.item("Q9", call_draft("draft_kernels", "feature_path_answer", stats,
                             needs={"fashionmnist-cnn/kernels/feature_stats.json": stats}, inp=inp))
+
+
+def parameter_sentence(network: str, met: dict, layers: list | None) -> str:
+    """Question 3 for one network: its count, and where its parameters sit (from the checkpoint's
+    layers, whose sum must be the count the run measured)."""
+    total = met["parameters"]
+    text = f"The {network} has {total:,} parameters (everything training adjusts)."
+    if not layers:
+        return text + " (Its layer-by-layer count needs its checkpoint model.pt.)"
+    norm = sum(n for _, holds, n in layers if holds.startswith("batch norm"))
+    counted = sum(n for *_, n in layers)
+    text += (f" Layer by layer (table below): {counted - norm:,} weights and biases of its "
+             f"{'convolutional and ' if any(h.startswith('conv') for _, h, _ in layers) else ''}fully-connected layers"
+             + (f" and {norm:,} batch-norm parameters (a learned scale and shift per unit or channel)" if norm else "")
+             + ".")
+    if counted != total:
+        text += (f" These layers sum to {counted:,}, not {total:,}: the checkpoint and metrics.json come from "
+                 "different runs; rerun fashionmnist.py.")
+    return text
+
+
+def parameter_table(network: str, layers: list) -> tuple:
+    """(header, rows, align) of one network's parameters per layer, with their total."""
+    rows = [[name, holds, f"{n:,}"] for name, holds, n in layers]
+    return ([f"{network[0].upper()}{network[1:]}: layer", "parameters", "count"],
+            rows + [["total", "", f"{sum(n for *_, n in layers):,}"]], "(left, left, right)")
+
+
+def pooled_before_activation(stats: dict | None) -> bool:
+    """Whether a stage of the feature path pools a convolution's output before its activation
+    (kernel_vis labels it 'conv N + max pool M', without ReLU)."""
+    labels = [st.get("label", "") for st in (stats or {}).get("stages", [])]
+    return any("conv" in lb and "pool" in lb and "ReLU" not in lb for lb in labels)
 
 
 def fig_refs(kind: str) -> str:
@@ -614,29 +674,14 @@ def most_confused(met: dict) -> str:
     return f"{names[i]} taken for {names[j]} ({cm[i][j]} images)"
 
 
-def layers_summary(model: str, met: dict) -> str:
-    c = met.get("config", {})
-    if model == "ffn":
-        return f"fully-connected layers of {', '.join(map(str, c.get('hidden') or []))} units"
-    return (f"conv blocks of {', '.join(map(str, c.get('channels') or []))} channels, {c.get('kernel_size')}x"
-            f"{c.get('kernel_size')} kernels; fully-connected {', '.join(map(str, c.get('hidden') or []))}")
-
-
 def part_two(r: Report):
     d, doc, inp = r.d, r.doc, r.inp
-    doc.heading(1, PART_II, label="part-2")
+    doc.heading(1, PART_II, label="part-2", new_page=False)  # Part I's last page has room to spare
     m = d["mytorch"]
     r.item("P1", own_draft(mytorch_text, m["check"], needs={"mytorch/check.json": m["check"]}, inp=inp))
     if m["tester"]:
-        doc.note("Output of the Conv2D tester (the checks of Conv2DTester.ipynb):")
-        doc.mono(m["tester"].rstrip(), size_pt=7.5)  # one column: lines stay whole
-    else:
-        doc.note("The tester's output (runs/mytorch/tester_output.txt) was not found; report/mytorch_check.py "
-                 "writes it.")
-    if m["check"]:
-        doc.table(["Case", "Input A", "Weights W", "Largest error", "Pass"],
-                  [[c["case"], c["A"], c["W"], f"{max_error(c):.1e}", "yes" if c["passed"] else "NO"]
-                   for c in m["check"]["cases"]], align="(left, left, left, right, left)", size_pt=8)
+        doc.note("Output of the Conv2D tester (the checks of Conv2DTester.ipynb), every case with its errors:")
+        doc.mono(m["tester"].rstrip(), size_pt=7, columns=2)  # a long line wraps within its column
 
     doc.heading(2, "Problem 2. CNNs on CIFAR-10", label="problem-2")
     doc.para("Two networks were trained on CIFAR-10 (50,000 training images of 32x32 pixels in 10 classes; part of "
@@ -684,7 +729,7 @@ def part_two(r: Report):
                                            needs={f"{folder}/metrics.json": met}, inp=inp))
         if met:
             doc.table(["Validation accuracy", "Validation images", "Test accuracy", "Test images", "Parameters"],
-                      [[pct(met["val_accuracy"]), f"{met['val_images']:,}", pct(met["test_accuracy"]),
+                      [[words.pct(met["val_accuracy"]), f"{met['val_images']:,}", words.pct(met["test_accuracy"]),
                         f"{met['test_images']:,}", f"{met['parameters']:,}"]])
 
     doc.heading(2, "Problem 3. Feature maps and filters", label="problem-3")
@@ -782,12 +827,11 @@ def design_draft(r: Report, arch: str) -> Draft:
 def setting_note(arch: str, met: dict) -> str:
     """Why this run's network differs from the one the trials chose: it ran at a shorter setting."""
     chosen, ran = CIFAR_DEFAULTS[(arch, "default")], met["config"]
-    return (f"The trials chose the full-length network: {'-'.join(map(str, chosen['channels']))} channels, "
-            f"{chosen['epochs']} epochs, dropout {chosen['dropout']:g} (python cifar10.py --arch {arch}). This "
-            f"report's run used the shorter '{met['preset']}' setting instead: {'-'.join(map(str, ran['channels']))} "
-            f"channels, {ran['epochs']} epochs, dropout {met.get('dropout') or 0:g}, the same design made narrower "
-            "and shorter so that it trains in minutes; so not every decision of the trials shows in the network "
-            "described above.")
+    return (f"The trials chose {'-'.join(map(str, chosen['channels']))} channels, {chosen['epochs']} epochs and dropout "
+            f"{chosen['dropout']:g} (python cifar10.py --arch {arch}); this report's run used the shorter "
+            f"'{met['preset']}' setting ({'-'.join(map(str, ran['channels']))} channels, {ran['epochs']} epochs, dropout "
+            f"{met.get('dropout') or 0:g}): the same design, narrower and shorter, so not every decision of the trials "
+            "shows in the network above.")
 
 
 def gabor_drafts(r: Report) -> Draft:
@@ -843,7 +887,18 @@ def mytorch_text(check: dict) -> list:
             f"the weights and the bias) was compared with PyTorch's conv2d and its automatic differentiation in "
             f"double precision on {check['total']} cases: {check['passed']} of {check['total']} pass, meaning every "
             f"output and gradient is within {check['tolerance']:g} of PyTorch's (largest error {worst:.1e}); "
-            f"{verdict}."]
+            f"{verdict}."] + [bias_sentence(check["cases"])]
+
+
+def bias_sentence(cases: list) -> str:
+    """The assignment's Conv2D has no bias ('for simplicity, we will ignore the bias term'); ours
+    takes an optional one: say so, and how many cases checked it (dL/db is None without a bias)."""
+    with_bias = sum(c["err_dLdb"] is not None for c in cases)
+    tested = (f"all {len(cases)} cases check it with the bias" if with_bias == len(cases) else
+              f"no case checks the bias" if not with_bias else
+              f"{with_bias} of the {len(cases)} cases check it with the bias and {len(cases) - with_bias} without")
+    return ("The assignment's layer ignores the bias term; ours adds an optional per-channel bias, off by default "
+            f"(so by default it is the assignment's layer), and {tested}.")
 
 
 def max_error(case: dict) -> float:
@@ -947,7 +1002,7 @@ def settings(doc: Doc, d: dict):
                      "label_smoothing"), (f"random flips and shifts of up to {c.get('crop')} pixels", "crop")]
             doc.para(f"Training settings of the {ARCH_NAMES[a]}: "
                      + ", ".join([text for text, key in known if c.get(key) is not None]
-                                 + [f"{plural(m['epochs'], 'epoch')} on {m['train_images']:,} images, "
+                                 + [f"{words.plural(m['epochs'], 'epoch')} on {m['train_images']:,} images, "
                                     f"{m['train_seconds']:.0f} s on {m['device']}"]) + ".")
 
 

@@ -37,7 +37,7 @@ import cli  # noqa: E402
 import files  # noqa: E402
 import plots  # noqa: E402
 from data import DATASETS, load_dataset  # noqa: E402
-from kernel_vis import DATASET_TITLES as TITLES  # noqa: E402
+from kernel_vis import DATASET_TITLES as TITLES, wrap  # noqa: E402
 
 # Plain names of the checkpoints' networks (the model class is internal), per (dataset, class).
 NETWORK_TITLES = {("fashion_mnist", "FFN"): "Fashion-MNIST feed-forward network",
@@ -179,7 +179,7 @@ def spread(pairs: list, n: int) -> list:
 # ---- figures --------------------------------------------------------------------------------------
 
 def plot_class_balance(results: list):
-    fig, axes = plots.plt.subplots(1, len(results), figsize=(3.25 * len(results), 3.4), squeeze=False)
+    fig, axes = plots.plt.subplots(1, len(results), figsize=(3.25 * len(results), 2.6), squeeze=False)
     for ax, r in zip(axes[0], results):
         x = np.arange(len(r["classes"]))
         for offset, split, color in ((-0.2, "train", "tab:blue"), (0.2, "test", "tab:orange")):
@@ -197,28 +197,38 @@ def plot_class_balance(results: list):
     return fig
 
 
+PAIR_COLUMN_IN = 0.72  # one pair's column: a 7 pt class name of 11 characters ('T-shirt/top') fits it
+PAIRS_SHOWN = 4        # per dataset, spread from the closest pair to the threshold
+
+
 def plot_pairs(datasets: list, results: list):
-    """Two rows per dataset: test images above, their near-duplicate training images below."""
-    n_cols = max([len(r["shown_pairs"]) for r in results] + [1])
-    fig, axes = plots.plt.subplots(2 * len(results), n_cols, squeeze=False,  # <= 6.5 in: prints at its size
-                                   figsize=(min(0.8 * n_cols + 0.5, 6.5), 2.6 * len(results)))
+    """The datasets side by side, each a block of PAIRS_SHOWN columns: the test image above, its
+    nearest training image below; each image titled with its index and its full class name
+    (wrapped to its column, never cut)."""
+    n_cols = PAIRS_SHOWN * len(results)
+    width = min(PAIR_COLUMN_IN * n_cols + 0.4, plots.PRINT_WIDTH_IN)  # prints at its own size
+    name = lambda label: wrap(label, (width - 0.4) / n_cols, plots.MIN_FONT_PT)  # noqa: E731
+    fig, axes = plots.plt.subplots(2, n_cols, squeeze=False, figsize=(width, 3.0))
+    for ax in axes.flat:
+        ax.axis("off")
     for d, (ds, r) in enumerate(zip(datasets, results)):
-        top, bottom = axes[2 * d], axes[2 * d + 1]
-        for ax in (*top, *bottom):
-            ax.axis("off")
-        for col, pair in enumerate(r["shown_pairs"]):
+        top, bottom = axes[0][d * PAIRS_SHOWN:(d + 1) * PAIRS_SHOWN], axes[1][d * PAIRS_SHOWN:(d + 1) * PAIRS_SHOWN]
+        for col, pair in enumerate(spread(r["shown_pairs"], PAIRS_SHOWN)):
             plots.show_image(top[col], ds.x_test[pair["test"]].numpy(),
-                             f"#{pair['test']}\n{pair['test_label'][:9]}\nMAD {pair['mad']:.1f}", title_size=7)
+                             f"#{pair['test']}\n{name(pair['test_label'])}\nMAD {pair['mad']:.1f}",
+                             title_size=plots.MIN_FONT_PT)
             plots.show_image(bottom[col], ds.x_train[pair["train"]].numpy(),
-                             f"#{pair['train']}\n{pair['train_label'][:9]}", title_size=7)
+                             f"#{pair['train']}\n{name(pair['train_label'])}", title_size=plots.MIN_FONT_PT)
             for ax in (top[col], bottom[col]):
                 ax.axis("on")
         if not r["shown_pairs"]:
             top[0].text(0, 0.5, f"{r['title']}: no near duplicates", fontsize=8)
-        top[0].set_ylabel(f"{r['title']}\ntest", fontsize=7)
+        top[0].set_ylabel("test", fontsize=7)  # short: a long rotated label would squeeze the rows
         bottom[0].set_ylabel("train", fontsize=7)
-    fig.suptitle("Test images and their nearest training images\n"
-                 "(MAD: mean absolute pixel difference, 0-255)", fontsize=8)
+    sides = [f" ({side})" for side in ("left", "right")] if len(results) == 2 else [""] * len(results)
+    fig.suptitle(" and ".join(r["title"] + side for r, side in zip(results, sides)) + ": test images (upper row) "
+                 "and their nearest training "
+                 "images (lower row)\n(MAD: mean absolute pixel difference, 0-255)", fontsize=8)
     fig.tight_layout()
     return fig
 

@@ -68,11 +68,15 @@ class Doc:
 
     FLUSH_LEVEL = 2  # floating figures stay within their question or problem: none drifts past its next one
 
-    def heading(self, level: int, text: str, label: str | None = None, outlined: bool = True):
+    def heading(self, level: int, text: str, label: str | None = None, outlined: bool = True, new_page: bool = True):
+        """new_page: a level-1 heading (a part, an appendix) opens a page, unless False (the page
+        goes on: no half-empty page before it)."""
         mark = "=" * level
         body = f"{mark} {escape(text)}" + (f" <{label}>" if label else "")
         if level <= self.FLUSH_LEVEL:
             self.raw("#place.flush()")
+        if level == 1 and new_page:
+            self.raw("#pagebreak(weak: true)")
         self.raw(body if outlined else f"#heading(level: {level}, outlined: false)[{escape(text)}]")
 
     def para(self, *texts: str):
@@ -93,12 +97,18 @@ class Doc:
         self.raw(f"#block(width: 100%, fill: luma(245), inset: 6pt, breakable: true)[{body}]")
 
     def table(self, header: list, rows: list, align: str | None = None, size_pt: float = 8.5):
-        cells = ", ".join(f"[*{escape(h)}*]" for h in header)
-        body = ", ".join(f"[{escape(c)}]" for r in rows for c in r)
-        align = align or "(" + ", ".join(["left"] + ["right"] * (len(header) - 1)) + ")"
+        self.raw(f"#block(above: 8pt, below: 10pt)[#set text(size: {size_pt}pt)\n{_table(header, rows, align)}]")
+
+    def tables_row(self, tables: list, size_pt: float = 8.5):
+        """[(header, rows, align)] side by side, each in an equal share of the text width (one alone:
+        full width); align as in table() (None: the first column left, the others right)."""
+        if len(tables) < 2:
+            for header, rows, align in tables:
+                self.table(header, rows, align, size_pt=size_pt)
+            return
+        cells = ", ".join(f"[{_table(*table)}]" for table in tables)
         self.raw(f"#block(above: 8pt, below: 10pt)[#set text(size: {size_pt}pt)\n"
-                 f"#table(columns: {len(header)}, align: {align}, stroke: 0.4pt + luma(160), inset: 4pt,\n"
-                 f"  {cells},\n  {body})]")
+                 f"#grid(columns: {len(tables)}, column-gutter: 10pt, align: top,\n  {cells})]")
 
     def figure(self, path, caption: str, label: str, max_width=TEXT_WIDTH_IN, floating=True):
         """A figure at its own printed size, floating to the top or bottom of this page or the next
@@ -135,6 +145,14 @@ class Doc:
             "@" + m.group(1).replace("\\", "") if m.group(1).replace("\\", "") in labels else "(missing)"), text)
 
 
+def _table(header: list, rows: list, align: str | None = None) -> str:
+    cells = ", ".join(f"[*{escape(h)}*]" for h in header)
+    body = ", ".join(f"[{escape(c)}]" for r in rows for c in r)
+    align = align or "(" + ", ".join(["left"] + ["right"] * (len(header) - 1)) + ")"
+    return (f"#table(columns: {len(header)}, align: {align}, stroke: 0.4pt + luma(160), inset: 4pt,\n"
+            f"  {cells},\n  {body})")
+
+
 REF = "\u2063"  # invisible separator: brackets a label in plain text, survives escape()
 
 
@@ -148,11 +166,11 @@ PREAMBLE = r"""// The convlens report. Made by report/build.py from a runs folde
 #set document(title: "{title}", author: "{author}")
 #set page(paper: "us-letter", margin: 1in, numbering: "1",
   footer: context [#set text(size: 8pt, fill: luma(90)); #h(1fr) page #counter(page).display() of #counter(page).final().first() #h(1fr)])
-#set text(size: 10.5pt)
+#set text(size: 10pt)
 #set par(justify: true)
 #set smartquote(enabled: false)
 #set heading(numbering: none)
-#show heading.where(level: 1): it => {{ pagebreak(weak: true); set text(size: 17pt); block(below: 14pt, it) }}
+#show heading.where(level: 1): it => {{ set text(size: 17pt); block(above: 18pt, below: 14pt, it) }}
 #show heading.where(level: 2): set text(size: 13pt)
 #show heading.where(level: 3): set text(size: 11pt)
 #show figure.caption: set text(size: 9pt)

@@ -70,10 +70,10 @@ def body_pages(pages) -> int:
 
 # (width, height) in inches of the figures the scripts draw, as printed: the crafted report's pages
 # then fill as a real run's do (a name not listed: a small 3 x 2 in plot)
-FIGURE_IN = {"examples": (3.1, 2.3), "loss": (6.5, 4.0), "confusion_matrix": (5.6, 5.1), "kernels": (4.0, 2.5),
-             "filtered": (4.0, 4.6), "feature_maps": (6.5, 4.5), "ablation": (6.4, 5.3), "gabor": (6.5, 2.6),
-             "gradcam": (5.7, 3.9), "cam": (4.5, 2.4), "guided_backprop": (5.7, 3.9), "sanity": (3.2, 3.1),
-             "class_balance": (6.4, 3.3), "near_duplicates": (2.8, 5.1),
+FIGURE_IN = {"examples": (3.1, 2.3), "loss": (3.05, 3.6), "confusion_matrix": (3.2, 3.4), "kernels": (6.4, 1.6),
+             "filtered": (6.4, 2.8), "feature_maps": (6.5, 4.6), "ablation": (6.4, 5.3), "gabor": (6.5, 2.8),
+             "gradcam": (5.8, 2.6), "cam": (5.8, 2.6), "guided_backprop": (5.3, 4.1), "sanity": (3.2, 3.1),
+             "class_balance": (6.4, 2.6), "near_duplicates": (6.2, 3.3),
              "feature_maps_features": (3.2, 2.7), "filters_features": (3.2, 2.7)}
 
 
@@ -361,6 +361,118 @@ def test_image_width_follows_the_png_dpi(tmp_path):
     assert typst_doc.print_width_in(tmp_path / "wide.png") == typst_doc.TEXT_WIDTH_IN
 
 
+# ---- what the items say: every parameter counted, the bias, one function per job -------------------------
+
+def save_tiny_checkpoint(path, name="FFN", args=None):
+    """A convlens checkpoint of a small model; returns the model."""
+    import training
+    args = args or {"in_shape": [1, 28, 28], "num_classes": 10, "hidden": [16], "dropout": 0.0, "batchnorm": True}
+    model = training.build_model(name, args)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    training.save_checkpoint(path, {"model": {"name": name, "args": args}, "state_dict": model.state_dict()})
+    return model
+
+
+def test_question_3_counts_every_parameter_layer_by_layer(tmp_path):
+    import training
+    model = save_tiny_checkpoint(tmp_path / "fashionmnist-ffn" / "model.pt")
+    inp = build.Inputs(tmp_path)
+    rows = build.parameter_rows(inp, "fashionmnist-ffn/model.pt")
+    assert [(name, n) for name, _, n in rows] == [("fc1", 784 * 16), ("bn1", 2 * 16), ("out", 16 * 10 + 10)]
+    assert "no bias" in rows[0][1] and rows[1][1].startswith("batch norm of 16 units")
+    total = training.count_parameters(model)
+    text = build.parameter_sentence("feed-forward network", {"parameters": total}, rows)
+    assert f"has {total:,} parameters" in text and "32 batch-norm parameters" in text
+    assert f"{784 * 16 + 170:,} weights and biases" in text and "sum to" not in text
+    assert "sum to 12,746, not 99" in build.parameter_sentence("x", {"parameters": 99}, rows)  # planted mismatch
+    header, table, _ = build.parameter_table("feed-forward network", rows)
+    assert header[0].startswith("Feed-forward network") and table[-1] == ["total", "", f"{total:,}"]
+    cnn = save_tiny_checkpoint(tmp_path / "fashionmnist-cnn" / "model.pt", "CNN", {
+        "in_channels": 1, "num_classes": 10, "image_size": 28, "channels": [4], "hidden": [8], "batchnorm": True})
+    rows = build.parameter_rows(inp, "fashionmnist-cnn/model.pt")
+    assert sum(n for *_, n in rows) == training.count_parameters(cnn) and rows[0][:2] == (
+        "conv1_1", "conv 1 → 4 channels, 3x3: weights, no bias")
+    assert build.parameter_rows(inp, "fashionmnist-xyz/model.pt") is None and not inp.missing  # the count alone
+    (tmp_path / "fashionmnist-xyz").mkdir()
+    (tmp_path / "fashionmnist-xyz" / "model.pt").write_text("not a checkpoint")
+    assert build.parameter_rows(inp, "fashionmnist-xyz/model.pt") is None and "model.pt" in " ".join(inp.missing)
+
+
+def test_problem_1_says_whether_the_bias_was_checked():
+    case = {"err_Z": 1e-16, "err_dLdA": 1e-16, "err_dLdW": 1e-16, "passed": True, "case": "c"}
+    cases = [{**case, "err_dLdb": 1e-16}, {**case, "err_dLdb": 1e-16}, {**case, "err_dLdb": None}]
+    text = " ".join(build.mytorch_text({"cases": cases, "passed": 3, "total": 3, "tolerance": 1e-10}))
+    assert "assignment's layer ignores the bias term" in text and "optional per-channel bias, off by default" in text
+    assert "2 of the 3 cases check it with the bias and 1 without" in text
+    assert "no case checks the bias" in build.bias_sentence(cases[2:])
+    assert "all 2 cases check it with the bias" in build.bias_sentence(cases[:2])
+
+
+def test_numbers_in_words_have_one_function_each(tmp_path):
+    import words
+    for twin in ("pct", "points", "plural", "read_text_or_none"):
+        assert not hasattr(build, twin), twin  # report/words.py and Inputs.text are the only ones
+    assert words.points(0.9 - 0.95) == "−5.00 points" and words.plural(3.0, "epoch") == "three epochs"
+    (tmp_path / "mytorch").mkdir()
+    (tmp_path / "mytorch" / "tester_output.txt").write_bytes(b"\xff\xfe not text")
+    inp = build.Inputs(tmp_path)
+    assert inp.text("mytorch/tester_output.txt") is None and "unreadable" in " ".join(inp.missing.values())
+
+
+def test_question_7_explains_a_conv_pooled_before_its_activation():
+    stage = lambda label: {"label": label}  # noqa: E731
+    assert build.pooled_before_activation({"stages": [stage("conv 1 + max pool 1"), stage("batch norm + ReLU")]})
+    assert not build.pooled_before_activation({"stages": [stage("conv 1 + batch norm + ReLU"), stage("max pool 1")]})
+    assert not build.pooled_before_activation(None)
+
+
+def test_feature_path_panels_name_the_conv_and_say_before_activation():
+    import kernel_vis as kv
+    from cnn import CNN
+    torch.manual_seed(0)
+    model = CNN(in_channels=1, num_classes=10, image_size=28, channels=[4, 8], hidden=[16], early_pool=True).eval()
+    path = kv.feature_path(model, kv.trace(model, torch.randn(1, 1, 28, 28))[0])
+    assert kv.stage_notes(path) == ["before activation", "after conv 1", "before activation", "after conv 2"]
+    fig = kv.plot_feature_path(np.random.default_rng(0).random((1, 28, 28)), "test image #0", path, "net")
+    titles = [ax.get_title().replace("\N{NO-BREAK SPACE}", " ") for ax in fig.axes if ax.get_images()]
+    assert "conv 1 +\nmax pool 1\nbefore activation" in titles[1] or "before activation" in titles[1].split("\n")
+    assert "after conv 1" in titles[2] and "after conv" not in titles[1]
+    assert fig.get_size_inches()[0] <= plots.PRINT_WIDTH_IN and min(plots.font_sizes(fig)) >= plots.MIN_FONT_PT
+    plain = CNN(in_channels=1, num_classes=10, image_size=28, channels=[4], hidden=[16]).eval()
+    assert kv.stage_notes(kv.feature_path(plain, kv.trace(plain, torch.randn(1, 1, 28, 28))[0])) == ["", ""]
+    plots.plt.close(fig)
+
+
+def test_pair_titles_keep_the_full_class_name_without_overlap():
+    from types import SimpleNamespace
+    names = ["T-shirt/top", "Ankle boot", "Pullover", "Sneaker", "automobile", "airplane", "truck", "horse"]
+    pairs = [{"test": i, "train": i, "mad": 1.0 + i, "test_label": n, "train_label": n} for i, n in enumerate(names)]
+    ds = SimpleNamespace(x_test=torch.zeros(8, 1, 28, 28, dtype=torch.uint8), x_train=torch.zeros(8, 1, 28, 28, dtype=torch.uint8))
+    fig = dataset.plot_pairs([ds, ds], [{"title": "Fashion-MNIST", "shown_pairs": pairs[:4]},
+                                        {"title": "CIFAR-10", "shown_pairs": pairs[4:]}])
+    assert fig.get_size_inches()[0] <= plots.PRINT_WIDTH_IN and min(plots.font_sizes(fig)) >= plots.MIN_FONT_PT
+    titled = [ax for ax in fig.axes if ax.get_title()]
+    for name in names:  # each name whole (a line break may split it at a space, never a cut)
+        assert sum(name in ax.get_title().replace("\n", " ") for ax in titled) == 2, name
+    renderer = fig.canvas.get_renderer()
+    boxes = [ax.title.get_window_extent(renderer) for ax in titled[:8]]  # the test row, left to right
+    assert all(a.x1 <= b.x0 for a, b in zip(boxes, boxes[1:]))
+    plots.plt.close(fig)
+
+
+def test_loss_and_confusion_plots_print_in_half_the_text_width(tmp_path):
+    history = {"step_loss": list(np.linspace(2.3, 0.4, 40)), "train_eval_images": 500,
+               "epochs": [{"epoch": e, "train_eval_loss": 0.5 / e, "test_loss": 0.6 / e} for e in (1, 2)]}
+    figs = {"loss": plots.plot_loss(history, "Fashion-MNIST Feed-forward network (1,865,738 parameters): loss"),
+            "cm": plots.plot_confusion(np.full((10, 10), 999), CLASSES,
+                                       "Feed-forward network (1,865,738 parameters)\ntest confusion matrix, "
+                                       "accuracy 87.86% on 10,000 images")}
+    for name, fig in figs.items():
+        assert min(plots.font_sizes(fig)) >= plots.MIN_FONT_PT
+        plots.save(fig, tmp_path / f"{name}.png")
+        assert typst_doc.print_width_in(tmp_path / f"{name}.png") <= plots.HALF_WIDTH_IN, name  # two fit a row
+
+
 # ---- one tiny end-to-end run of run_all.py ---------------------------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -392,6 +504,7 @@ def test_run_all_builds_the_report_with_every_item_and_the_runs_numbers(tiny):
         assert f"{m['parameters']:,} parameters" in body
     check = read(runs, "mytorch/check.json")
     assert f"{check['passed']} of {check['total']} pass" in body
+    assert "Layer by layer" in body and "sum to" not in body  # Q3's per-layer counts add up to each total
     assert f"torch {importlib.metadata.version('torch')}" in body
     # every draft module applies to what the real scripts wrote: no item says it lacks its text
     assert "No generated text" not in body and "could not use these inputs" not in body
