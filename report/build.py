@@ -335,6 +335,28 @@ def tiny_run(d) -> int | None:
     return m.get("config", {}).get("limit")
 
 
+def tta_note(met: dict) -> str:
+    """The words for a run that predicts from each image and its mirror image (fashionmnist.py --tta)."""
+    if not met.get("tta"):
+        return ""
+    return (f" (each prediction the mean of the network's outputs for the image and its mirror image; "
+            f"{words.pct(met['test_accuracy_plain'])} from the image alone)")
+
+
+def training_conditions(done: dict) -> str:
+    """How the training batches differ from the test images, from each run's settings."""
+    said = []
+    for m, met in done.items():
+        c = met["config"]
+        images = ([f"shifted by up to {words.plural(c['crop'], 'pixel')}"] if c.get("crop") else []) + \
+                 (["mirrored at random"] if c.get("flip") else [])
+        rest = (["with dropout on"] if c.get("dropout") else []) + (["with label smoothing"] if c.get("label_smoothing") else [])
+        parts = ([f"on images {' and '.join(images)}"] if images else []) + rest
+        said.append(f"the {NETWORKS[m]} " + (", ".join(parts[:-1]) + " and " + parts[-1] if len(parts) > 1
+                                              else parts[0] if parts else "on the plain images"))
+    return "; ".join(said) or "on augmented images, with dropout and label smoothing"
+
+
 def answer_cnn_vs_ffn(ffn: dict, cnn: dict) -> list:
     """Question 8, from the two runs' accuracies, parameter counts and per-class accuracies."""
     a_f, a_c, p_f, p_c = ffn["test_accuracy"], cnn["test_accuracy"], ffn["parameters"], cnn["parameters"]
@@ -576,8 +598,8 @@ def part_one(r: Report):
         "Training loss (cross-entropy) per training step, raw and smoothed, and after each epoch the training "
         "loss measured like the test loss (evaluation mode, plain images, on a fixed subset of training images) "
         f"beside the test loss ({fig_refs('loss')}). The per-step loss lies above the others because it is "
-        "measured while training: on shifted and mirrored images, with dropout on and with label smoothing, "
-        "which keeps the loss of even a perfect answer above zero."
+        f"measured while training: {training_conditions(done)}, which keeps the loss of even a perfect "
+        "answer above zero."
         + "".join(f" The {NETWORKS[m]} trained {words.plural(met['config']['epochs'], 'epoch')} on "
                   f"{met['train_images']:,} images in {met['wall_seconds']:.0f} s." for m, met in done.items())]))
     per_network("loss", lambda m, met: f"The {NETWORKS[m]}: training loss per step (light: raw; dark: smoothed), "
@@ -591,8 +613,8 @@ def part_one(r: Report):
     r.item("Q4", own_draft(lambda: [
         f"Confusion matrices on the {test_images(done)} test images ({fig_refs('confusion_matrix')}): each "
         "row is the true class, each column the predicted one; the diagonal holds the correct predictions."
-        + "".join(f" The {NETWORKS[m]}'s test accuracy is {words.pct(met['test_accuracy'])}; its most confused pair is "
-                  f"{most_confused(met)}." for m, met in done.items() if "confusion_matrix" in met)]))
+        + "".join(f" The {NETWORKS[m]}'s test accuracy is {words.pct(met['test_accuracy'])}{tta_note(met)}; its most "
+                  f"confused pair is {most_confused(met)}." for m, met in done.items() if "confusion_matrix" in met)]))
     per_network("confusion_matrix", lambda m, met: f"The {NETWORKS[m]}: confusion matrix on the test set (rows: true "
                 "class, columns: predicted class)" + (f"; test accuracy {words.pct(met['test_accuracy'])}." if met else "."))
 
@@ -895,7 +917,7 @@ def bias_sentence(cases: list) -> str:
     takes an optional one: say so, and how many cases checked it (dL/db is None without a bias)."""
     with_bias = sum(c["err_dLdb"] is not None for c in cases)
     tested = (f"all {len(cases)} cases check it with the bias" if with_bias == len(cases) else
-              f"no case checks the bias" if not with_bias else
+              "no case checks the bias" if not with_bias else
               f"{with_bias} of the {len(cases)} cases check it with the bias and {len(cases) - with_bias} without")
     return ("The assignment's layer ignores the bias term; ours adds an optional per-channel bias, off by default "
             f"(so by default it is the assignment's layer), and {tested}.")
