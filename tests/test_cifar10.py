@@ -123,6 +123,35 @@ def test_split_data_sizes_and_limits(tiny_data_dir):
     assert torch.equal(splits["val"][0], ds.x_train[val_idx])  # validation comes from the training set
 
 
+def test_flip_tta_averages_each_image_with_its_left_right_mirror():
+    """test_accuracy_tta: the logits of each image and of its mirror image (columns reversed)
+    averaged. A linear model on the raw pixels is not flip invariant, so a flip of the wrong axis
+    (rows: upside down) or no flip gives other numbers."""
+    from types import SimpleNamespace
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 10))
+    x = torch.randint(0, 256, (40, 3, 32, 32), dtype=torch.uint8)
+    y = torch.randint(0, 10, (40,))
+    ds = SimpleNamespace(mean=[0.5, 0.4, 0.3], std=[0.2, 0.25, 0.3])
+    last = dict(train_loss=1.0, train_accuracy=0.5, train_eval_loss=1.0, train_eval_accuracy=0.5)
+    history = {"epochs": [last], "train_eval_images": 40}
+    out = cifar10.final_metrics(model, {"val": (x, y), "test": (x, y)}, ds, torch.device("cpu"), history)
+
+    def logits(images: np.ndarray) -> torch.Tensor:                        # (N, 3, 32, 32) uint8
+        z = (images / 255 - np.array(ds.mean)[:, None, None]) / np.array(ds.std)[:, None, None]
+        with torch.no_grad():
+            return model(torch.from_numpy(z).float())
+
+    mirrored = x.numpy()[:, :, :, ::-1].copy()                            # each row read right to left
+    tta = (logits(x.numpy()) + logits(mirrored)) / 2
+    upside_down = (logits(x.numpy()) + logits(x.numpy()[:, :, ::-1].copy())) / 2
+    expected = nn.functional.cross_entropy(tta, y).item()
+    assert abs(expected - nn.functional.cross_entropy(upside_down, y).item()) > 1e-3  # the check can tell
+    assert out["test_loss_tta"] == pytest.approx(expected, rel=1e-4)
+    assert out["test_accuracy_tta"] == pytest.approx((tta.argmax(1) == y).float().mean().item())
+    assert out["test_loss"] == pytest.approx(nn.functional.cross_entropy(logits(x.numpy()), y).item(), rel=1e-4)
+
+
 # ---- script runs ----------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("arch", ["dense", "gap"])

@@ -14,7 +14,7 @@ def help_text(module, capsys) -> str:
 def test_fashionmnist_help_names_each_models_default(capsys, monkeypatch):
     monkeypatch.setitem(fashionmnist.DEFAULTS, "ffn", {**fashionmnist.DEFAULTS["ffn"], "epochs": 7})
     monkeypatch.setitem(fashionmnist.DEFAULTS, "cnn", {**fashionmnist.DEFAULTS["cnn"], "epochs": 11})
-    out = help_text(fashionmnist, capsys)
+    out = help_text(module=fashionmnist, capsys=capsys)
     assert "--epochs EPOCHS (default: 11 for cnn, 7 for ffn)" in out  # from the table, whatever it holds
     assert f"(default: {' '.join(map(str, fashionmnist.DEFAULTS['cnn']['channels']))} for cnn)" in out
     assert "DEFAULTS" not in out
@@ -23,7 +23,7 @@ def test_fashionmnist_help_names_each_models_default(capsys, monkeypatch):
 
 def test_cifar10_help_prints_every_arch_and_preset(capsys, monkeypatch):
     monkeypatch.setitem(cifar10.DEFAULTS, ("gap", "quick"), {**cifar10.DEFAULTS["gap", "quick"], "epochs": 3})
-    out = help_text(cifar10, capsys)
+    out = help_text(module=cifar10, capsys=capsys)
     for arch, preset in cifar10.DEFAULTS:
         assert f" {arch} {preset} --batch-size" in out
     assert "gap quick --batch-size 512 --epochs 3 " in out
@@ -34,7 +34,7 @@ def test_cifar10_help_prints_every_arch_and_preset(capsys, monkeypatch):
 def test_cifar10_help_shows_the_default_presets_values_per_option(capsys, monkeypatch):
     monkeypatch.setitem(cifar10.DEFAULTS, ("dense", "default"), {**cifar10.DEFAULTS["dense", "default"], "epochs": 4})
     monkeypatch.setitem(cifar10.DEFAULTS, ("gap", "default"), {**cifar10.DEFAULTS["gap", "default"], "epochs": 6})
-    out = help_text(cifar10, capsys)
+    out = help_text(module=cifar10, capsys=capsys)
     assert "--epochs EPOCHS (default: 4 for dense, 6 for gap)" in out
     assert "--blocks BLOCKS [BLOCKS ...] gap: residual" in out and "(default: 1 1 1 for gap)" in out
 
