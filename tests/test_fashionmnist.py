@@ -51,7 +51,7 @@ def run_cli(argv, capsys):
 
 
 def test_unknown_model_is_a_one_line_error(capsys):
-    code, err = run_cli(["--model", "resnet"], capsys)
+    code, err = run_cli(argv=["--model", "resnet"], capsys=capsys)
     assert code == 2 and "invalid choice: 'resnet'" in err
 
 
@@ -67,7 +67,7 @@ def test_unknown_model_is_a_one_line_error(capsys):
     (["--device", "bogus"], "--device 'bogus' is not a device"),
 ])
 def test_bad_arguments(argv, message, capsys):
-    code, err = run_cli(argv, capsys)
+    code, err = run_cli(argv=argv, capsys=capsys)
     assert code == 2 and message in err and len(err.splitlines()) == 1  # no usage block first
 
 
@@ -79,19 +79,20 @@ def test_missing_data_offline_is_a_one_line_error(error, tmp_path, monkeypatch, 
     def offline(name, root):
         raise error
     monkeypatch.setattr(data, "_torchvision_arrays", offline)
-    code, err = run_cli(["--data-dir", str(tmp_path), "--out-dir", str(tmp_path / "out")], capsys)
+    code, err = run_cli(argv=["--data-dir", str(tmp_path), "--out-dir", str(tmp_path / "out")], capsys=capsys)
     assert code == 2 and len(err.splitlines()) == 1
     assert err.startswith("error: could not download fashion_mnist") and "fashion_mnist.npz" in err
 
 
 def test_corrupt_data_is_a_one_line_error(tmp_path, capsys):
     (tmp_path / "fashion_mnist.npz").write_bytes(b"PK\x03\x04 broken")
-    code, err = run_cli(["--data-dir", str(tmp_path), "--out-dir", str(tmp_path / "out")], capsys)
+    code, err = run_cli(argv=["--data-dir", str(tmp_path), "--out-dir", str(tmp_path / "out")], capsys=capsys)
     assert code == 2 and "not a readable .npz" in err and len(err.splitlines()) == 1
 
 
 def test_limit_larger_than_the_data_is_a_one_line_error(tiny_data_dir, tmp_path, capsys):
-    code, err = run_cli(["--data-dir", str(tiny_data_dir), "--limit", "1000", "--out-dir", str(tmp_path)], capsys)
+    argv = ["--data-dir", str(tiny_data_dir), "--limit", "1000", "--out-dir", str(tmp_path)]
+    code, err = run_cli(argv=argv, capsys=capsys)
     assert code == 2 and err == ("error: --limit 1000 is more than the 256 training images left after holding "
                                  "out --val 0; use --limit 256 or less")
 
@@ -138,7 +139,7 @@ def planted_val_data(folder, n_train: int, n_val: int, seed: int):
 
 def test_val_measures_the_held_out_images_never_the_trained_on_ones(tmp_path, monkeypatch):
     n_train, n_val, seed = 320, 64, 3
-    x, y, val_idx = planted_val_data(tmp_path, n_train=n_train, n_val=n_val, seed=seed)
+    x, y, val_idx = planted_val_data(folder=tmp_path, n_train=n_train, n_val=n_val, seed=seed)
     seen = {}
     real_fit = fashionmnist.fit
 
