@@ -59,47 +59,49 @@ from training import (TrainingError, build_model, config_from_args, count_parame
                       finish_run, fit, is_main_process, metrics_from_logits, pick_device, predict,
                       rank_and_world, seed_everything)
 
-# Chosen on the 5,000 validation images (the trials: benchmarks/results/design_trials.json,
-# docs/experiments.md); the test set played no part. "default" is sized for 20 minutes on 2 CPU
-# cores in float32, "quick" for 5 minutes; "large" fits 20 minutes only where the CPU runs
-# bfloat16 natively; "gpu" is for one CUDA GPU, a wider net at a larger batch.
-TRAIN = dict(batch_size=512, optimizer="sgd", momentum=0.9, weight_decay=5e-4, label_smoothing=0.2,
-             warmup=0.2, flip=True, crop=2)
+# The one table of defaults: every setting a run uses, by --arch and --preset; --help prints it,
+# an option given on the command line replaces its entry. SHARED holds what every row has (no row
+# overrides it); the rest differs by row. Chosen on the 5,000 validation images (the trials:
+# benchmarks/results/design_trials.json, docs/experiments.md); the test set played no part.
+# "default" is sized for 20 minutes on 2 CPU cores in float32, "quick" for 5 minutes; "large" fits
+# 20 minutes only where the CPU runs bfloat16 natively; "gpu" is for one CUDA GPU, a wider net at a
+# larger batch. low_res (gap only: the dense head needs 32x32 images) is progressive resizing, 0 off.
+SHARED = dict(optimizer="sgd", momentum=0.9, weight_decay=5e-4, label_smoothing=0.2, warmup=0.2, flip=True, crop=2)
 DEFAULTS = {
-    ("dense", "default"): dict(TRAIN, epochs=9, lr=0.2, batch_size=256, channels=[48, 96, 192],
+    ("dense", "default"): dict(SHARED, batch_size=256, epochs=9, lr=0.2, channels=[48, 96, 192],
                                convs_per_block=2, hidden=[256], dropout=0.0),  # 0.2 lowered val accuracy on 2 seeds
-    ("gap", "default"): dict(TRAIN, epochs=12, lr=0.2, batch_size=256, channels=[40, 80, 160], blocks=[1, 1, 1],
+    ("gap", "default"): dict(SHARED, batch_size=256, epochs=12, lr=0.2, channels=[40, 80, 160], blocks=[1, 1, 1],
                              stem=0, dropout=0.1, low_res=24, low_res_fraction=0.5),  # 6 epochs at 24x24
-    ("dense", "large"): dict(TRAIN, epochs=18, lr=0.4, channels=[64, 128, 256], convs_per_block=2,
+    ("dense", "large"): dict(SHARED, batch_size=512, epochs=18, lr=0.4, channels=[64, 128, 256],
+                             convs_per_block=2, hidden=[256], dropout=0.2),
+    ("gap", "large"): dict(SHARED, batch_size=512, epochs=18, lr=0.4, channels=[64, 128, 256], blocks=[0, 1, 1],
+                           stem=0, dropout=0.1, low_res=0),
+    ("dense", "quick"): dict(SHARED, batch_size=512, epochs=5, lr=0.4, channels=[24, 48, 96], convs_per_block=2,
                              hidden=[256], dropout=0.2),
-    ("gap", "large"): dict(TRAIN, epochs=18, lr=0.4, channels=[64, 128, 256], blocks=[0, 1, 1], stem=0,
-                           dropout=0.1),
-    ("dense", "quick"): dict(TRAIN, epochs=5, lr=0.4, channels=[24, 48, 96], convs_per_block=2,
-                             hidden=[256], dropout=0.2),
-    ("gap", "quick"): dict(TRAIN, epochs=5, lr=0.4, channels=[24, 48, 96], blocks=[0, 1, 1], stem=0,
-                           dropout=0.1),
-    ("dense", "gpu"): dict(TRAIN, epochs=16, lr=0.4, channels=[64, 256, 256], convs_per_block=2,
-                           hidden=[512], dropout=0.2, batch_size=1024),
-    ("gap", "gpu"): dict(TRAIN, epochs=18, lr=0.4, channels=[64, 256, 512], blocks=[1, 1, 1], stem=32,
-                         dropout=0.1, batch_size=1024),
+    ("gap", "quick"): dict(SHARED, batch_size=512, epochs=5, lr=0.4, channels=[24, 48, 96], blocks=[0, 1, 1],
+                           stem=0, dropout=0.1, low_res=0),
+    ("dense", "gpu"): dict(SHARED, batch_size=1024, epochs=16, lr=0.4, channels=[64, 256, 256],
+                           convs_per_block=2, hidden=[512], dropout=0.2),
+    ("gap", "gpu"): dict(SHARED, batch_size=1024, epochs=18, lr=0.4, channels=[64, 256, 512], blocks=[1, 1, 1],
+                         stem=32, dropout=0.1, low_res=0),
 }
 
 
 def defaults_table(options: set) -> str:
-    """DEFAULTS as --help's epilog: the settings all share, then one line per (arch, preset);
-    `options` are the parser's dests (other keys are fixed settings without an option)."""
+    """DEFAULTS as --help's epilog: SHARED, then one line per (arch, preset) with the rest of its
+    row; `options` are the parser's dests (other keys are fixed settings without an option)."""
     def flag(key, value):
         if isinstance(value, bool):
             return f"--{'' if value else 'no-'}{key.replace('_', '-')}"
         value = " ".join(map(str, value)) if isinstance(value, list) else value
         return f"--{key.replace('_', '-')} {value}"
 
-    shared = {k: v for k, v in TRAIN.items() if all(d.get(k) == v for d in DEFAULTS.values())}
-    lines = ["defaults by --arch and --preset (an option you give replaces its default):",
-             "  all      " + " ".join(flag(k, v) for k, v in shared.items() if k in options)
-             + " (fixed: " + ", ".join(f"{k} {v}" for k, v in shared.items() if k not in options) + ")"]
+    lines = ["defaults by --arch and --preset (the options above show --preset default's; an option you give "
+             "replaces its default):",
+             "  all      " + " ".join(flag(k, v) for k, v in SHARED.items() if k in options)
+             + " (fixed: " + ", ".join(f"{k} {v}" for k, v in SHARED.items() if k not in options) + ")"]
     for (arch, preset), d in DEFAULTS.items():
-        lines.append(f"  {arch:5} {preset:8} " + " ".join(flag(k, v) for k, v in d.items() if k not in shared))
+        lines.append(f"  {arch:5} {preset:8} " + " ".join(flag(k, v) for k, v in d.items() if k not in SHARED))
     return "\n".join(lines)
 
 
@@ -151,10 +153,12 @@ def parse_args(argv=None):
     a.add_argument("--stem", type=int, help="gap: channels of a full-resolution conv before the stages (0: none)")
     a.add_argument("--dropout", type=cli.finite_float,
                    help="dropout rate (dense: before each dense layer; gap: before fc); with --ablation the rate "
-                        f"of its 'dropout on' variants (default {ABLATION_DROPOUT} where the preset has none)")
+                        f"of its 'dropout on' variants ({ABLATION_DROPOUT} where the preset's is 0)")
     a.add_argument("--no-batchnorm", dest="batchnorm", action="store_false", help="drop every batch norm layer")
+    cli.show_defaults(p, {arch: DEFAULTS[arch, "default"] for arch in ("dense", "gap")})
     p.epilog = defaults_table({action.dest for action in p._actions})
     args = p.parse_args(argv)
+    cli.refuse_foreign_options(p, args, "--arch", ARCH_ONLY)  # of the options given, before the defaults
     if args.ablation and args.dropout is None and DEFAULTS[args.arch, args.preset]["dropout"] == 0:
         args.dropout = ABLATION_DROPOUT
     cli.fill_defaults(args, DEFAULTS[args.arch, args.preset])
@@ -168,7 +172,6 @@ ARCH_ONLY = {"dense": ["convs_per_block", "hidden"], "gap": ["blocks", "stem", "
 
 
 def check_args(parser, args):
-    cli.refuse_foreign_options(parser, args, "--arch", ARCH_ONLY)
     if len(args.channels) > 5:
         parser.error(f"--channels: {len(args.channels)} stages halve 32 pixels below 1; use at most 5")
     if args.arch == "gap":

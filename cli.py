@@ -132,6 +132,26 @@ def fill_defaults(args, defaults: dict):
             setattr(args, key, value)
 
 
+def show_defaults(parser: argparse.ArgumentParser, defaults: dict):
+    """Append each option's default from `defaults` ({choice: {option dest: value}}, e.g. a script's
+    DEFAULTS per --model) to its --help text: '(default: 18 for cnn, 22 for ffn)', or '(default: 0.1)'
+    where every choice has the same."""
+    def show(value):
+        if isinstance(value, bool):
+            return "on" if value else "off"
+        return " ".join(map(str, value)) if isinstance(value, list) else str(value)
+
+    for action in parser._actions:
+        per_choice = {c: show(d[action.dest]) for c, d in sorted(defaults.items()) if action.dest in d}
+        if not per_choice:
+            continue
+        if len(per_choice) == len(defaults) and len(set(per_choice.values())) == 1:
+            said = next(iter(per_choice.values()))
+        else:
+            said = ", ".join(f"{v} for {c}" for c, v in per_choice.items())
+        action.help = f"{action.help or ''} (default: {said})".strip().replace("%", "%%")
+
+
 def args_record(args) -> dict:
     """The parsed arguments as JSON values, for metrics.json (paths as text; _private ones left out)."""
     return {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if not k.startswith("_")}

@@ -40,7 +40,7 @@ def run_script(tiny_data_dir, out, *argv):
 @pytest.mark.parametrize("batchnorm", [True, False])
 @pytest.mark.parametrize("dropout", [0.0, 0.3])
 def test_both_networks_build_for_every_setting(arch, batchnorm, dropout):
-    model = build_model(*cifar10.model_spec(small_args(arch), batchnorm, dropout))
+    model = build_model(*cifar10.model_spec(small_args(arch), batchnorm=batchnorm, dropout=dropout))
     assert model(torch.randn(5, 3, 32, 32)).shape == (5, 10)
     types = [type(m) for m in model.modules()]
     assert (nn.BatchNorm2d in types) == batchnorm
@@ -49,7 +49,7 @@ def test_both_networks_build_for_every_setting(arch, batchnorm, dropout):
 
 
 def test_gap_head_is_global_average_pooling_and_one_linear_layer():
-    model = build_model(*cifar10.model_spec(small_args("gap"), True, 0.3)).eval()
+    model = build_model(*cifar10.model_spec(small_args("gap"), batchnorm=True, dropout=0.3)).eval()
     names = [n for n, _ in model.named_children()]
     assert names == ["features", "gap", "flatten", "dropout", "fc"]
     assert isinstance(model.gap, nn.AdaptiveAvgPool2d) and isinstance(model.fc, nn.Linear)
@@ -62,7 +62,7 @@ def test_gap_head_is_global_average_pooling_and_one_linear_layer():
 
 
 def test_dense_network_has_a_dense_head_and_airbench_order():
-    model = build_model(*cifar10.model_spec(small_args("dense", "--hidden", "64"), True, 0.2))
+    model = build_model(*cifar10.model_spec(small_args("dense", "--hidden", "64"), batchnorm=True, dropout=0.2))
     order = list(model.features._modules)
     assert order[:4] == ["conv1_1", "pool1", "bn1_1", "relu1_1"]  # pool before norm and ReLU
     linears = [m for m in model.classifier if isinstance(m, nn.Linear)]
@@ -77,7 +77,7 @@ def test_cnn_defaults_unchanged_for_fashion_mnist():
 
 @pytest.mark.parametrize("arch", ["dense", "gap"])
 def test_architecture_table_has_every_layer_shape_and_the_total(arch):
-    name, margs = cifar10.model_spec(small_args(arch), True, 0.2)
+    name, margs = cifar10.model_spec(small_args(arch), batchnorm=True, dropout=0.2)
     model = build_model(name, margs)
     before = [p.clone() for p in model.parameters()]
     rows = cifar10.layer_table(model)
@@ -95,7 +95,8 @@ def test_architecture_table_has_every_layer_shape_and_the_total(arch):
 
 def test_networks_without_batch_norm_get_he_initialization():
     torch.manual_seed(0)
-    model = build_model(*cifar10.model_spec(small_args("dense", "--channels", "64", "64", "64"), False, 0.0))
+    args = small_args("dense", "--channels", "64", "64", "64")
+    model = build_model(*cifar10.model_spec(args, batchnorm=False, dropout=0.0))
     out_before = model.classifier.out.weight.clone()
     cifar10.he_init(model)
     conv = model.features.conv2_1                            # fan_in = 64 * 3 * 3
@@ -121,6 +122,37 @@ def test_split_data_sizes_and_limits(tiny_data_dir):
     assert [len(splits[k][0]) for k in ("train", "val", "test")] == [100, 56, 50]
     train_idx, val_idx = train_val_split(256, 56, 0)
     assert torch.equal(splits["val"][0], ds.x_train[val_idx])  # validation comes from the training set
+
+
+def test_flip_tta_averages_each_image_with_its_left_right_mirror():
+    """test_accuracy_tta: the logits of each image and of its mirror image (columns reversed)
+    averaged. A linear model on the raw pixels is not flip invariant, so a flip of the wrong axis
+    (rows: upside down) or no flip gives other numbers."""
+    from types import SimpleNamespace
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 10))
+    x = torch.randint(0, 256, (40, 3, 32, 32), dtype=torch.uint8)
+    y = torch.randint(0, 10, (40,))
+    ds = SimpleNamespace(mean=[0.5, 0.4, 0.3], std=[0.2, 0.25, 0.3])
+    last = dict(train_loss=1.0, train_accuracy=0.5, train_eval_loss=1.0, train_eval_accuracy=0.5)
+    history = {"epochs": [last], "train_eval_images": 40}
+    out = cifar10.final_metrics(model=model, splits={"val": (x, y), "test": (x, y)}, ds=ds,
+                                device=torch.device("cpu"), history=history)
+
+    def logits(images: np.ndarray) -> torch.Tensor:                        # (N, 3, 32, 32) uint8
+        z = (images / 255 - np.array(ds.mean)[:, None, None]) / np.array(ds.std)[:, None, None]
+        with torch.no_grad():
+            return model(torch.from_numpy(z).float())
+
+    mirrored = x.numpy()[:, :, :, ::-1].copy()                            # each row read right to left
+    plain = logits(images=x.numpy())
+    tta = (plain + logits(images=mirrored)) / 2
+    upside_down = (plain + logits(images=x.numpy()[:, :, ::-1].copy())) / 2
+    expected = nn.functional.cross_entropy(tta, y).item()
+    assert abs(expected - nn.functional.cross_entropy(upside_down, y).item()) > 1e-3  # the check can tell
+    assert out["test_loss_tta"] == pytest.approx(expected, rel=1e-4)
+    assert out["test_accuracy_tta"] == pytest.approx((tta.argmax(1) == y).float().mean().item())
+    assert out["test_loss"] == pytest.approx(nn.functional.cross_entropy(plain, y).item(), rel=1e-4)
 
 
 # ---- script runs ----------------------------------------------------------------------------------
@@ -287,10 +319,11 @@ def test_ablation_effect_within_the_seed_spread_is_flagged():
 
 def test_dropout_position_follows_the_model():
     dense = cifar10.parse_args(["--arch", "dense", "--hidden", "128", "64"])
-    assert "before each of its 3 linear layers" in cifar10.dropout_position("dense", cifar10.model_spec(dense, True, 0.2)[1])
+    assert "before each of its 3 linear layers" in cifar10.dropout_position(
+        "dense", cifar10.model_spec(dense, batchnorm=True, dropout=0.2)[1])
     no_hidden = cifar10.parse_args(["--arch", "dense", "--hidden"])
     assert "before the one linear (output) layer" in cifar10.dropout_position(
-        "dense", cifar10.model_spec(no_hidden, True, 0.2)[1])
+        "dense", cifar10.model_spec(no_hidden, batchnorm=True, dropout=0.2)[1])
     assert "globally average-pooled" in cifar10.dropout_position("gap", {})
 
 

@@ -10,6 +10,7 @@ from PIL import Image
 
 import data
 import fashionmnist
+from conftest import FASHION_CLASSES
 from cli import run
 from training import load_checkpoint
 
@@ -50,7 +51,7 @@ def run_cli(argv, capsys):
 
 
 def test_unknown_model_is_a_one_line_error(capsys):
-    code, err = run_cli(["--model", "resnet"], capsys)
+    code, err = run_cli(argv=["--model", "resnet"], capsys=capsys)
     assert code == 2 and "invalid choice: 'resnet'" in err
 
 
@@ -66,7 +67,7 @@ def test_unknown_model_is_a_one_line_error(capsys):
     (["--device", "bogus"], "--device 'bogus' is not a device"),
 ])
 def test_bad_arguments(argv, message, capsys):
-    code, err = run_cli(argv, capsys)
+    code, err = run_cli(argv=argv, capsys=capsys)
     assert code == 2 and message in err and len(err.splitlines()) == 1  # no usage block first
 
 
@@ -78,19 +79,20 @@ def test_missing_data_offline_is_a_one_line_error(error, tmp_path, monkeypatch, 
     def offline(name, root):
         raise error
     monkeypatch.setattr(data, "_torchvision_arrays", offline)
-    code, err = run_cli(["--data-dir", str(tmp_path), "--out-dir", str(tmp_path / "out")], capsys)
+    code, err = run_cli(argv=["--data-dir", str(tmp_path), "--out-dir", str(tmp_path / "out")], capsys=capsys)
     assert code == 2 and len(err.splitlines()) == 1
     assert err.startswith("error: could not download fashion_mnist") and "fashion_mnist.npz" in err
 
 
 def test_corrupt_data_is_a_one_line_error(tmp_path, capsys):
     (tmp_path / "fashion_mnist.npz").write_bytes(b"PK\x03\x04 broken")
-    code, err = run_cli(["--data-dir", str(tmp_path), "--out-dir", str(tmp_path / "out")], capsys)
+    code, err = run_cli(argv=["--data-dir", str(tmp_path), "--out-dir", str(tmp_path / "out")], capsys=capsys)
     assert code == 2 and "not a readable .npz" in err and len(err.splitlines()) == 1
 
 
 def test_limit_larger_than_the_data_is_a_one_line_error(tiny_data_dir, tmp_path, capsys):
-    code, err = run_cli(["--data-dir", str(tiny_data_dir), "--limit", "1000", "--out-dir", str(tmp_path)], capsys)
+    argv = ["--data-dir", str(tiny_data_dir), "--limit", "1000", "--out-dir", str(tmp_path)]
+    code, err = run_cli(argv=argv, capsys=capsys)
     assert code == 2 and err == ("error: --limit 1000 is more than the 256 training images left after holding "
                                  "out --val 0; use --limit 256 or less")
 
@@ -115,3 +117,55 @@ def test_example_titles_name_the_predicted_and_the_true_class():
     assert "predicted: class3 (90%)" in titles[0] and "true: class3" in titles[0] and titles[0].startswith("correct")
     assert "predicted: class7 (60%)" in titles[1] and "true: class5" in titles[1] and titles[1].startswith("wrong")
     assert "CNN" in fig._suptitle.get_text()
+
+
+def planted_val_data(folder, n_train: int, n_val: int, seed: int):
+    """fashion_mnist.npz whose held-out images contradict the training images: class c is
+    brightest in band c of the training images (learnable), but each image train_val_split holds
+    out for --val n_val is labelled c + 1. A network that learned the training images is right on
+    the training images and wrong on every held-out one. Every image is distinct (noise)."""
+    rng = np.random.default_rng(seed=0)
+    band = rng.integers(0, 10, n_train)                                     # (N,) class by brightness
+    x = rng.integers(0, 60, (n_train, 28, 28)).astype(np.uint8)
+    for c in range(10):
+        x[band == c, c * 28 // 10:(c + 1) * 28 // 10] += 150
+    y = band.copy()
+    _, val_idx = data.train_val_split(n_train, n_val, seed)
+    y[val_idx.numpy()] = (band[val_idx.numpy()] + 1) % 10
+    np.savez_compressed(folder / "fashion_mnist.npz", x_train=x, y_train=y.astype(np.uint8), x_test=x[:64],
+                        y_test=band[:64].astype(np.uint8), classes=np.array(FASHION_CLASSES))
+    return x, y, val_idx
+
+
+def test_val_measures_the_held_out_images_never_the_trained_on_ones(tmp_path, monkeypatch):
+    n_train, n_val, seed = 320, 64, 3
+    x, y, val_idx = planted_val_data(folder=tmp_path, n_train=n_train, n_val=n_val, seed=seed)
+    seen = {}
+    real_fit = fashionmnist.fit
+
+    def recording_fit(model, x_fit, y_fit, cfg, **kwargs):
+        seen["train"], seen["evals"] = x_fit.clone(), kwargs["evals"]
+        return real_fit(model, x_fit, y_fit, cfg, **kwargs)
+
+    monkeypatch.setattr(fashionmnist, "fit", recording_fit)
+    out = tmp_path / "run"
+    fashionmnist.main(["--model", "ffn", "--hidden", "64", "--val", str(n_val), "--epochs", "6",
+                       "--batch-size", "32", "--no-cpu-bf16", "--seed", str(seed),
+                       "--data-dir", str(tmp_path), "--out-dir", str(out)])
+    # the validation images are exactly the held-out ones, and none of them was trained on
+    x_val, y_val = seen["evals"]["val"]
+    assert torch.equal(x_val[:, 0], torch.from_numpy(x[val_idx.numpy()])), "not the held-out images"
+    assert torch.equal(y_val, torch.from_numpy(y[val_idx.numpy()]).long()), "not the held-out labels"
+    train_rows = {bytes(img.numpy()) for img in seen["train"][:, 0]}
+    assert len(seen["train"]) == n_train - n_val
+    assert not train_rows & {bytes(img) for img in x[val_idx.numpy()]}, "held-out images were trained on"
+    # and the validation metrics are those of the held-out images: the network learned the
+    # training images (train_eval) and is wrong on every contradicting held-out image
+    metrics = json.loads((out / "metrics.json").read_text())
+    history = list(csv.DictReader(open(out / "history.csv")))
+    assert metrics["train_eval_accuracy"] > 0.9
+    assert metrics["val_accuracy"] < 0.1 and float(history[-1]["val_accuracy"]) == metrics["val_accuracy"]
+    model, _ = load_checkpoint(out / "model.pt")
+    ds = data.load_dataset("fashion_mnist", tmp_path)
+    logits = fashionmnist.predict(model, x_val, ds.mean, ds.std, torch.device("cpu"))
+    assert metrics["val_accuracy"] == pytest.approx((logits.argmax(1) == y_val).float().mean().item())
