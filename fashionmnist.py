@@ -63,32 +63,13 @@ def parse_args(argv=None):
         "--tta", action=argparse.BooleanOptionalAction,
         help="flip test-time augmentation: predict from the mean logits of each image and its left-right "
              "mirror image (test and validation; the plain accuracy is recorded too)")
-    show_defaults(p, DEFAULTS)
+    cli.show_defaults(p, DEFAULTS)
     args = p.parse_args(argv)
     cli.refuse_foreign_options(p, args, "--model", MODEL_ONLY)
     cli.fill_defaults(args, DEFAULTS[args.model])
     args.out_dir = Path(args.out_dir or f"runs/fashionmnist-{args.model}")
     check_args(p, args)
     return args
-
-
-def show_defaults(parser, defaults: dict):
-    """Append each option's per-model default from `defaults` to its --help text, e.g.
-    '(default: 18 for cnn, 22 for ffn)', or '(default: 0.1)' where every model uses the same."""
-    def show(value):
-        if isinstance(value, bool):
-            return "on" if value else "off"
-        return " ".join(map(str, value)) if isinstance(value, list) else str(value)
-
-    for action in parser._actions:
-        per_model = {m: show(d[action.dest]) for m, d in sorted(defaults.items()) if action.dest in d}
-        if not per_model:
-            continue
-        if len(per_model) == len(defaults) and len(set(per_model.values())) == 1:
-            said = next(iter(per_model.values()))
-        else:
-            said = ", ".join(f"{v} for {m}" for m, v in per_model.items())
-        action.help = f"{action.help or ''} (default: {said})".strip().replace("%", "%%")
 
 
 def check_args(parser, args):
