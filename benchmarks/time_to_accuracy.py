@@ -5,8 +5,8 @@ Run:  python benchmarks/time_to_accuracy.py     # -> benchmarks/results/time_to_
 
 Reads benchmarks/results/{fashionmnist,cifar10}.json (the defaults' test accuracy and whole-process
 wall time, from bench_fashionmnist.py and bench_cifar10.py) and {speed,design}_trials.json (the
-trials' validation accuracy and their recorded seconds). A target is the shaded corner a run must
-reach: at least its accuracy within its time.
+trials' validation accuracy and their recorded seconds). A target (today's, from the benchmarks)
+is the shaded corner a run must reach: at least its accuracy within its time.
 """
 import sys
 from pathlib import Path
@@ -16,6 +16,8 @@ sys.path.insert(0, str(ROOT))
 import cli  # noqa: E402
 
 import files  # noqa: E402
+from benchmarks.bench_cifar10 import CASES  # noqa: E402
+from benchmarks.bench_fashionmnist import TARGETS  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 PANELS = {"ffn": "Fashion-MNIST FFN", "cnn": "Fashion-MNIST CNN",
@@ -34,7 +36,12 @@ def points() -> dict:
                 continue
             bf16 = bool(r.get("cpu_bf16")) or (r["condition"] == "native" and r["machine"].get("cpu_bf16"))
             out[panel].append((r["wall_seconds"], r["test_accuracy"], kind, bf16))
-            targets[panel].add((r["target_wall_seconds"], r["target_test_accuracy"], kind))
+    for model, (acc, seconds) in TARGETS.items():  # today's targets, whatever a result recorded
+        targets[model].add((seconds, acc, "default"))
+    for name, case in CASES.items():
+        if name in ("dense", "gap", "dense-quick", "gap-quick"):
+            targets[name.split("-")[0]].add((case.target_seconds, case.target_accuracy,
+                                             "quick" if name.endswith("-quick") else "default"))
     for name in ("speed_trials.json", "design_trials.json"):
         for t in (files.read_json_or_none(RESULTS / name) or {}).get("trials", []):
             for run in t.get("runs", []):
@@ -45,6 +52,7 @@ def points() -> dict:
 
 
 def plot(out: dict, targets: dict):
+    import matplotlib
     import matplotlib.pyplot as plt
 
     import plots
@@ -53,19 +61,28 @@ def plot(out: dict, targets: dict):
              "trial": dict(s=18, facecolors="none")}
     colors = {"default": "C0", "quick": "C2", "trial": "C7"}
     for ax, (panel, title) in zip(axes.flat, PANELS.items()):
-        for seconds, acc, kind in sorted(targets[panel]):
-            ax.axvspan(0, seconds, ymin=0, ymax=1, color=colors[kind], alpha=0.06)
+        xs = [p[0] for p in out[panel]] + [t[0] for t in targets[panel]] or [1.0]
+        ys = [100 * p[1] for p in out[panel]] + [100 * t[1] for t in targets[panel]] or [50.0]
+        xlim = (min(xs) / 1.5, max(xs) * 1.5)
+        ylim = (min(ys) - 0.5, max(ys) + 0.5)
+        for seconds, acc, kind in sorted(targets[panel]):  # the corner a run must reach
+            ax.add_patch(plt.Rectangle((xlim[0], 100 * acc), seconds - xlim[0], ylim[1] - 100 * acc,
+                                       color=colors[kind], alpha=0.08, lw=0))
             ax.axhline(100 * acc, color=colors[kind], lw=0.8, ls="--")
             ax.axvline(seconds, color=colors[kind], lw=0.8, ls="--")
         for kind in ("trial", "quick", "default"):
             for bf16 in (False, True):
                 pts = [(s, 100 * a) for s, a, k, b in out[panel] if k == kind and b == bf16]
                 if pts:
-                    xs, ys = zip(*pts)
+                    px, py = zip(*pts)
                     c = colors[kind]
                     kw = {**style[kind], **({"edgecolors": c} if kind == "trial" else {"color": c})}
-                    ax.scatter(xs, ys, marker="^" if bf16 else "o", **kw)
+                    ax.scatter(px, py, marker="^" if bf16 else "o", **kw)
         ax.set_xscale("log")
+        ax.set_xlim(*xlim)
+        ax.set_ylim(*ylim)
+        ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_title(title, fontsize=8)
         ax.set_xlabel("wall seconds (log scale)", fontsize=7)
         ax.set_ylabel("accuracy (%)", fontsize=7)
