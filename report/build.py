@@ -581,9 +581,9 @@ def part_one(r: Report):
     needed = {"parameters", "test_accuracy", "config", "train_images", "wall_seconds"}
     done = {m: f[m]["metrics"] for m in ("ffn", "cnn") if needed <= set(f[m]["metrics"] or {})}  # usable runs
 
-    def per_network(key_fig, caption):
+    def per_network(key_fig, caption, floating=True):
         doc.figures_row([(f[m][key_fig], caption(m, done.get(m)), f"fig-{key_fig}-{m}")
-                         for m in ("ffn", "cnn") if f[m][key_fig] is not None])
+                         for m in ("ffn", "cnn") if f[m][key_fig] is not None], floating=floating)
         for m in ("ffn", "cnn"):
             if f[m][key_fig] is None:
                 r.missing_figure(f"{NETWORKS[m]}", f"fashionmnist-{m}/{key_fig}.png")
@@ -593,7 +593,8 @@ def part_one(r: Report):
         f"the true class ({fig_refs('examples')}). The images were drawn at random (with the run's seed) "
         "from the correct and the wrong predictions."]))
     per_network("examples", lambda m, met: f"The {NETWORKS[m]}: a correctly and a wrongly classified test image, "
-                "with the predicted class (and the network's confidence) and the true class.")
+                "with the predicted class (and the network's confidence) and the true class.",
+                floating=False)  # the part's first figures: in place, never above the part's heading
     r.item("Q2", own_draft(lambda: [
         "Training loss (cross-entropy) per training step, raw and smoothed, and after each epoch the training "
         "loss measured like the test loss (evaluation mode, plain images, on a fixed subset of training images) "

@@ -123,18 +123,20 @@ class Doc:
         place = ", placement: auto" if floating else ""
         return f"#figure(image({string(rel)}, width: {width}in){place},\n  caption: [{escape(caption)}]) <{label}>"
 
-    def figures_row(self, figures: list):
+    def figures_row(self, figures: list, floating: bool = True):
         """[(path, caption, label)] side by side when their printed widths fit the text width
-        together (each still at its own size), else one below the other; floating like figure()."""
+        together (each still at its own size), else one below the other; floating like figure(),
+        or in place with floating=False (the first figures of a part, which must not rise above
+        its heading)."""
         widths = [print_width_in(p) for p, _, _ in figures]
         if len(figures) < 2 or sum(widths) + 0.1 * (len(figures) - 1) > TEXT_WIDTH_IN:
             for fig in figures:
-                self.figure(*fig)
+                self.figure(*fig, floating=floating)
             return
         cells = ", ".join(f"[{self._figure(*fig)}]" for fig in figures)
         cols = ", ".join(f"{w}in" for w in widths)
-        self.raw(f"#place(auto, float: true, clearance: 12pt, grid(columns: ({cols}), column-gutter: 1fr, "
-                 f"align: top,\n  {cells}))")
+        grid = f"grid(columns: ({cols}), column-gutter: 1fr, align: top,\n  {cells})"
+        self.raw(f"#place(auto, float: true, clearance: 12pt, {grid})" if floating else f"#{grid}")
 
     def source(self) -> str:
         """The markup, with each ref() marker turned into a reference if its label exists (a figure
