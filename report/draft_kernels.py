@@ -61,6 +61,10 @@ LEAN_WORDS = {"edges": "follows the edges more than the silhouette",
               None: "is constant, so it follows neither"}
 
 
+def cap(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
 def feature_path_answer(stats: dict) -> list[str]:
     """Fashion-MNIST question 9: how the features evolve through the CNN and why the hierarchy
     helps classification, from feature_stats.json."""
@@ -85,21 +89,24 @@ def feature_path_answer(stats: dict) -> list[str]:
 
     m0, m1 = _measured(first), _measured(last)
     lean0, lean1 = _lean(m0), _lean(m1)
+    # name the two stages compared: the first one after an activation need not be the figure's first panel
+    one, end = f"the first stage after a ReLU ({first['label']})", f"the last ({last['label']})"
     if lean0 == "edges" and lean1 == "shape":
         trend = ("So the features move from low-level edge detection to responses to the garment as a whole: "
-                 f"the first stage {LEAN_WORDS[lean0]}, the last {LEAN_WORDS[lean1]}.")
+                 f"{one} {LEAN_WORDS[lean0]}, {end} {LEAN_WORDS[lean1]}.")
     elif lean0 == lean1:
-        trend = (f"The first stage {LEAN_WORDS[lean0]}, and so does the last, so by this measure the network does "
+        trend = (f"{cap(one)} {LEAN_WORDS[lean0]}, and so does {end}, so by this measure the network does "
                  "not move from edges to whole shapes; what changes is the scale at which it looks.")
     else:
-        trend = (f"The first stage {LEAN_WORDS[lean0]} and the last {LEAN_WORDS[lean1]}; this is not the "
+        trend = (f"{cap(one)} {LEAN_WORDS[lean0]} and {end} {LEAN_WORDS[lean1]}; this is not the "
                  "textbook move from edges to whole shapes.")
     a0, a1 = m0["active_fraction"], m1["active_fraction"]
-    sparsity = (f" The share of active units falls from {_pct(a0)} to {_pct(a1)}: deeper units fire more "
-                "selectively, each on fewer positions." if a1 < a0 - 0.05 else
-                f" The share of active units rises from {_pct(a0)} to {_pct(a1)}: deeper units fire more broadly."
-                if a1 > a0 + 0.05 else
-                f" The share of active units stays near {_pct((a0 + a1) / 2)} from the first to the last stage.")
+    between = f"from {first['label']} to {last['label']}"
+    sparsity = (f" The share of active units falls {between}, from {_pct(a0)} to {_pct(a1)}: deeper units fire "
+                "more selectively, each on fewer positions." if a1 < a0 - 0.05 else
+                f" The share of active units rises {between}, from {_pct(a0)} to {_pct(a1)}: deeper units fire "
+                "more broadly." if a1 > a0 + 0.05 else
+                f" The share of active units stays near {_pct((a0 + a1) / 2)} {between}.")
 
     pools = sum("pool" in s["label"] for s in stages)
     c, h, w = stats.get("input_shape") or first["shape"]

@@ -174,12 +174,15 @@ def right_wrong_sentence(method: str, m: dict) -> str:
         if significant(d["diff"], d["p"], MIN_DIFF):
             parts.append(f"{more if d['diff'] > 0 else less} on right answers than on wrong ones ({what} "
                          f"{numbers}, Mann-Whitney test p = {d['p']:.3f})")
+        elif d["p"] is not None and d["p"] < ALPHA:  # a reliable difference, but too small to matter
+            same.append((what, share, f"{numbers}, p = {d['p']:.3f}",
+                         f"differs by less than {round(100 * MIN_DIFF)} points, too little to count"))
         else:
-            same.append((what, share, numbers))
+            same.append((what, share, numbers, "does not differ reliably"))
     if not parts:
-        return f"Maps of right and wrong answers look alike (right against wrong: {', '.join(f'{w} {n}' for w, _, n in same)})."
+        return f"Maps of right and wrong answers look alike (right against wrong: {', '.join(f'{w} {n}' for w, _, n, _ in same)})."
     return "The maps are " + " and ".join(parts) + (
-        f"; the {same[0][1]} does not differ reliably ({same[0][2]})." if same else ".")
+        f"; the {same[0][1]} {same[0][3]} ({same[0][2]})." if same else ".")
 
 
 def deletion_verdict(d: dict) -> int:

@@ -37,21 +37,21 @@ def test_edges_then_shapes_is_said_with_the_numbers():
     assert "shrink from 28x28" in text and "to 7x7" in text and "from 32 to 64" in text
     assert "averaged over the first 256 test images" in text
     assert "60% of units active, correlation 0.62 with the edges and 0.31 with the silhouette" in text
-    assert "falls from 60% to 20%" in text
+    assert "falls from conv 1 + batch norm + ReLU to conv 2 + batch norm + ReLU, from 60% to 20%" in text
     assert "3136 numbers (64x7x7)" in text and "784 raw pixels" in text
 
 
 def test_the_answer_turns_with_the_numbers():
     reversed_ = " ".join(dk.feature_path_answer(stats((0.2, 0.2, 0.7), (0.6, 0.7, 0.2))))
     assert "not the textbook move" in reversed_ and "edge detection to responses" not in reversed_
-    assert "rises from 20% to 60%" in reversed_
+    assert "rises from conv 1 + batch norm + ReLU to conv 2 + batch norm + ReLU, from 20% to 60%" in reversed_
     same = " ".join(dk.feature_path_answer(stats((0.4, 0.6, 0.3), (0.42, 0.5, 0.2))))
-    assert "The first stage follows the edges more than the silhouette, and so does the last" in same
+    assert "The first stage after a ReLU (conv 1 + batch norm + ReLU) follows the edges more than the silhouette, and so does the last (conv 2 + batch norm + ReLU)" in same
     assert "stays near 41%" in same
     tie = " ".join(dk.feature_path_answer(stats((0.4, 0.5, 0.48), (0.4, 0.2, 0.7))))
-    assert "first stage follows edges and silhouette about equally" in tie
+    assert "first stage after a ReLU (conv 1 + batch norm + ReLU) follows edges and silhouette about equally" in tie
     weak = " ".join(dk.feature_path_answer(stats((0.4, -0.2, -0.6), (0.4, 0.2, 0.7))))
-    assert "first stage follows neither edges nor silhouette (both correlations below 0.1)" in weak
+    assert "(conv 1 + batch norm + ReLU) follows neither edges nor silhouette (both correlations below 0.1)" in weak
 
 
 def test_constant_maps_and_sample_only():
