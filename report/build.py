@@ -418,7 +418,9 @@ def dataset_answer(d: dict) -> list:
     if not models and any(m.get("near_images") == 0 for m in d.get("models", [])):
         models.append(f"none of the {d['models'][0]['rest_images']:,} test images scored is a copy, so there is "
                       "nothing to compare")
-    lesson = ("(1) A technical lesson: a test set measures generalization only if it is new to the model. "
+    lesson = ("(1) A technical lesson: a test set measures generalization only if it is new to the model, and a "
+              "benchmark's test set stops being new once a field has tuned its models on it for years (Hardt and "
+              "Recht 2022, ch. 8, on datasets as benchmarks). "
               "In this project's data, " + " ".join(facts)
               + (" Measured on the trained networks: " + "; ".join(models) + "." if models else
                  " (The trained networks' accuracy on these copies against the rest is not in this run's dataset.json; "
@@ -431,8 +433,9 @@ def dataset_answer(d: dict) -> list:
         lesson += (" The CIFAR-10 copy used here was re-encoded as JPEG (lossy), which costs about 2-3 points against "
                    "published results: numbers compare only on the same copy of the data.")
     harm = ("(2) A harm and how to overcome it: CIFAR-10 was drawn from the 80 Million Tiny Images collection, "
-            "gathered automatically from web searches; its authors withdrew it in 2020 after Birhane and Prabhu "
-            "(2021) showed offensive labels and images of people taken without their consent. A remedy is "
+            "gathered automatically from web searches; its authors withdrew it in 2020, after Birhane and Prabhu "
+            "(preprint 2020, published 2021) showed offensive labels and images of people taken without their "
+            "consent, a harm of data collection that Hardt and Recht (2022, ch. 8) discuss. A remedy is "
             "documentation before use: a datasheet (Gebru et al. 2021) records why and how a dataset was collected, "
             "from whom, with what consent, and what it must not be used for.")
     question = ("(3) A question: after more than a decade of reuse of CIFAR-10's test set (published in 2009), how "
@@ -731,8 +734,9 @@ def part_two(r: Report):
         if c["ablation_png"]:
             r.figure(c["ablation_png"], f"The {name}, ablation: for each batch-normalization setting (columns), dropout "
                      "on against off: validation accuracy (top) and validation loss beside the evaluation-mode "
-                     "training loss (bottom) per epoch; mean over seeds, the band spans the lowest to the highest "
-                     "seed.", f"fig-ablation-{arch}")
+                     "training loss (bottom) per epoch" + ("; mean over seeds, the band spans the lowest to the highest "
+                     "seed." if len((ab or {}).get("setting", {}).get("seeds", [])) > 1 else " (one seed)."),
+                     f"fig-ablation-{arch}")
         r.item(f"2({part})(d)", call_draft("draft_cifar", "dropout_answer", arch, ab, final=met,
                                            needs={f"{folder}-ablation/ablation.json": ab}, inp=inp))
         if c["ablation_png"]:
@@ -812,14 +816,43 @@ def part_two(r: Report):
              "fig-balance")
     r.figure(d["dataset"]["pairs"], "Test images (upper rows) and their nearest training images (lower rows), from "
              "the closest pair to pairs near the near-copy threshold.", "fig-pairs")
-    doc.heading(3, "References", outlined=False)
-    doc.para("Barz, B. and Denzler, J. (2020). Do we train on test data? Purging CIFAR of near-duplicates. Journal of "
-             "Imaging 6(6), 41.",
-             "Birhane, A. and Prabhu, V. U. (2021). Large image datasets: A pyrrhic win for computer vision? WACV 2021.",
-             "Gebru, T. et al. (2021). Datasheets for datasets. Communications of the ACM 64(12), 86-92.",
-             "Recht, B., Roelofs, R., Schmidt, L. and Shankar, V. (2018). Do CIFAR-10 classifiers generalize to "
-             "CIFAR-10? arXiv:1806.00451.",
-             "Adebayo, J. et al. (2018). Sanity checks for saliency maps. NeurIPS 2018.")
+    references(doc)
+
+
+REFERENCES = [
+    "Adebayo, J. et al. (2018). Sanity checks for saliency maps. NeurIPS 2018.",
+    "Barz, B. and Denzler, J. (2020). Do we train on test data? Purging CIFAR of near-duplicates. Journal of "
+    "Imaging 6(6), 41.",
+    "Birhane, A. and Prabhu, V. U. (2021). Large image datasets: A pyrrhic win for computer vision? WACV 2021 "
+    "(preprint arXiv:2006.16923, 2020).",
+    "Gebru, T. et al. (2021). Datasheets for datasets. Communications of the ACM 64(12), 86-92.",
+    "Hardt, M. and Recht, B. (2022). Patterns, Predictions, and Actions. Princeton University Press; chapter 8, "
+    "Datasets.",
+    "He, K., Zhang, X., Ren, S. and Sun, J. (2016). Deep residual learning for image recognition. CVPR 2016.",
+    "Krizhevsky, A. (2009). Learning multiple layers of features from tiny images. Technical report, University "
+    "of Toronto.",
+    "Lin, M., Chen, Q. and Yan, S. (2014). Network in network. ICLR 2014.",
+    "Petsiuk, V., Das, A. and Saenko, K. (2018). RISE: Randomized input sampling for explanation of black-box "
+    "models. BMVC 2018.",
+    "Recht, B., Roelofs, R., Schmidt, L. and Shankar, V. (2018). Do CIFAR-10 classifiers generalize to "
+    "CIFAR-10? arXiv:1806.00451.",
+    "Selvaraju, R. R. et al. (2017). Grad-CAM: Visual explanations from deep networks via gradient-based "
+    "localization. ICCV 2017.",
+    "Simonyan, K. and Zisserman, A. (2015). Very deep convolutional networks for large-scale image recognition. "
+    "ICLR 2015.",
+    "Springenberg, J. T., Dosovitskiy, A., Brox, T. and Riedmiller, M. (2015). Striving for simplicity: The all "
+    "convolutional net. ICLR 2015 workshop (arXiv:1412.6806, 2014).",
+    "Xiao, H., Rasul, K. and Vollgraf, R. (2017). Fashion-MNIST: a novel image dataset for benchmarking machine "
+    "learning algorithms. arXiv:1708.07747.",
+    "Zhou, B., Khosla, A., Lapedriza, A., Oliva, A. and Torralba, A. (2016). Learning deep features for "
+    "discriminative localization. CVPR 2016.",
+]
+
+
+def references(doc):
+    """Every work the report cites, at the end of the body, before the appendices."""
+    doc.heading(1, "References", label="references", new_page=False)
+    doc.para(*REFERENCES)
 
 
 def load_trials():

@@ -212,8 +212,8 @@ def dropout_answer(arch: str, ablation: dict, final: dict | None = None) -> list
     s = ablation["setting"]
     text = [f"Dropout zeroes each activation with probability p during training (and scales the rest by "
             f"1/(1 − p)); at evaluation it is off. In the versions with dropout, p = {s['dropout']:g}, "
-            f"{s['dropout_position']}; the versions without dropout have none.",
-            setting_sentence(arch, ablation, final),
+            f"{s['dropout_position']}; the versions without dropout have none. The four versions are those of "
+            "item (c), trained as described there.",
             effect_sentence(ablation, "dropout", "with_batchnorm", "with batch normalization") + " "
             + effect_sentence(ablation, "dropout", "without_batchnorm", "without batch normalization")]
     gaps = []
@@ -224,8 +224,9 @@ def dropout_answer(arch: str, ablation: dict, final: dict | None = None) -> list
         on, off = variant(ablation, e["on"]), variant(ablation, e["off"])
         change = "narrowed" if e["mean"] < 0 else "widened"
         inside = within_spread(e, ablation)
+        effect = (f"{change} it by {abs(e['mean']):.3f}" if round(abs(e["mean"]), 3) else "left it unchanged")
         gaps.append(f"{words}, {signed(off['loss_gap'])} without dropout and {signed(on['loss_gap'])} with it (dropout "
-                    f"{change} it by {abs(e['mean']):.3f}" + (", within the seed spread" if inside else "") + ")")
+                    f"{effect}" + (", within the seed spread" if inside else "") + ")")
     if gaps:
         text.append("Overfitting, measured as the final validation loss minus the training loss (both in evaluation "
                     "mode, on a fixed subset of training images, without augmentation or label smoothing): "

@@ -285,7 +285,7 @@ def cam_answer(network: str, stats: dict, define: bool = True) -> list:
 def guided_answer(network: str, stats: dict, define: bool = True) -> list:
     """Problem 5: the same questions for guided backpropagation of `network`, and how well it agrees
     with the class activation map."""
-    lead = (("Guided backpropagation takes the gradient of the class score with respect to the image, letting no "
+    lead = (("Guided backpropagation (Springenberg et al. 2015) takes the gradient of the class score with respect to the image, letting no "
              "negative gradient back through any ReLU, and shows its size summed over the colour channels; " if define
              else "") + f"for {network} these maps have the image's full resolution.")
     lead = cap(lead)
