@@ -136,11 +136,13 @@ def gabor_answer(network: str, gabor: dict, define: bool = True) -> list[str]:
                f"{gabor['trained']['median_r2']:.2f}), against {_pct(un)} of the kernels of the same network "
                f"untrained (median {gabor['untrained']['median_r2']:.2f}).")
     if not gabor["meaningful"]:
-        verdict = (f" A {k}x{k} kernel has {k * k} pixels for the Gabor function's 9 parameters, so almost any "
-                   f"kernel fits; only the comparison with the untrained network says something, and "
+        answer = ("Yes, somewhat" if tr - un >= SHIFT else "No")
+        verdict = (f" {answer}: a {k}x{k} kernel has {k * k} pixels for the Gabor function's 9 parameters, so almost "
+                   f"any kernel fits (the figures' best fits are close for that reason); only the comparison with the "
+                   "untrained network says something, and "
                    + ("it shows more Gabor-like kernels after training." if tr - un >= SHIFT else
                       "it shows fewer Gabor-like kernels after training: no sign of Gabor filters." if un - tr >= SHIFT
-                      else "it shows no real difference, so we do not claim Gabor filters."))
+                      else "it shows no real difference, so training did not make them Gabor filters."))
     elif tr - un >= SHIFT and tr >= 0.3:
         verdict = " So yes: training made the kernels clearly more Gabor-like than they were at initialization."
     elif tr >= 0.3:

@@ -34,8 +34,10 @@ def test_dropout_helps_with_batch_norm_and_hurts_without():
            "52.00% ± 2.00 with it, −6.00 points" in out
     assert "−2.00" not in out and "within the spread" not in out.split("Overfitting")[0]  # never averaged
     assert "p = 0.2, in the dense head, before each of its 2 linear layers" in out
-    assert "three random seeds" in out and "mean ± the standard deviation" in out
-    assert "shorter and narrower than the final network (nine epochs, 48-96-192 channels" in out
+    assert "The four versions are those of item (c)" in out and "To measure this" not in out  # said once, in (c)
+    setting = text(draft_cifar.batchnorm_answer("dense", a))
+    assert "three random seeds" in setting and "mean ± the standard deviation" in setting
+    assert "shorter and narrower than the final network (nine epochs, 48-96-192 channels" in setting
     assert "The final network uses no dropout." in out
     assert "dropout widened it by 0.100" in out  # the crafted gaps: 0.2 with dropout, 0.1 without
 

@@ -72,8 +72,10 @@ def gabor(tr, un, k=7, corr=0.1, meaningful=True):
     (gabor(0.6, 0.1), "So yes: training made the kernels clearly more Gabor-like", "So no"),
     (gabor(0.5, 0.45), "no evidence that training produced Gabor filters", "So yes"),
     (gabor(0.1, 0.05), "So no: few kernels are Gabor-like", "So yes"),
+    (gabor(0.9, 0.9, k=3, meaningful=False), "No: a 3x3 kernel has 9 pixels", "Yes, somewhat"),
     (gabor(0.9, 0.9, k=3, meaningful=False), "it shows no real difference", "So yes"),
-    (gabor(0.95, 0.6, k=3, meaningful=False), "it shows more Gabor-like kernels after training", "no real"),
+    (gabor(0.95, 0.6, k=3, meaningful=False), "Yes, somewhat: a 3x3 kernel", "no real"),
+    (gabor(0.95, 0.6, k=3, meaningful=False), "it shows more Gabor-like kernels after training", "No:"),
 ])
 def test_gabor_answer_follows_the_fits(g, expected, absent):
     paragraphs = dk.gabor_answer("the VGG-style network (dense head)", g)
