@@ -16,8 +16,10 @@ def _on_signal(signum, frame):
     one line); before it, while the script still imports its libraries, one line and exit."""
     if _in_run:
         raise KeyboardInterrupt
-    print("\ninterrupted while starting; nothing was written", file=sys.stderr)
-    sys.exit(128 + signum)
+    print("\ninterrupted while starting; nothing was written", file=sys.stderr, flush=True)
+    # os._exit, not sys.exit: a library being imported may catch SystemExit in a bare `except:`
+    # and carry on (the script then trained on); before run() nothing is open to clean up.
+    os._exit(128 + signum)
 
 
 def _guard_startup():
