@@ -63,7 +63,7 @@ from training import (TrainingError, build_model, config_from_args, count_parame
 # an option given on the command line replaces its entry. SHARED holds what every row has (no row
 # overrides it); the rest differs by row. Chosen on the 5,000 validation images (the trials:
 # benchmarks/results/design_trials.json, docs/experiments.md); the test set played no part.
-# "default" is sized for 20 minutes on 2 CPU cores in float32, "quick" for 5 minutes; "large" fits
+# "default" is sized for about 20 minutes on 2 CPU cores in float32, "quick" for about 4.5; "large" fits
 # 20 minutes only where the CPU runs bfloat16 natively; "gpu" is for one CUDA GPU, a wider net at a
 # larger batch. low_res (gap only: the dense head needs 32x32 images) is progressive resizing, 0 off.
 SHARED = dict(optimizer="sgd", momentum=0.9, weight_decay=5e-4, label_smoothing=0.2, warmup=0.2, flip=True, crop=2)
@@ -126,7 +126,7 @@ def parse_args(argv=None):
                    help="dense: VGG-style convs + dense head; gap: residual stages + global average pooling "
                         "+ one linear layer")
     p.add_argument("--preset", choices=["default", "quick", "large", "gpu"], default="default",
-                   help="default: 20 min on 2 CPU cores; quick: 5 min; large: 2-3 points more, 10-20 min "
+                   help="default: about 20 min on 2 CPU cores in float32; quick: about 4.5 min; large: 2-3 points more, 10-20 min "
                         "where the CPU runs bfloat16 natively (AMX, AVX512-BF16), about 1 h in float32; "
                         "gpu: for a CUDA GPU")
     p.add_argument("--ablation", action="store_true",
