@@ -56,7 +56,7 @@ import plots
 from cnn import ResidualBlock
 from data import limit_images, load_dataset, train_val_split
 from training import (TrainingError, build_model, config_from_args, count_parameters, distributed,
-                      finish_run, fit, is_main_process, metrics_from_logits, pick_device, predict,
+                      finish_run, fit, is_main_process, metrics_from_logits, pick_device, predict_flip,
                       rank_and_world, seed_everything)
 
 # The one table of defaults: every setting a run uses, by --arch and --preset; --help prints it,
@@ -343,9 +343,8 @@ def final_metrics(model, splits, ds, device, history) -> dict:
            "train_eval_images": history["train_eval_images"]}
     for split in ("val", "test"):
         x, y = splits[split]
-        plain = predict(model, x, ds.mean, ds.std, device)             # (N, 10)
-        mirrored = predict(model, x.flip(3), ds.mean, ds.std, device)  # each image flipped left-right
-        for suffix, logits in (("", plain), ("_tta", (plain + mirrored) / 2)):  # one pass each, not three
+        plain, flipped = predict_flip(model, x, ds.mean, ds.std, device)  # (N, 10) each
+        for suffix, logits in (("", plain), ("_tta", flipped)):
             for key, value in metrics_from_logits(logits, y).items():
                 out[f"{split}_{key}{suffix}"] = value
     # The overfitting gap compares like with like: validation loss minus the loss of a fixed subset

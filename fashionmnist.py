@@ -21,7 +21,7 @@ import files
 import plots
 from data import limit_images, load_dataset, train_val_split
 from training import (build_model, choose_examples, config_from_args, count_parameters, distributed,
-                      finish_run, fit, is_main_process, metrics_from_logits, pick_device, predict,
+                      finish_run, fit, is_main_process, metrics_from_logits, pick_device, predict_flip,
                       rank_and_world, seed_everything)
 
 # The one table of defaults, per model; --help shows them. Chosen on a 10k validation split held
@@ -104,13 +104,6 @@ def test_results(logits, y, classes) -> dict:
             "confusion_matrix": cm.tolist()}
 
 
-def predict_flip(model, x, ds, device):
-    """Logits (N, classes) of each image, and the mean of those and its left-right mirror image's
-    (flip test-time augmentation: training flips images too, so both are inputs the network knows)."""
-    plain = predict(model, x, ds.mean, ds.std, device)
-    return plain, (plain + predict(model, x.flip(3), ds.mean, ds.std, device)) / 2
-
-
 def split_metrics(plain, flipped, y, split: str, tta: bool) -> dict:
     """{split}_accuracy/_loss of the rule in use (flip-averaged with tta), and both rules' accuracy."""
     used = metrics_from_logits(flipped if tta else plain, y)
@@ -164,7 +157,7 @@ def report(args, ds, model, history, device, n_train, evals):
     """Test metrics, run files and the three figures (rank 0)."""
     n_params, wall = count_parameters(model), history["seconds"]  # with the sessions before a --resume
     network = f"{NAMES[args.model]} ({n_params:,} parameters)"
-    plain, flipped = predict_flip(model, ds.x_test, ds, device)  # (10000, 10) each
+    plain, flipped = predict_flip(model, ds.x_test, ds.mean, ds.std, device)  # (10000, 10) each
     logits = flipped if args.tta else plain  # the prediction rule the run reports
     results = test_results(logits, ds.y_test, ds.classes) | split_metrics(plain, flipped, ds.y_test, "test", args.tta)
     metrics = {"model": args.model, "network": model_spec(args)[0], "parameters": n_params,
@@ -178,7 +171,7 @@ def report(args, ds, model, history, device, n_train, evals):
                 "train_eval_images": history["train_eval_images"]}  # eval mode, a fixed training subset
     if args.val:
         x_val, y_val = evals["val"]
-        metrics |= split_metrics(*predict_flip(model, x_val, ds, device), y_val, "val", args.tta)
+        metrics |= split_metrics(*predict_flip(model, x_val, ds.mean, ds.std, device), y_val, "val", args.tta)
     finish_run(args.out_dir, metrics, history)
 
     pred, probs = logits.argmax(1), logits.softmax(1).max(1).values

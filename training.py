@@ -367,6 +367,14 @@ def predict(model, x, mean, std, device, batch_size=256, full_precision=False) -
     return torch.cat(out)
 
 
+def predict_flip(model, x, mean, std, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits (N, classes) of each image, and the mean of those and its left-right mirror image's
+    (flip test-time augmentation: training flips images too, so both are inputs the network knows).
+    One pass over the images and one over their mirrors."""
+    plain = predict(model, x, mean, std, device)
+    return plain, (plain + predict(model, x.flip(3), mean, std, device)) / 2
+
+
 def choose_examples(pred: torch.Tensor, y: torch.Tensor, n: int, seed: int):
     """Indices of n test images, half correctly and half wrongly classified (fewer wrong ones
     only if there are not enough), drawn with `seed`; correct ones first. Returns (idx, correct)."""

@@ -12,7 +12,7 @@ import data
 import fashionmnist
 from conftest import FASHION_CLASSES
 from cli import run
-from training import load_checkpoint
+from training import load_checkpoint, predict
 
 FILES = ["model.pt", "metrics.json", "history.csv", "steps.csv", "loss.png", "confusion_matrix.png",
          "examples.png"]
@@ -167,5 +167,5 @@ def test_val_measures_the_held_out_images_never_the_trained_on_ones(tmp_path, mo
     assert metrics["val_accuracy"] < 0.1 and float(history[-1]["val_accuracy"]) == metrics["val_accuracy"]
     model, _ = load_checkpoint(out / "model.pt")
     ds = data.load_dataset("fashion_mnist", tmp_path)
-    logits = fashionmnist.predict(model, x_val, ds.mean, ds.std, torch.device("cpu"))
+    logits = predict(model, x_val, ds.mean, ds.std, torch.device("cpu"))
     assert metrics["val_accuracy"] == pytest.approx((logits.argmax(1) == y_val).float().mean().item())

@@ -61,6 +61,7 @@ def test_float32_condition_reaches_the_script(tmp_path, monkeypatch):
 
 def test_flip_tta_averages_each_image_with_its_mirror():
     import fashionmnist
+    import training
     from data import Dataset
 
     class LeftHalf(torch.nn.Module):
@@ -80,7 +81,7 @@ def test_flip_tta_averages_each_image_with_its_mirror():
     y = torch.tensor([1, 0, 1, 0])
     ds = Dataset("toy", x, y, x, y, ["a", "b"])
     model = LeftHalf()
-    plain, flipped = fashionmnist.predict_flip(model, x, ds, torch.device("cpu"))
+    plain, flipped = training.predict_flip(model, x, ds.mean, ds.std, torch.device("cpu"))
     mirrored = model(((x.flip(3).float() / 255 - ds.mean[0]) / ds.std[0]))
     assert torch.allclose(flipped, (plain + mirrored) / 2)
     accuracy = lambda logits: (logits.argmax(1) == y).float().mean().item()
