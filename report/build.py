@@ -289,7 +289,7 @@ def environment() -> dict:
             return "not installed"
     return {"cpu": files.cpu_model(), "cores": os.cpu_count(), "memory_gb": memory_gb(), "gpu": gpu_names(),
             "os": f"{platform.system()} {platform.release()}", "python": platform.python_version(),
-            **{pkg: version(pkg) for pkg in ("torch", "torchvision", "numpy", "matplotlib", "scipy", "scikit-learn",
+            **{pkg: version(pkg) for pkg in ("torch", "torchvision", "numpy", "matplotlib", "scipy", "seaborn",
                                              "typst")}}
 
 
@@ -1035,7 +1035,7 @@ def settings(doc: Doc, d: dict):
              + (f", {e['memory_gb']} GB memory" if e["memory_gb"] else "") + f"; GPU: {e['gpu']}; {e['os']}. "
              f"The networks trained on: {', '.join(devices) or 'unknown'}.",
              f"Software: Python {e['python']}, torch {e['torch']}, torchvision {e['torchvision']}, numpy {e['numpy']}, "
-             f"matplotlib {e['matplotlib']}, scipy {e['scipy']}, scikit-learn {e['scikit-learn']}, typst {e['typst']}.")
+             f"matplotlib {e['matplotlib']}, scipy {e['scipy']}, seaborn {e['seaborn']}, typst {e['typst']}.")
     dirs = sorted({m["config"].get("data_dir") for m in all_metrics(d) if m.get("config", {}).get("data_dir")})
     doc.para("Data: Fashion-MNIST (Xiao et al. 2017, Zalando; 60,000 training and 10,000 test images) and CIFAR-10 "
              "(Krizhevsky 2009; 50,000 and 10,000), read from " + (", ".join(dirs) or "the data folder") + ".",

@@ -10,7 +10,7 @@ from PIL import Image
 
 import data
 import fashionmnist
-from conftest import FASHION_CLASSES
+from conftest import FASHION_CLASSES, reference
 from cli import run
 from training import load_checkpoint, predict
 
@@ -105,6 +105,15 @@ def test_confusion_matrix_rows_are_true_classes_and_per_class_accuracy_is_recall
     r = fashionmnist.test_results(logits, y, ["zero", "one"])
     assert r["confusion_matrix"] == [[2, 1], [0, 1]]   # row = true class, column = predicted
     assert r["per_class_accuracy"] == {"zero": round(2 / 3, 4), "one": 1.0}  # recall, not precision (2/2)
+
+
+def test_confusion_matrix_equals_sklearn():
+    confusion_matrix = reference("sklearn.metrics").confusion_matrix
+    g = torch.Generator().manual_seed(0)
+    y, pred = torch.randint(0, 10, (500,), generator=g), torch.randint(0, 10, (500,), generator=g)
+    y[y == 9] = 8   # class 9 never true: its row must still be there, all zeros
+    expected = confusion_matrix(y.numpy(), pred.numpy(), labels=range(10))
+    assert (fashionmnist.confusion_matrix(y, pred, 10) == expected).all() and expected[9].sum() == 0
 
 
 def test_example_titles_name_the_predicted_and_the_true_class():
