@@ -31,8 +31,8 @@ DEFAULTS = {
                 hidden=[512, 512], dropout=0.0, tta=True),
     "cnn": dict(epochs=8, batch_size=256, lr=0.1, optimizer="sgd", weight_decay=5e-4,
                 label_smoothing=0.1, flip=True, crop=0,
-                channels=[32, 64, 128], convs_per_block=2, kernel_size=3, pool="max", early_pool=True,
-                hidden=[256], dropout=0.1, tta=True),
+                channels=[32, 64], convs_per_block=2, kernel_size=3, pool="max", early_pool=True,
+                hidden=[256], dropout=0.0, tta=True),
 }
 MODEL_ONLY = {"cnn": ["channels", "convs_per_block", "kernel_size", "pool", "early_pool"]}
 NAMES = {"ffn": "Feed-forward network", "cnn": "CNN"}
