@@ -3,10 +3,14 @@ interruptions and disk errors), and the common command-line arguments (--seed, -
 --out-dir). File writing lives in files.py.
 
 Import it first, before torch: from then on Ctrl-C or SIGTERM while the script is still
-importing its libraries ends it with one line instead of a traceback."""
+importing its libraries ends it with one line instead of a traceback. It also notes when the
+process started (STARTED), for --time-budget."""
 import os
 import signal
 import sys
+import time
+
+STARTED = time.perf_counter()  # every script imports cli first: about when the process started
 
 _in_run = False
 
@@ -111,7 +115,15 @@ def add_training_args(parser: argparse.ArgumentParser, batch_help: str = "images
     t.add_argument("--channels-last", action=argparse.BooleanOptionalAction,
                    help="NHWC memory layout for convolutions (default: on)")
     t.add_argument("--compile", action="store_true", help="torch.compile the model (pays off on a GPU)")
+    t.add_argument("--time-budget", type=positive_seconds, metavar="SECONDS",
+                   help="finish the whole run within about SECONDS of wall time: time a few training steps "
+                        "first, then train as many epochs as fit (instead of --epochs)")
     return t
+
+
+def seconds_since_start() -> float:
+    """Wall time since this process imported cli (its start, for --time-budget)."""
+    return time.perf_counter() - STARTED
 
 
 def check_training_args(parser: argparse.ArgumentParser, args):
@@ -125,10 +137,29 @@ def check_training_args(parser: argparse.ArgumentParser, args):
             parser.error(f"--{key.replace('_', '-')} must be >= 0, got {getattr(args, key)}")
     if not 0 <= args.label_smoothing < 1:
         parser.error(f"--label-smoothing must be in [0, 1), got {args.label_smoothing}")
+    if getattr(args, "time_budget", None) is not None:
+        check_time_budget(parser, args)
+
+
+def check_time_budget(parser: argparse.ArgumentParser, args):
+    """--time-budget chooses the epochs of one training run in one process, so it refuses an
+    explicit --epochs (the DEFAULTS table's is overridden), --resume (a resumed run keeps the
+    schedule it saved), --ablation (several runs) and torchrun with several processes."""
+    if "epochs" in getattr(args, "_given", ()):
+        parser.error("--time-budget and --epochs conflict (the budget chooses the epochs); give one of them")
+    if args.resume:
+        parser.error("--time-budget and --resume conflict (a resumed run keeps its saved schedule); resume "
+                     "with --epochs N instead, N the epochs its first run chose (its lines 'epoch k/N')")
+    if getattr(args, "ablation", False):
+        parser.error("--time-budget times one training run, --ablation trains several; give --epochs instead")
+    if int(os.environ.get("WORLD_SIZE", 1)) > 1:
+        parser.error("--time-budget times one process; under torchrun give --epochs instead")
 
 
 def fill_defaults(args, defaults: dict):
-    """Set each option the user did not give (None) to the script's default for the chosen model."""
+    """Set each option the user did not give (None) to the script's default for the chosen model.
+    args._given: the options the user did give (check_training_args tells them from defaults)."""
+    args._given = {key for key in defaults if getattr(args, key, None) is not None}
     for key, value in defaults.items():
         if getattr(args, key, None) is None:
             setattr(args, key, value)
@@ -186,6 +217,8 @@ positive_int = _number_type(int, "a whole number", lambda v: v >= 1, "a number >
 # nan or inf would only show up later, as a diverged run
 finite_float = _number_type(float, "a number", math.isfinite, "a finite number")
 # torch, NumPy and the seeds training derives from it (seed * 100_003 + ...) all accept [0, 2**32)
+positive_seconds = _number_type(float, "a number of seconds", lambda v: math.isfinite(v) and v > 0,
+                                "a positive number of seconds")
 seed = _number_type(int, "a whole number", lambda v: 0 <= v < 2**32, f"a seed from 0 to {2**32 - 1}")
 
 

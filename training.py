@@ -12,12 +12,17 @@
   DistributedDataParallel (nccl on CUDA, gloo on CPU) and every global batch, with its
   shifts and flips, is split across the N processes (so without batch norm and dropout they
   compute the one-process gradient); rank 0 alone writes files.
+- A time budget (`time_budget`, --time-budget): before training, a few steps are timed on a copy
+  of the model and the epochs set to as many as end the run within the budget
+  (`fit_epochs_to_budget`); then training runs exactly as with that many epochs.
 - A resumed run must match the saved one: the same training settings and the same training
   images (a hash of them), else it stops with the option to fix.
 - Checkpoints hold the model's class name and constructor arguments, the class names and
   normalization, so `load_checkpoint` rebuilds the exact model from the file alone.
 """
+import bisect
 import contextlib
+import copy
 import csv
 import ctypes
 import dataclasses
@@ -40,6 +45,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+import cli
 import data
 from cli import UserError
 from files import atomic_path, code_hash, write_json
@@ -224,7 +230,7 @@ def check_trainable(model: nn.Module, cfg, image_shape, device):
     if cfg.crop >= min(h, w):
         raise UserError(f"--crop {cfg.crop} shifts {h}x{w} images by their whole size or more; "
                         f"use at most {min(h, w) - 1}")
-    sizes = [(h, w)] + ([(cfg.low_res, cfg.low_res)] if cfg.low_res_epochs else [])
+    sizes = [(h, w)] + ([(cfg.low_res, cfg.low_res)] if may_train_low_res(cfg) else [])
     probe = unwrap(model)
     leaves = [m for m in probe.modules() if not list(m.children())]  # containers repeat their leaves
     activations = 0
@@ -370,8 +376,11 @@ def load_checkpoint(path, device="cpu"):
 
 # ---- evaluation -------------------------------------------------------------------------------
 
+EVAL_BATCH = 256  # images per evaluation batch (predict)
+
+
 @torch.inference_mode()
-def predict(model, x, mean, std, device, batch_size=256, full_precision=False) -> torch.Tensor:
+def predict(model, x, mean, std, device, batch_size=EVAL_BATCH, full_precision=False) -> torch.Tensor:
     """Logits (N, classes) as float32 on the CPU for uint8 images x (N, C, H, W).
 
     full_precision: no bfloat16 autocast, on CUDA either (it changes the argmax of 12-17 of the
@@ -437,10 +446,17 @@ class TrainConfig:
     compile: bool = False         # torch.compile the training model (worth it on a GPU)
     low_res: int = 0              # progressive resizing: the first low_res_fraction of the epochs
     low_res_fraction: float = 0.5  # see images downsampled to low_res x low_res (0: off)
+    time_budget: float | None = None  # seconds for the whole run: fit chooses `epochs` (--time-budget)
 
     @property
     def low_res_epochs(self) -> int:
         return int(self.epochs * self.low_res_fraction) if self.low_res else 0
+
+
+def may_train_low_res(cfg: TrainConfig) -> bool:
+    """Whether training shows the model low_res images: some of its epochs do, or a time budget
+    has yet to choose the epochs (and any low_res_fraction > 0 may give some)."""
+    return bool(cfg.low_res_epochs or (cfg.time_budget is not None and cfg.low_res and cfg.low_res_fraction > 0))
 
 
 def config_from_args(args, device, seed: int | None = None) -> TrainConfig:
@@ -469,7 +485,14 @@ def write_history(out_dir, history: dict):
 
 
 def finish_run(out_dir, metrics: dict, history: dict):
-    """metrics.json, the checkpoint with the final metrics added, history.csv and steps.csv."""
+    """metrics.json, the checkpoint with the final metrics added, history.csv and steps.csv.
+    Where --time-budget chose the epochs, metrics gets its record ("time_budget") and the
+    config's "epochs" (the script's default until then) the epochs trained."""
+    if "time_budget" in history:
+        config = metrics.get("config")
+        metrics = {**metrics, "time_budget": history["time_budget"]}
+        if isinstance(config, dict):
+            metrics["config"] = {**config, "epochs": history["time_budget"]["epochs"]}
     ckpt_path = Path(out_dir) / "model.pt"
     write_json(Path(out_dir) / "metrics.json", metrics)
     save_checkpoint(ckpt_path, {**read_checkpoint(ckpt_path), "metrics": metrics})
@@ -507,7 +530,7 @@ class TrainingError(UserError):
 
 
 def fit(model, x, y, cfg: TrainConfig, *, mean, std, device, evals=None, checkpoint=None,
-        meta=None, resume=False, desc="train", train_eval_images=5000) -> dict:
+        meta=None, resume=False, desc="train", train_eval_images=5000, final_eval_images=None) -> dict:
     """Train `model` on uint8 images x (N, C, H, W) and labels y (N,); return the history.
 
     evals: {"val": (x, y), ...} evaluated after every epoch (curves only: the caller decides
@@ -520,6 +543,11 @@ def fit(model, x, y, cfg: TrainConfig, *, mean, std, device, evals=None, checkpo
     train_eval loss is an overfitting gap; train_loss is the running mean over the epoch's
     augmented batches, dropout on, with label smoothing. 5,000 images: about as many as a
     validation split, a mean loss to about 0.01-0.02, at the cost of one validation pass.
+
+    cfg.time_budget (seconds, --time-budget): before training, time a few steps and set
+    cfg.epochs to as many epochs as fit in the budget (fit_epochs_to_budget; history["time_budget"]
+    records the choice). final_eval_images: the images the caller evaluates after training, with
+    flip TTA (default: those of every evals split), which the budget must leave time for.
     """
     evals = evals or {}
     rank, world = rank_and_world()
@@ -529,6 +557,12 @@ def fit(model, x, y, cfg: TrainConfig, *, mean, std, device, evals=None, checkpo
     if device.type == "cpu":
         keep_freed_memory()
     check_trainable(model, cfg, x.shape[1:], device)
+    budget = None
+    if cfg.time_budget is not None:  # sets cfg.epochs, before the schedule is built for them
+        n_evals = [min(train_eval_images, len(x))] + [len(xe) for xe, _ in evals.values()]
+        n_final = sum(n_evals[1:]) if final_eval_images is None else final_eval_images
+        budget = fit_epochs_to_budget(model, x, y, cfg, mean=mean, std=std, device=device, eval_images=n_evals,
+                                      final_eval_images=n_final, resume=resume)
     steps_per_epoch = max(len(x) // cfg.batch_size, 1)  # drop the last partial batch
     optimizer = make_optimizer(model, cfg)
     scheduler = make_scheduler(optimizer, cfg, cfg.epochs * steps_per_epoch)
@@ -536,6 +570,8 @@ def fit(model, x, y, cfg: TrainConfig, *, mean, std, device, evals=None, checkpo
     t_fit, start, fingerprint = time.perf_counter(), 0, data_fingerprint(x, y) if checkpoint else None
     if resume:
         start, history = _resume(checkpoint, model, optimizer, scheduler, meta, cfg, len(x), fingerprint)
+    if budget:
+        history["time_budget"] = budget
     _check_same_start(start, device)
     seconds_before = history.get("seconds", 0.0)  # of the sessions before a --resume
     if cfg.channels_last:
@@ -605,18 +641,8 @@ def train_epoch(model, x, y, optimizer, scheduler, cfg, *, epoch, steps, mean, s
                disable=rank != 0, dynamic_ncols=True)
     for step in bar:
         idx = order[step * cfg.batch_size:(step + 1) * cfg.batch_size][rank::world]   # (B / world,)
-        xb = data.augment(x[idx], cfg.crop, **{k: v[step] for k, v in drawn.items()})
-        xb = data.normalize(xb, mean, std)
-        if epoch < cfg.low_res_epochs:  # (B, C, low_res, low_res): about (low_res / H)^2 of the compute
-            xb = F.interpolate(xb, size=cfg.low_res, mode="bilinear", antialias=True)
-        if cfg.channels_last:
-            xb = xb.contiguous(memory_format=torch.channels_last)  # (B, C, H, W), stored NHWC
-        with autocast(device, cfg.cpu_bf16):
-            logits = model(xb)                                      # (B, classes)
-            loss = F.cross_entropy(logits.float(), y[idx], label_smoothing=cfg.label_smoothing)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        logits, loss = train_step(model, optimizer, x, y, idx, {k: v[step] for k, v in drawn.items()}, cfg,
+                                  mean=mean, std=std, device=device, low_res=epoch < cfg.low_res_epochs)
         lrs.append(scheduler.get_last_lr()[0])
         scheduler.step()
         losses.append(loss.detach())
@@ -637,6 +663,24 @@ def train_epoch(model, x, y, optimizer, scheduler, cfg, *, epoch, steps, mean, s
             "step_lr": lrs,
             "train_loss": step_loss.mean().item(), "train_accuracy": correct / seen,
             "samples": seen}
+
+
+def train_step(model, optimizer, x, y, idx, drawn: dict, cfg, *, mean, std, device, low_res: bool):
+    """One optimizer step on the images x[idx] (B, C, H, W) augmented by `drawn` (one step's
+    share of data.draw_augmentation), at cfg.low_res when low_res; returns (logits (B, classes), loss)."""
+    xb = data.augment(x[idx], cfg.crop, **drawn)
+    xb = data.normalize(xb, mean, std)
+    if low_res:  # (B, C, low_res, low_res): about (low_res / H)^2 of the compute
+        xb = F.interpolate(xb, size=cfg.low_res, mode="bilinear", antialias=True)
+    if cfg.channels_last:
+        xb = xb.contiguous(memory_format=torch.channels_last)  # (B, C, H, W), stored NHWC
+    with autocast(device, cfg.cpu_bf16):
+        logits = model(xb)                                      # (B, classes)
+        loss = F.cross_entropy(logits.float(), y[idx], label_smoothing=cfg.label_smoothing)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return logits, loss
 
 
 def _sync_buffers(model):
@@ -676,6 +720,126 @@ def _check_finite_evals(row, epoch, cfg):
     if bad:
         raise TrainingError(f"{bad[0].replace('_', ' ')} became {row[bad[0]]} after epoch {epoch + 1} "
                             f"(train loss {row['train_loss']:.3g}); training diverged: lower --lr (now {cfg.lr})")
+
+
+# ---- a time budget (--time-budget) --------------------------------------------------------------
+
+TIMED_STEPS = 3  # steps timed after one warm-up step (the first is slow: memory, kernel choice)
+# After training: metrics, checkpoint and figure files (matplotlib's import and drawing), a fixed
+# allowance on top of the final evaluation, which is timed.
+AFTER_TRAINING_SECONDS = 10.0
+
+
+def fit_epochs_to_budget(model, x, y, cfg, *, mean, std, device, eval_images, final_eval_images,
+                         resume=False) -> dict:
+    """Set cfg.epochs to the most epochs the run can train and still end within cfg.time_budget
+    seconds of the process's start; print the choice and return it with its estimate (for the
+    history and metrics.json).
+
+    eval_images: the images evaluated after every epoch, per split (train_eval first);
+    final_eval_images: those evaluated after training with flip TTA (two passes each)."""
+    if resume or rank_and_world()[1] > 1:
+        raise UserError("--time-budget times one fresh run in one process; give --epochs instead")
+    times = time_steps(model, x, y, cfg, mean=mean, std=std, device=device)
+    steps = max(len(x) // cfg.batch_size, 1)
+    eval_batch = times["eval_batch_seconds"]
+    evals = sum(math.ceil(n / EVAL_BATCH) for n in eval_images) * eval_batch  # after every epoch
+    epoch = steps * times["step_seconds"] + evals
+    low = steps * times["low_res_step_seconds"] + evals if "low_res_step_seconds" in times else None
+    after = 2 * math.ceil(final_eval_images / EVAL_BATCH) * eval_batch + AFTER_TRAINING_SECONDS
+    spent = cli.seconds_since_start()  # imports, data, model and the timing above
+    cfg.epochs = epochs_within_budget(cfg.time_budget, spent, epoch, after, low, cfg.low_res_fraction)
+    n_low = cfg.low_res_epochs if low is not None else 0
+    total = spent + n_low * (low or 0.0) + (cfg.epochs - n_low) * epoch + after
+    record = {"budget_seconds": cfg.time_budget, "epochs": cfg.epochs, "low_res_epochs": n_low, **times,
+              "epoch_seconds": epoch, "low_res_epoch_seconds": low, "spent_seconds": spent,
+              "after_seconds": after, "estimated_seconds": total}
+    if is_main_process():
+        tqdm.write(budget_line(record, cfg.low_res))
+    return {k: round(v, 6) if isinstance(v, float) else v for k, v in record.items()}
+
+
+def budget_line(record: dict, low_res: int) -> str:
+    """'--time-budget 120 s: 7 epochs (about 14.2 s each, 104 s in all)'."""
+    each = f"about {record['epoch_seconds']:.1f} s each"
+    if record["low_res_epochs"]:
+        each = (f"{record['low_res_epochs']} at {low_res}x{low_res} about {record['low_res_epoch_seconds']:.1f} s "
+                f"each, {record['epochs'] - record['low_res_epochs']} about {record['epoch_seconds']:.1f} s each;")
+    else:
+        each += ","
+    return (f"--time-budget {record['budget_seconds']:g} s: {record['epochs']} epoch{'s' * (record['epochs'] > 1)} "
+            f"({each} {record['estimated_seconds']:.0f} s in all)")
+
+
+def epochs_within_budget(budget: float, spent: float, epoch_seconds: float, after_seconds: float,
+                         low_res_epoch_seconds: float | None = None, low_res_fraction: float = 0.0) -> int:
+    """The largest E >= 1 with spent + (E epochs) + after_seconds <= budget (all in seconds), where
+    int(E * low_res_fraction) of the E epochs cost low_res_epoch_seconds (progressive resizing;
+    None: no low-res epochs) and the others epoch_seconds. A UserError if not even one fits."""
+    def run_seconds(e: int) -> float:
+        n_low = int(e * low_res_fraction) if low_res_epoch_seconds is not None else 0
+        return spent + n_low * (low_res_epoch_seconds or 0.0) + (e - n_low) * epoch_seconds + after_seconds
+
+    if run_seconds(1) > budget:
+        raise UserError(f"--time-budget {budget:g} s is too short: one epoch takes about {epoch_seconds:.1f} s here "
+                        f"(with {spent:.0f} s spent before training and about {after_seconds:.0f} s needed after it); "
+                        "give a larger budget, or train on fewer images with --limit")
+    # run_seconds grows with every epoch added (by a low-res or a full epoch), so bisect finds the
+    # largest E; an E past `most` costs more than the budget even if every epoch were the cheaper one.
+    cheapest = min(epoch_seconds, low_res_epoch_seconds or epoch_seconds)
+    most = int((budget - spent - after_seconds) / max(cheapest, 1e-9)) + 1
+    return bisect.bisect_right(range(1, most + 1), budget, key=run_seconds)
+
+
+def time_steps(model, x, y, cfg, *, mean, std, device, steps=TIMED_STEPS) -> dict:
+    """Seconds of one training step (step_seconds: forward, loss, backward, optimizer step), of
+    one at cfg.low_res where training may use it (low_res_step_seconds) and of predicting one
+    evaluation batch in eval mode (eval_batch_seconds), each the mean of `steps` after one
+    warm-up step not counted, timed here on a batch of x with the run's batch size, device,
+    precision and memory layout (uncompiled: compiling would take longer than the steps).
+
+    All on a deep copy of the model with a fresh optimizer, the batch drawn from a generator of
+    its own, inside fork_rng: the model, its batch-norm statistics and the random streams training
+    draws from stay as they were, so the run then trains exactly as with --epochs set to the choice."""
+    probe = copy.deepcopy(unwrap(model))
+    if cfg.channels_last:
+        probe.to(memory_format=torch.channels_last)
+    optimizer = make_optimizer(probe, cfg)
+    mean_d, std_d = torch.tensor(mean, device=device), torch.tensor(std, device=device)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    batch = min(cfg.batch_size, len(x))
+    idx = torch.randperm(len(x), generator=generator)[:batch]                          # (B,)
+    drawn = {k: v.to(device) for k, v in data.draw_augmentation(batch, generator, cfg.flip, cfg.crop).items()}
+    xd, yd, idx = x[idx].to(device), y[idx].to(device), torch.arange(batch, device=device)  # (B, C, H, W), (B,)
+    sizes = {"step_seconds": False} | ({"low_res_step_seconds": True} if may_train_low_res(cfg) else {})
+    out = {}
+    with torch.random.fork_rng(devices=[] if device.type == "cpu" else [device.index or 0],
+                               device_type=device.type):
+        for key, low_res in sizes.items():
+            probe.train()
+            out[key] = _mean_seconds(lambda: train_step(probe, optimizer, xd, yd, idx, drawn, cfg, mean=mean_d,
+                                                        std=std_d, device=device, low_res=low_res), steps, device)
+        x_eval = x[:EVAL_BATCH]  # (EVAL_BATCH, C, H, W) on the CPU, as evaluate's splits are
+        out["eval_batch_seconds"] = _mean_seconds(lambda: predict(probe, x_eval, mean_d, std_d, device), steps, device)
+    return out
+
+
+def _mean_seconds(step, n: int, device) -> float:
+    """Mean wall seconds of step() over n calls, after one warm-up call not counted."""
+    step()
+    _synchronize(device)
+    t0 = time.perf_counter()
+    for _ in range(n):
+        step()
+    _synchronize(device)  # GPU kernels run asynchronously: wait for them before reading the clock
+    return (time.perf_counter() - t0) / n
+
+
+def _synchronize(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
 
 
 def data_fingerprint(x: torch.Tensor, y: torch.Tensor) -> str:
@@ -730,7 +894,7 @@ def _model_difference(saved: dict, wanted: dict) -> str:
 
 
 # Settings that change how, not what, a run computes: a resumed run may change them.
-RESUMABLE_CHANGES = ("channels_last", "compile", "cpu_bf16")
+RESUMABLE_CHANGES = ("channels_last", "compile", "cpu_bf16", "time_budget")  # the budget's epochs are checked
 
 
 def _check_resumable(checkpoint, ckpt, cfg, n_train, fingerprint):
