@@ -63,7 +63,7 @@ from training import (TrainingError, build_model, config_from_args, count_parame
 # an option given on the command line replaces its entry. SHARED holds what every row has (no row
 # overrides it); the rest differs by row. Chosen on the 5,000 validation images (the trials:
 # benchmarks/results/design_trials.json, docs/experiments.md); the test set played no part.
-# "default" is sized for about 20 minutes on 2 CPU cores in float32, "quick" for about 4.5; "large" fits
+# "default" is sized for about 20 minutes on 2 CPU cores in float32, "quick" for about 3.5; "large" fits
 # 20 minutes only where the CPU runs bfloat16 natively; "gpu" is for one CUDA GPU, a wider net at a
 # larger batch. low_res (gap only: the dense head needs 32x32 images) is progressive resizing, 0 off.
 SHARED = dict(optimizer="sgd", momentum=0.9, weight_decay=5e-4, label_smoothing=0.2, warmup=0.2, flip=True, crop=2)
@@ -76,10 +76,10 @@ DEFAULTS = {
                              convs_per_block=2, hidden=[256], dropout=0.2),
     ("gap", "large"): dict(SHARED, batch_size=512, epochs=18, lr=0.4, channels=[64, 128, 256], blocks=[0, 1, 1],
                            stem=0, dropout=0.1, low_res=0),
-    ("dense", "quick"): dict(SHARED, batch_size=512, epochs=5, lr=0.4, channels=[24, 48, 96], convs_per_block=2,
+    ("dense", "quick"): dict(SHARED, batch_size=512, epochs=4, lr=0.4, channels=[24, 48, 96], convs_per_block=2,
                              hidden=[256], dropout=0.2),
-    ("gap", "quick"): dict(SHARED, batch_size=512, epochs=5, lr=0.4, channels=[24, 48, 96], blocks=[0, 1, 1],
-                           stem=0, dropout=0.1, low_res=0),
+    ("gap", "quick"): dict(SHARED, batch_size=512, epochs=4, lr=0.4, channels=[24, 48, 96], blocks=[0, 1, 1],
+                           stem=0, dropout=0.1, low_res=24, low_res_fraction=0.5),  # 2 epochs at 24x24
     ("dense", "gpu"): dict(SHARED, batch_size=1024, epochs=16, lr=0.4, channels=[64, 256, 256],
                            convs_per_block=2, hidden=[512], dropout=0.2),
     ("gap", "gpu"): dict(SHARED, batch_size=1024, epochs=18, lr=0.4, channels=[64, 256, 512], blocks=[1, 1, 1],
@@ -126,7 +126,7 @@ def parse_args(argv=None):
                    help="dense: VGG-style convs + dense head; gap: residual stages + global average pooling "
                         "+ one linear layer")
     p.add_argument("--preset", choices=["default", "quick", "large", "gpu"], default="default",
-                   help="default: about 20 min on 2 CPU cores in float32; quick: about 4.5 min; large: 2-3 points more, 10-20 min "
+                   help="default: about 20 min on 2 CPU cores in float32; quick: about 3.5 min; large: 2-3 points more, 10-20 min "
                         "where the CPU runs bfloat16 natively (AMX, AVX512-BF16), about 1 h in float32; "
                         "gpu: for a CUDA GPU")
     p.add_argument("--ablation", action="store_true",
@@ -293,7 +293,8 @@ def train_run(args, splits, ds, device, out_dir: Path, *, batchnorm, dropout, se
     cfg = config_from_args(args, device, seed)
     ckpt_path = out_dir / "model.pt"
     history = fit(model, *splits["train"], cfg, mean=ds.mean, std=ds.std, device=device,
-                  evals={"val": splits["val"]}, checkpoint=ckpt_path, meta=meta, resume=args.resume, desc=desc)
+                  evals={"val": splits["val"]}, checkpoint=ckpt_path, meta=meta, resume=args.resume, desc=desc,
+                  final_eval_images=len(splits["val"][0]) + len(splits["test"][0]))  # flip-averaged after training
     train_seconds = history["seconds"]  # with the sessions before a --resume
     if not main:
         return {}

@@ -29,7 +29,7 @@ import cifar10  # noqa: E402
 import data  # noqa: E402
 import fashionmnist  # noqa: E402
 from benchmarks.common import machine  # noqa: E402
-from files import write_json  # noqa: E402
+from files import read_json_or_none, write_json  # noqa: E402
 from training import (autocast, build_model, config_from_args, count_parameters, make_optimizer,  # noqa: E402
                       make_scheduler, pick_device)
 
@@ -137,6 +137,7 @@ def main(argv=None):
     unknown = set(args.only or []) - set(all_cases)
     if unknown:
         raise cli.UserError(f"unknown case {', '.join(sorted(unknown))}; choose from {', '.join(all_cases)}")
+    earlier = (read_json_or_none(args.out, warn=False) or {}).get("cases", {}) if args.only else {}
     results = {"machine": machine(), "device": str(device), "threads": torch.get_num_threads(), "cases": {}}
     for name in args.only or all_cases:
         case_args, spec, dataset, shape = all_cases[name]
@@ -148,6 +149,7 @@ def main(argv=None):
               f"GFLOP/s{' (bf16)' if r['bf16'] else ''}; augment {1e3 * r['augment_seconds_per_step']:.1f} ms; "
               f"~{r['epoch_seconds_estimate']:.0f} s/epoch x {r['epochs']} epochs", flush=True)
         print("   top ops: " + ", ".join(f"{k} {100 * s:.0f}%" for k, s in r["top_ops"]), flush=True)
+    results["cases"] = {**earlier, **results["cases"]}  # --only: the other cases' rows stay
     write_json(args.out, results)
     print(f"-> {args.out}")
 

@@ -52,7 +52,7 @@ PRESETS = {
               "mytorch": ["--repeats", "1"]},
     # The ablation trains 4 variants per arch; "full" repeats each with 3 seeds so that an effect can be
     # told from seed-to-seed noise, and pays for the seeds by running the quick preset's 24-48-96
-    # channels and 5 epochs (the report names this setting beside the final network's).
+    # channels and 4 epochs (the report names this setting beside the final network's).
     "full": {"ablation": ["--preset", "quick", "--seeds", "3"]},
 }
 # --limit N (tests): every training step sees N images for one epoch and every network is tiny, so a

@@ -39,7 +39,7 @@ def test_cifar10_help_shows_the_default_presets_values_per_option(capsys, monkey
     assert "--blocks BLOCKS [BLOCKS ...] gap: residual" in out and "(default: 1 1 1 for gap)" in out
 
 
-TRAIN_OPTIONS = {"seed", "cpu_bf16", "channels_last", "compile"}  # options with their own defaults, not the table's
+TRAIN_OPTIONS = {"seed", "cpu_bf16", "channels_last", "compile", "time_budget"}  # options with their own defaults, not the table's
 
 
 @pytest.mark.parametrize("arch, preset", list(cifar10.DEFAULTS))
