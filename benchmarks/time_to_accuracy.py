@@ -81,6 +81,7 @@ def plot(out: dict, targets: dict):
         ax.set_xscale("log")
         ax.set_xlim(*xlim)
         ax.set_ylim(*ylim)
+        ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1, 2, 5)))  # 50, 100, 200, 500...: a few in any range
         ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
         ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_title(title, fontsize=8)
