@@ -218,7 +218,7 @@ positive_int = _number_type(int, "a whole number", lambda v: v >= 1, "a number >
 finite_float = _number_type(float, "a number", math.isfinite, "a finite number")
 # torch, NumPy and the seeds training derives from it (seed * 100_003 + ...) all accept [0, 2**32)
 positive_seconds = _number_type(float, "a number of seconds", lambda v: math.isfinite(v) and v > 0,
-                                "a positive number of seconds")
+                                "a positive, finite number of seconds")
 seed = _number_type(int, "a whole number", lambda v: 0 <= v < 2**32, f"a seed from 0 to {2**32 - 1}")
 
 

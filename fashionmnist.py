@@ -191,7 +191,7 @@ def report(args, ds, model, history, device, n_train, evals):
                args.out_dir / "examples.png")
     tta = f" (flip-averaged; plain {100 * results['test_accuracy_plain']:.2f}%)" if args.tta else ""
     print(f"test accuracy {100 * results['test_accuracy']:.2f}%{tta}  test loss {results['test_loss']:.4f}  "
-          f"parameters {n_params:,}  wall {wall:.0f}s  -> {args.out_dir}")
+          f"parameters {n_params:,}  trained in {wall:.0f}s  -> {args.out_dir}")
 
 
 if __name__ == "__main__":

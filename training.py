@@ -728,6 +728,9 @@ TIMED_STEPS = 3  # steps timed after one warm-up step (the first is slow: memory
 # After training: metrics, checkpoint and figure files (matplotlib's import and drawing), a fixed
 # allowance on top of the final evaluation, which is timed.
 AFTER_TRAINING_SECONDS = 10.0
+# The most epochs a budget may choose: the defaults train 4-25, and a one-cycle schedule stretched
+# over far more would spend a huge budget on nothing (a budget of 1e9 s must not mean 10^8 epochs).
+MAX_BUDGET_EPOCHS = 100
 
 
 def fit_epochs_to_budget(model, x, y, cfg, *, mean, std, device, eval_images, final_eval_images,
@@ -767,13 +770,15 @@ def budget_line(record: dict, low_res: int) -> str:
                 f"each, {record['epochs'] - record['low_res_epochs']} about {record['epoch_seconds']:.1f} s each;")
     else:
         each += ","
-    return (f"--time-budget {record['budget_seconds']:g} s: {record['epochs']} epoch{'s' * (record['epochs'] > 1)} "
-            f"({each} {record['estimated_seconds']:.0f} s in all)")
+    capped = ", the most it chooses" if record["epochs"] == MAX_BUDGET_EPOCHS else ""
+    return (f"--time-budget {record['budget_seconds']:g} s: {record['epochs']} epoch{'s' * (record['epochs'] > 1)}"
+            f"{capped} ({each} {record['estimated_seconds']:.0f} s in all)")
 
 
 def epochs_within_budget(budget: float, spent: float, epoch_seconds: float, after_seconds: float,
                          low_res_epoch_seconds: float | None = None, low_res_fraction: float = 0.0) -> int:
-    """The largest E >= 1 with spent + (E epochs) + after_seconds <= budget (all in seconds), where
+    """The largest E >= 1, at most MAX_BUDGET_EPOCHS, with spent + (E epochs) + after_seconds <= budget
+    (all in seconds), where
     int(E * low_res_fraction) of the E epochs cost low_res_epoch_seconds (progressive resizing;
     None: no low-res epochs) and the others epoch_seconds. A UserError if not even one fits."""
     def run_seconds(e: int) -> float:
@@ -783,11 +788,12 @@ def epochs_within_budget(budget: float, spent: float, epoch_seconds: float, afte
     if run_seconds(1) > budget:
         raise UserError(f"--time-budget {budget:g} s is too short: one epoch takes about {epoch_seconds:.1f} s here "
                         f"(with {spent:.0f} s spent before training and about {after_seconds:.0f} s needed after it); "
-                        "give a larger budget, or train on fewer images with --limit")
+                        f"give a larger budget, at least {math.ceil(run_seconds(1))} s, or make an epoch shorter "
+                        "with --limit")
     # run_seconds grows with every epoch added (by a low-res or a full epoch), so bisect finds the
     # largest E; an E past `most` costs more than the budget even if every epoch were the cheaper one.
     cheapest = min(epoch_seconds, low_res_epoch_seconds or epoch_seconds)
-    most = int((budget - spent - after_seconds) / max(cheapest, 1e-9)) + 1
+    most = min(int((budget - spent - after_seconds) / max(cheapest, 1e-9)) + 1, MAX_BUDGET_EPOCHS)
     return bisect.bisect_right(range(1, most + 1), budget, key=run_seconds)
 
 

@@ -10,7 +10,7 @@ import cli
 import fashionmnist
 import training
 from cli import UserError, run
-from training import TrainConfig, build_model, epochs_within_budget, fit, time_steps
+from training import MAX_BUDGET_EPOCHS, TrainConfig, build_model, epochs_within_budget, fit, time_steps
 
 CPU = torch.device("cpu")
 
@@ -21,7 +21,9 @@ def test_the_most_epochs_that_fit_and_no_more():
     # 10 s before training + E * 10 s + 10 s after: 8 epochs end at exactly 100 s, 9 at 110 s
     assert epochs_within_budget(100, spent=10, epoch_seconds=10, after_seconds=10) == 8
     assert epochs_within_budget(99.9, spent=10, epoch_seconds=10, after_seconds=10) == 7
-    assert epochs_within_budget(1000, spent=0, epoch_seconds=0.001, after_seconds=0) == 1_000_000
+    # a huge budget chooses MAX_BUDGET_EPOCHS, not a schedule stretched over a million epochs
+    assert epochs_within_budget(1000, spent=0, epoch_seconds=0.001, after_seconds=0) == MAX_BUDGET_EPOCHS
+    assert epochs_within_budget(1e9, spent=5, epoch_seconds=3, after_seconds=10) == MAX_BUDGET_EPOCHS
 
 
 def test_low_res_epochs_count_at_their_cheaper_cost():
@@ -36,7 +38,7 @@ def test_a_budget_too_short_for_one_epoch_is_refused_with_the_fix():
         epochs_within_budget(25, spent=10, epoch_seconds=10, after_seconds=10)
     message = str(err.value)
     assert "--time-budget 25 s is too short" in message and "one epoch takes about 10.0 s" in message
-    assert "--limit" in message and "larger budget" in message and "\n" not in message
+    assert "--limit" in message and "at least 30 s" in message and "\n" not in message  # 10 + 10 + 10
 
 
 # ---- the timing leaves everything as it was -----------------------------------------------------------
@@ -131,10 +133,10 @@ def run_cli(main, argv, capsys):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--time-budget", "0"], "expected a positive number of seconds, got 0.0"),
-    (["--time-budget", "-5"], "expected a positive number of seconds, got -5.0"),
-    (["--time-budget", "nan"], "expected a positive number of seconds, got nan"),
-    (["--time-budget", "inf"], "expected a positive number of seconds, got inf"),
+    (["--time-budget", "0"], "expected a positive, finite number of seconds, got 0.0"),
+    (["--time-budget", "-5"], "expected a positive, finite number of seconds, got -5.0"),
+    (["--time-budget", "nan"], "expected a positive, finite number of seconds, got nan"),
+    (["--time-budget", "inf"], "expected a positive, finite number of seconds, got inf"),
     (["--time-budget", "soon"], "expected a number of seconds, got 'soon'"),
     (["--time-budget", "60", "--epochs", "3"], "--time-budget and --epochs conflict"),
     (["--epochs", "3", "--time-budget", "60"], "--time-budget and --epochs conflict"),
