@@ -15,7 +15,8 @@ batch norm and dropout do to each.
 Data: the 50,000 CIFAR-10 training images are split, with --seed, into 45,000 for training and
 5,000 for validation (--val-size); validation loss and accuracy are measured after every epoch
 and every default in this file was chosen on them. The 10,000 test images are used once, at the
-end, for the reported test accuracy (plain, and with flip test-time augmentation).
+end. The reported accuracies (validation and test) average each image's logits with its mirror
+image's (flip test-time augmentation, --tta; --no-tta: plain); metrics.json has both rules'.
 
 Model: see cnn.CNN / cnn.GAPNet and architecture.txt. Training: SGD with Nesterov momentum, a
 one-cycle linear schedule, label smoothing 0.2, random flips and 2-pixel shifts, channels-last
@@ -42,6 +43,7 @@ paired by seed, never averaged across the other switch), ablation.md (the table 
 and ablation.png (per batch-norm setting: dropout on and off, validation accuracy and losses).
 """
 import cli  # first, before torch: Ctrl-C while the libraries load ends in one line
+import argparse
 import math
 import time
 from pathlib import Path
@@ -66,7 +68,8 @@ from training import (TrainingError, build_model, config_from_args, count_parame
 # "default" is sized for about 20 minutes on 2 CPU cores in float32, "quick" for about 3.5; "large" fits
 # 20 minutes only where the CPU runs bfloat16 natively; "gpu" is for one CUDA GPU, a wider net at a
 # larger batch. low_res (gap only: the dense head needs 32x32 images) is progressive resizing, 0 off.
-SHARED = dict(optimizer="sgd", momentum=0.9, weight_decay=5e-4, label_smoothing=0.2, warmup=0.2, flip=True, crop=2)
+SHARED = dict(optimizer="sgd", momentum=0.9, weight_decay=5e-4, label_smoothing=0.2, warmup=0.2, flip=True, crop=2,
+              tta=True)
 DEFAULTS = {
     ("dense", "default"): dict(SHARED, batch_size=256, epochs=9, lr=0.2, channels=[48, 96, 192],
                                convs_per_block=2, hidden=[256], dropout=0.0),  # 0.2 lowered val accuracy on 2 seeds
@@ -155,6 +158,10 @@ def parse_args(argv=None):
                    help="dropout rate (dense: before each dense layer; gap: before fc); with --ablation the rate "
                         f"of its 'dropout on' variants ({ABLATION_DROPOUT} where the preset's is 0)")
     a.add_argument("--no-batchnorm", dest="batchnorm", action="store_false", help="drop every batch norm layer")
+    p.add_argument_group("evaluation").add_argument(
+        "--tta", action=argparse.BooleanOptionalAction,
+        help="flip test-time augmentation: report the accuracy of the mean logits of each image and its "
+             "left-right mirror image (validation and test; the plain accuracy is recorded too)")
     cli.show_defaults(p, {arch: DEFAULTS[arch, "default"] for arch in ("dense", "gap")})
     p.epilog = defaults_table({action.dest for action in p._actions})
     args = p.parse_args(argv)
@@ -300,10 +307,11 @@ def train_run(args, splits, ds, device, out_dir: Path, *, batchnorm, dropout, se
         return {}
 
     files.write_text(out_dir / "architecture.txt", architecture_text(model, name, margs))
-    results = final_metrics(model, splits, ds, device, history)
+    results = final_metrics(model, splits, ds, device, history, args.tta)
     metrics = {"arch": args.arch, "preset": args.preset, "network": name, "parameters": n_params,
                "batchnorm": batchnorm, "dropout": dropout,
-               "dropout_position": dropout_position(args.arch, margs) if dropout else None, **results,
+               "dropout_position": dropout_position(args.arch, margs) if dropout else None, "tta": args.tta,
+               **results,
                "epochs": len(history["epochs"]), "train_seconds": round(train_seconds, 1),
                "process_cpu_seconds": round(time.process_time(), 1),  # all threads, since start
                "wall_seconds": round(time.perf_counter() - args._t_start, 1),  # this process
@@ -315,8 +323,10 @@ def train_run(args, splits, ds, device, out_dir: Path, *, batchnorm, dropout, se
     finish_run(out_dir, metrics, history)
     title = f"CIFAR-10 {args.arch} network ({n_params:,} parameters): loss"
     plots.save(plots.plot_loss(history, title, eval_names=("val",)), out_dir / "loss.png")
+    rule = "flip-averaged; plain" if args.tta else "plain; flip-averaged"
+    other = metrics["test_accuracy_plain" if args.tta else "test_accuracy_tta"]
     print(f"val accuracy {100 * metrics['val_accuracy']:.2f}%  test accuracy {100 * metrics['test_accuracy']:.2f}% "
-          f"(flip TTA {100 * metrics['test_accuracy_tta']:.2f}%)  train {train_seconds:.0f}s  -> {out_dir}")
+          f"({rule} {100 * other:.2f}%)  train {train_seconds:.0f}s  -> {out_dir}")
     metrics["history"] = history["epochs"]
     return metrics
 
@@ -333,9 +343,12 @@ def he_init(model):
         torch.nn.init.zeros_(m.bias)
 
 
-def final_metrics(model, splits, ds, device, history) -> dict:
+def final_metrics(model, splits, ds, device, history, tta: bool) -> dict:
     """Validation and test loss/accuracy of the final model, plain and with flip TTA.
 
+    {split}_accuracy is the reported rule's (flip-averaged with tta, else plain), beside
+    {split}_accuracy_plain and _tta; {split}_loss is always plain cross-entropy, the loss the
+    per-epoch curves and the overfitting gap use ({split}_loss_tta: flip-averaged).
     The model of the last epoch is the one reported (no epoch is picked), so the test set
     cannot leak into any choice."""
     last = history["epochs"][-1]
@@ -348,6 +361,8 @@ def final_metrics(model, splits, ds, device, history) -> dict:
         for suffix, logits in (("", plain), ("_tta", flipped)):
             for key, value in metrics_from_logits(logits, y).items():
                 out[f"{split}_{key}{suffix}"] = value
+        out[f"{split}_accuracy_plain"] = out[f"{split}_accuracy"]
+        out[f"{split}_accuracy"] = out[f"{split}_accuracy{'_tta' if tta else '_plain'}"]
     # The overfitting gap compares like with like: validation loss minus the loss of a fixed subset
     # of training images, both plain cross-entropy in eval mode after the last epoch (train_loss,
     # the running mean over augmented batches with dropout and label smoothing, is not comparable).
@@ -392,7 +407,8 @@ def summarize(folder, label, batchnorm, dropout, runs) -> dict:
     return row
 
 
-SUMMARY_KEYS = ["val_accuracy", "val_accuracy_tta", "test_accuracy", "test_accuracy_tta", "train_loss",
+SUMMARY_KEYS = ["val_accuracy", "val_accuracy_plain", "val_accuracy_tta", "test_accuracy", "test_accuracy_plain",
+                "test_accuracy_tta", "train_loss",
                 "train_eval_loss", "train_eval_accuracy", "val_loss", "loss_gap", "epochs", "train_seconds",
                 "parameters"]
 CURVE_KEYS = ("epoch", "val_loss", "val_accuracy", "train_loss", "train_eval_loss")
@@ -446,7 +462,7 @@ def ablation_setting(args, splits) -> dict:
     training length and width, so a reader can tell how far the two differ."""
     _, margs = model_spec(args, True, args.dropout)
     keys = ["epochs", "batch_size", "lr", "optimizer", "weight_decay", "label_smoothing", "flip", "crop", "channels",
-            *ARCH_ONLY[args.arch]]
+            "tta", *ARCH_ONLY[args.arch]]
     final = DEFAULTS[args.arch, "default"]
     return {"preset": args.preset, **{k: getattr(args, k) for k in keys},
             "dropout": args.dropout, "dropout_position": dropout_position(args.arch, margs),
@@ -486,6 +502,8 @@ def ablation_table(rows, arch, setting=None, effects=None) -> str:
         lines += [setting_text(arch, setting),
                   f"Dropout: p={setting['dropout']:g} {setting['dropout_position']}; the no-dropout variants have none.",
                   ""]
+    if setting and setting.get("tta"):
+        lines += ["Accuracies average each image's prediction with its mirror image's (flip TTA); losses are plain.", ""]
     lines += ["| variant | dropout p | val accuracy (%) | test accuracy (%) | val loss | train loss, eval mode "
               "| val − train loss (eval mode) | train time (s) |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:

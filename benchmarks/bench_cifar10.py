@@ -58,6 +58,7 @@ def run_case(name, seed, data_dir, float32=False, from_runs=None) -> dict:
     return check({**r, "seed": seed, "train_seconds": m["train_seconds"],
                   "process_cpu_seconds": m.get("process_cpu_seconds"), "val_accuracy": m["val_accuracy"],
                   "test_accuracy": m["test_accuracy"], "test_accuracy_tta": m["test_accuracy_tta"],
+                  "test_accuracy_plain": m.get("test_accuracy_plain"), "tta": m.get("tta", False),
                   "parameters": m["parameters"], "epochs": m["epochs"], "device": m["device"],
                   "cpu_bf16": m["cpu_bf16"]}, case.target_accuracy, case.target_seconds)
 
@@ -78,8 +79,10 @@ def main(argv=None):
         for seed in args.seeds:
             r = run_case(name, seed, args.data_dir, args.float32, args.from_runs)
             results[case_key(name, seed, args.float32 and not args.from_runs)] = r
+            rule = "flip-averaged; plain" if r["tta"] else "plain; flip-averaged"
+            other = r["test_accuracy_plain" if r["tta"] else "test_accuracy_tta"]
             print(f"{name} seed {seed} ({r['condition']}): test {100 * r['test_accuracy']:.2f}% "
-                  f"(TTA {100 * r['test_accuracy_tta']:.2f}%)  val {100 * r['val_accuracy']:.2f}%  "
+                  f"({rule} {100 * other:.2f}%)  val {100 * r['val_accuracy']:.2f}%  "
                   f"wall {r['wall_seconds']:.0f}s  ({verdict(r)})", flush=True)
     finish(args.out, results)
 

@@ -5,7 +5,8 @@
     python benchmarks/design_trials.py --run gap-check-no-residual [--data-dir DIR]
 
 benchmarks/results/design_trials.json (--file) holds each trial that chose a default of cifar10.py:
-what changed, the command, its seeds, validation and test accuracy per seed, time, parameters, the
+what changed, the command, its seeds, validation and test accuracy per seed (plain, so that trials
+from before flip TTA compare; val_accuracy_tta beside them), time, parameters, the
 machine and date of the measurement, and what was decided and why (its header field says how to
 read it). --run runs the trial's command once per seed, with --seed and --out-dir (a temporary
 folder) and --data-dir added, and replaces that entry's runs, parameters, machine, precision and
@@ -91,7 +92,8 @@ def rerun(trial: dict, data_dir) -> dict:
                                     "nothing was recorded")
             wall = time.perf_counter() - t0
             m = json.loads((Path(argv[-1]) / "metrics.json").read_text())
-            runs.append({"seed": seed, "val_accuracy": m.get("val_accuracy"), "test_accuracy": m.get("test_accuracy"),
+            plain = lambda split: m.get(f"{split}_accuracy_plain", m.get(f"{split}_accuracy"))  # noqa: E731
+            runs.append({"seed": seed, "val_accuracy": plain("val"), "test_accuracy": plain("test"),
                          "seconds": seconds(trial.get("timing", "train"), m, wall)}
                         | ({"val_accuracy_tta": m["val_accuracy_tta"]} if "val_accuracy_tta" in m else {}))
             parameters = m.get("parameters")

@@ -755,7 +755,9 @@ def part_two(r: Report):
         r.item(f"2({part})(f)", call_draft("draft_cifar", "validation_answer", arch, met,
                                            needs={f"{folder}/metrics.json": met}, inp=inp))
         if met:
-            doc.table(["Validation accuracy", "Validation images", "Test accuracy", "Test images", "Parameters"],
+            flip = " (flip-averaged)" if met.get("tta") else ""
+            doc.table([f"Validation accuracy{flip}", "Validation images", f"Test accuracy{flip}", "Test images",
+                       "Parameters"],
                       [[words.pct(met["val_accuracy"]), f"{met['val_images']:,}", words.pct(met["test_accuracy"]),
                         f"{met['test_images']:,}", f"{met['parameters']:,}"]])
 
@@ -964,7 +966,8 @@ def max_error(case: dict) -> float:
 
 def ablation_table(doc: Doc, table: dict):
     nan = lambda x, f: "diverged" if x != x else f.format(x)  # noqa: E731
-    doc.table(["Variant", "Validation accuracy", "Test accuracy", "Validation minus training loss"],
+    flip = " (flip-averaged)" if table.get("setting", {}).get("tta") else ""
+    doc.table(["Variant", f"Validation accuracy{flip}", f"Test accuracy{flip}", "Validation minus training loss"],
               [[r["label"], nan(100 * r["val_accuracy"], "{:.2f}%"), nan(100 * r["test_accuracy"], "{:.2f}%"),
                 nan(r["loss_gap"], "{:.3f}")] for r in table["variants"]])
 

@@ -5,7 +5,7 @@ numbers it is given, so the text stays true for any run. `arch` is "dense" or "g
 
 Files read (paths relative to runs/), by the caller (report/build.py), and passed in:
 - cifar10-<arch>/metrics.json -> `metrics` (dict): parameters, batchnorm, dropout, dropout_position,
-  val_/test_accuracy[_tta], val_loss, train_eval_loss, loss_gap, train_eval_images, val_images,
+  val_/test_accuracy[_plain|_tta], tta, val_loss, train_eval_loss, loss_gap, train_eval_images, val_images,
   test_images, epochs and `config` (the run's arguments: channels, epochs, lr, batch_size, ...).
 - cifar10-<arch>/architecture.txt -> `architecture_text` (str): the layer table cifar10.py writes.
 - cifar10-<arch>/history.csv -> `history` (list of dicts, one per epoch, values as read by
@@ -276,12 +276,18 @@ def loss_answer(arch: str, metrics: dict, history: list) -> list[str]:
 
 
 def validation_answer(arch: str, metrics: dict) -> list[str]:
-    text = [f"Final validation accuracy: {pct(metrics['val_accuracy'])} on the {metrics['val_images']:,} validation "
-            "images held out from the training set (the network after the last epoch; no epoch was picked)."]
+    """2(f): the final validation accuracy, then the test accuracy, in the run's reported rule
+    (flip-averaged where metrics["tta"], with the plain one beside it)."""
+    def rule(split):
+        if metrics.get("tta"):
+            return (f" (each image's prediction averaged with its mirror image's; "
+                    f"{pct(metrics[split + '_accuracy_plain'])} from the image alone)")
+        tta = metrics.get(f"{split}_accuracy_tta")
+        return (f" ({pct(tta)} when each image's prediction is averaged with that of its mirror image)"
+                if split == "test" and tta is not None and not math.isnan(tta) else "")
+    text = [f"Final validation accuracy: {pct(metrics['val_accuracy'])}{rule('val')} on the {metrics['val_images']:,} "
+            "validation images held out from the training set (the network after the last epoch; no epoch was picked)."]
     if "test_accuracy" in metrics:
-        tta = metrics.get("test_accuracy_tta")
         text.append(f"Test accuracy, measured once at the end on the {metrics['test_images']:,} test images: "
-                    f"{pct(metrics['test_accuracy'])}"
-                    + (f" ({pct(tta)} when each image's prediction is averaged with that of its mirror image)"
-                       if tta is not None and not math.isnan(tta) else "") + ".")
+                    f"{pct(metrics['test_accuracy'])}{rule('test')}.")
     return text

@@ -137,7 +137,9 @@ def test_flip_tta_averages_each_image_with_its_left_right_mirror():
     last = dict(train_loss=1.0, train_accuracy=0.5, train_eval_loss=1.0, train_eval_accuracy=0.5)
     history = {"epochs": [last], "train_eval_images": 40}
     out = cifar10.final_metrics(model=model, splits={"val": (x, y), "test": (x, y)}, ds=ds,
-                                device=torch.device("cpu"), history=history)
+                                device=torch.device("cpu"), history=history, tta=True)
+    plain_rule = cifar10.final_metrics(model=model, splits={"val": (x, y), "test": (x, y)}, ds=ds,
+                                       device=torch.device("cpu"), history=history, tta=False)
 
     def logits(images: np.ndarray) -> torch.Tensor:                        # (N, 3, 32, 32) uint8
         z = (images / 255 - np.array(ds.mean)[:, None, None]) / np.array(ds.std)[:, None, None]
@@ -153,6 +155,13 @@ def test_flip_tta_averages_each_image_with_its_left_right_mirror():
     assert out["test_loss_tta"] == pytest.approx(expected, rel=1e-4)
     assert out["test_accuracy_tta"] == pytest.approx((tta.argmax(1) == y).float().mean().item())
     assert out["test_loss"] == pytest.approx(nn.functional.cross_entropy(plain, y).item(), rel=1e-4)
+    # the reported accuracy is the rule's; the loss stays plain (the curves' and the gap's)
+    plain_acc, tta_acc = [(z.argmax(1) == y).float().mean().item() for z in (plain, tta)]
+    assert plain_acc != pytest.approx(tta_acc)  # the check can tell the rules apart
+    for split in ("val", "test"):
+        assert out[f"{split}_accuracy"] == pytest.approx(tta_acc) == out[f"{split}_accuracy_tta"]
+        assert plain_rule[f"{split}_accuracy"] == pytest.approx(plain_acc) == out[f"{split}_accuracy_plain"]
+        assert plain_rule[f"{split}_loss"] == out[f"{split}_loss"]
 
 
 # ---- script runs ----------------------------------------------------------------------------------

@@ -100,3 +100,9 @@ def test_architecture_and_validation_answers_use_plain_words(tmp_path):
                                                    "test_images": 10000, "test_accuracy_tta": 0.85}))
     assert "validation accuracy: 85.12% on the 5,000 validation images" in v and "Test accuracy" in v
     assert "84.01%" in v
+    flipped = text(draft_cifar.validation_answer("gap", {
+        "tta": True, "val_accuracy": 0.8612, "val_accuracy_plain": 0.8555, "val_images": 5000, "test_accuracy": 0.8534,
+        "test_accuracy_plain": 0.8477, "test_accuracy_tta": 0.8534, "test_images": 10000}))
+    assert ("validation accuracy: 86.12% (each image's prediction averaged with its mirror image's; 85.55% from the "
+            "image alone)") in flipped
+    assert "85.34% (each image's prediction averaged" in flipped and "84.77% from the image alone" in flipped
