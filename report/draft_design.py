@@ -74,9 +74,18 @@ def compare(trial: dict, base: dict) -> str:
     words += f" against {ref:.2f}% for {label(base)} ({how}"
     words += seeds_compared(trial, base) + ")"
     t, b = seconds_text(trial), seconds_text(base, kind=False)
-    if t and b and trial.get("timing") == base.get("timing"):
+    if t and b and timed_alike(trial, base):
         words += f", in {t} against {b}"
     return words
+
+
+def timed_alike(trial: dict, base: dict) -> bool:
+    """Whether the two trials' seconds compare: timed the same way, in the same precision, on CPUs
+    alike in bfloat16 support, and neither sharing the machine (a "conditions" entry)."""
+    same = lambda get: get(trial) == get(base)  # noqa: E731
+    return (same(lambda t: t.get("timing")) and same(lambda t: t.get("precision"))
+            and same(lambda t: (t.get("machine") or {}).get("cpu_bf16"))
+            and not trial.get("conditions") and not base.get("conditions"))
 
 
 def label(trial: dict) -> str:

@@ -77,3 +77,15 @@ def test_the_recorded_trials_read_in_plain_words():
         for jargon in ("TTA", "preset", "GAPNet", "--", "bf16", "None", "nan"):
             assert jargon not in out, (arch, jargon)
     json.dumps(trials)
+
+
+def test_times_compare_only_when_measured_alike():
+    """Seconds of a trial that shared the machine, or ran in another precision or on a CPU unlike
+    the other's in bfloat16 support, are not set against each other."""
+    for change in ({"conditions": "two runs side by side"}, {"precision": "bfloat16 autocast"},
+                   {"machine": {"cpu_bf16": True}}):
+        trials = crafted()
+        trials["trials"][2].update(change)
+        out = text("gap", trials)
+        assert "No residual blocks: 75.88% validation accuracy" in out and "120 s of training" not in out
+    assert "in 120 s of training against 200 s" in text("gap", crafted())
