@@ -4,7 +4,7 @@ network, float32 and bfloat16 marked, the targets drawn in.
 Run:  python benchmarks/time_to_accuracy.py     # -> benchmarks/results/time_to_accuracy.png
 
 Reads benchmarks/results/{fashionmnist,cifar10}.json (the defaults' test accuracy, flip-averaged
-where recorded, as every default now reports it, and whole-process wall time, from
+where recorded, as every default reports it, and whole-process wall time, from
 bench_fashionmnist.py and bench_cifar10.py) and {speed,design}_trials.json (the
 trials' validation accuracy and their recorded seconds, for those timed alone on the machine). A
 target (today's, from the benchmarks)
