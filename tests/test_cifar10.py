@@ -265,7 +265,8 @@ def test_ablation_writes_four_variants(tiny_data_dir, tmp_path):
 
 
 def test_ablation_summary_averages_seeds_and_reports_divergence():
-    runs = [{"seed": s, "val_accuracy": a, "val_accuracy_tta": a, "test_accuracy": a, "test_accuracy_tta": a,
+    runs = [{"seed": s, "val_accuracy": a, "val_accuracy_plain": a, "val_accuracy_tta": a, "test_accuracy": a,
+             "test_accuracy_plain": a, "test_accuracy_tta": a,
              "train_loss": 1.0, "train_eval_loss": 1.0, "train_eval_accuracy": a, "val_loss": 1.2, "loss_gap": 0.2,
              "epochs": 3, "train_seconds": 10.0, "parameters": 1000,
              "history": [{"epoch": 1, "val_loss": 1.2, "val_accuracy": a, "train_loss": 1.0, "train_eval_loss": 1.0}]}
@@ -284,7 +285,8 @@ def ablation_rows(with_bn: dict, without_bn: dict, seeds=(0, 1, 2)) -> list[dict
     rows = []
     for folder, label, batchnorm, drop_on in cifar10.VARIANTS:
         accs = (with_bn if batchnorm else without_bn)[drop_on]
-        runs = [{"seed": s, "val_accuracy": a, "val_accuracy_tta": a, "test_accuracy": a, "test_accuracy_tta": a,
+        runs = [{"seed": s, "val_accuracy": a, "val_accuracy_plain": a, "val_accuracy_tta": a, "test_accuracy": a,
+                 "test_accuracy_plain": a, "test_accuracy_tta": a,
                  "train_loss": 1.0, "train_eval_loss": 0.5, "train_eval_accuracy": 0.9, "val_loss": 0.6 + 0.1 * drop_on,
                  "loss_gap": 0.1 + 0.1 * drop_on, "epochs": 2, "train_seconds": 5.0, "parameters": 1000,
                  "history": [{"epoch": e, "val_loss": 0.7, "val_accuracy": a, "train_loss": 1.0,
