@@ -323,10 +323,11 @@ def train_run(args, splits, ds, device, out_dir: Path, *, batchnorm, dropout, se
     finish_run(out_dir, metrics, history)
     title = f"CIFAR-10 {args.arch} network ({n_params:,} parameters): loss"
     plots.save(plots.plot_loss(history, title, eval_names=("val",)), out_dir / "loss.png")
-    rule = "flip-averaged; plain" if args.tta else "plain; flip-averaged"
-    other = metrics["test_accuracy_plain" if args.tta else "test_accuracy_tta"]
+    rule, other = ("flip-averaged", "plain") if args.tta else ("plain", "flip-averaged")
+    suffix = "_plain" if args.tta else "_tta"
     print(f"val accuracy {100 * metrics['val_accuracy']:.2f}%  test accuracy {100 * metrics['test_accuracy']:.2f}% "
-          f"({rule} {100 * other:.2f}%)  train {train_seconds:.0f}s  -> {out_dir}")
+          f"({rule}; {other}: val {100 * metrics['val_accuracy' + suffix]:.2f}%, "
+          f"test {100 * metrics['test_accuracy' + suffix]:.2f}%)  train {train_seconds:.0f}s  -> {out_dir}")
     metrics["history"] = history["epochs"]
     return metrics
 
@@ -502,8 +503,9 @@ def ablation_table(rows, arch, setting=None, effects=None) -> str:
         lines += [setting_text(arch, setting),
                   f"Dropout: p={setting['dropout']:g} {setting['dropout_position']}; the no-dropout variants have none.",
                   ""]
-    if setting and setting.get("tta"):
-        lines += ["Accuracies average each image's prediction with its mirror image's (flip TTA); losses are plain.", ""]
+    if setting and "tta" in setting:
+        lines += [("Accuracies average each image's prediction with its mirror image's (flip TTA)" if setting["tta"]
+                   else "Accuracies are of each image alone (plain)") + "; losses are plain.", ""]
     lines += ["| variant | dropout p | val accuracy (%) | test accuracy (%) | val loss | train loss, eval mode "
               "| val − train loss (eval mode) | train time (s) |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
@@ -575,7 +577,7 @@ def plot_ablation(rows, arch):
             ax.grid(alpha=0.3)
             ax.tick_params(labelsize=7)
             ax.xaxis.get_major_locator().set_params(integer=True)
-    axes[0, 0].set_ylabel("validation accuracy (%)", fontsize=8)
+    axes[0, 0].set_ylabel("validation accuracy (%),\nper epoch, plain", fontsize=8)
     axes[1, 0].set_ylabel("cross-entropy loss", fontsize=8)
     axes[0, 0].legend(fontsize=7)
     axes[1, 0].legend(fontsize=7)

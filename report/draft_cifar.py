@@ -265,6 +265,8 @@ def loss_answer(arch: str, metrics: dict, history: list) -> list[str]:
                     "fits its training images better than new ones, i.e. it overfits "
                     + ("slightly." if gap < 0.1 else "clearly."))
     text.append(f"After the last epoch (of {plural(len(rows), 'epoch')}): " + verdict)
+    if len(rows) < 2:  # one point: no trend to read
+        return text
     trend = f"The gap went from {signed(first_gap)} after the first epoch to {signed(gap)} after the last"
     if best["epoch"] < last["epoch"] and last["val_loss"] - best["val_loss"] > 0.01:
         trend += (f"; the validation loss was lowest after epoch {int(best['epoch'])} ({best['val_loss']:.3f}) "

@@ -278,6 +278,11 @@ def test_ablation_summary_averages_seeds_and_reports_divergence():
     assert "85.00 ± 7.07" in table and "2 of 3 seeds (1 diverged)" in table
     one = cifar10.summarize("bn-drop", "batch norm + dropout", True, 0.2, runs[:1] + [{"seed": 2, "diverged": "nan"}])
     assert "| 80.00 |" in cifar10.ablation_table([one], "gap")  # one seed counted: no ± 0.00
+    setting = {"epochs": 3, "channels": [8, 16], "lr": 0.1, "batch_size": 64, "seeds": [0, 1], "train_images": 100,
+               "val_images": 50, "dropout": 0.2, "dropout_position": "before fc"}
+    setting["default_network"] = {k: setting[k] for k in ("epochs", "channels", "lr", "batch_size")}
+    for tta, rule in ((True, "mirror image's (flip TTA); losses are plain"), (False, "alone (plain); losses are plain")):
+        assert rule in cifar10.ablation_table([row], "gap", setting={**setting, "tta": tta})
 
 
 def ablation_rows(with_bn: dict, without_bn: dict, seeds=(0, 1, 2)) -> list[dict]:

@@ -77,6 +77,7 @@ def test_loss_answer_reads_the_gap_from_eval_mode_losses():
     flat = [{"epoch": 1, "train_loss": 0.5, "train_eval_loss": 0.71, "val_loss": 0.7}]
     out = text(draft_cifar.loss_answer("gap", {"train_eval_images": 100}, flat))
     assert "no measurable overfitting" in out and "ends above" not in out
+    assert "gap went from" not in out and "fell until" not in out  # one epoch: no trend to read
 
 
 def test_architecture_and_validation_answers_use_plain_words(tmp_path):
