@@ -160,14 +160,16 @@ def train(args, ds, train_idx, evals, device):
 
 def report(args, ds, model, history, device, n_train, evals):
     """Test metrics, run files and the three figures (rank 0)."""
-    n_params, wall = count_parameters(model), history["seconds"]  # with the sessions before a --resume
+    n_params, train_seconds = count_parameters(model), history["seconds"]  # with the sessions before a --resume
     network = f"{NAMES[args.model]} ({n_params:,} parameters)"
     plain, flipped = predict_flip(model, ds.x_test, ds.mean, ds.std, device)  # (10000, 10) each
     logits = flipped if args.tta else plain  # the prediction rule the run reports
     results = test_results(logits, ds.y_test, ds.classes) | split_metrics(plain, flipped, ds.y_test, "test", args.tta)
     metrics = {"model": args.model, "network": model_spec(args)[0], "parameters": n_params,
                **results,
-               "wall_seconds": round(wall, 1), "device": str(device), "world_size": rank_and_world()[1],
+               "train_seconds": round(train_seconds, 1),
+               "wall_seconds": round(cli.seconds_since_start(), 1),  # this process, up to here
+               "device": str(device), "world_size": rank_and_world()[1],
                "torch": str(torch.__version__),
                "threads": torch.get_num_threads(), "seed": args.seed, "train_images": n_train,
                "tta": args.tta, "config": cli.args_record(args)}
@@ -191,7 +193,7 @@ def report(args, ds, model, history, device, n_train, evals):
                args.out_dir / "examples.png")
     tta = f" (flip-averaged; plain {100 * results['test_accuracy_plain']:.2f}%)" if args.tta else ""
     print(f"test accuracy {100 * results['test_accuracy']:.2f}%{tta}  test loss {results['test_loss']:.4f}  "
-          f"parameters {n_params:,}  trained in {wall:.0f}s  -> {args.out_dir}")
+          f"parameters {n_params:,}  trained in {train_seconds:.0f}s  -> {args.out_dir}")
 
 
 if __name__ == "__main__":
