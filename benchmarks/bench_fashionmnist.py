@@ -35,7 +35,8 @@ def run_case(model, seed, data_dir, float32=False, runs_dir=None, from_runs=None
         r = run_script("fashionmnist.py", argv, data_dir, out_dir, float32)
     m = r.pop("metrics")
     return check({**r, "seed": seed, "test_accuracy": m["test_accuracy"], "parameters": m["parameters"],
-                  "train_seconds": m.get("train_seconds", m["wall_seconds"]),  # before 2026-12-02: wall_seconds "epochs": m["config"]["epochs"], "device": m["device"]},
+                  "train_seconds": m.get("train_seconds", m["wall_seconds"]),  # earlier versions: wall_seconds
+                  "epochs": m["config"]["epochs"], "device": m["device"]},
                  *TARGETS[model])
 
 

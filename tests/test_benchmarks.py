@@ -164,3 +164,19 @@ def test_the_recorded_trials_file_reads_and_reruns_its_commands():
             assert argv[0] == "cifar10.py"
             import cifar10
             cifar10.parse_args(argv[1:] + ["--out-dir", "x"])
+
+
+@pytest.mark.parametrize("seconds", [{"train_seconds": 70.0, "wall_seconds": 82.0}, {"wall_seconds": 70.0}])
+def test_bench_fashionmnist_reads_a_runs_training_seconds(tmp_path, seconds):
+    """train_seconds, or wall_seconds where a run from an earlier fashionmnist.py has only that;
+    the case's own wall time is the stamp's (the whole process)."""
+    from benchmarks import bench_fashionmnist
+    out = tmp_path / "fashionmnist-ffn"
+    out.mkdir()
+    (out / "metrics.json").write_text(json.dumps({"test_accuracy": 0.91, "parameters": 10, "device": "cpu",
+                                                  "config": {"epochs": 22}, **seconds}))
+    stamp(tmp_path, "fashionmnist-ffn", ["/x/fashionmnist.py", "--model", "ffn", "--out-dir", str(out)],
+          seconds=40.0)
+    r = bench_fashionmnist.run_case("ffn", 0, "/d", from_runs=tmp_path)
+    assert r["train_seconds"] == 70.0 and r["wall_seconds"] == 40.0 and r["epochs"] == 22
+    assert r["met"] and r["test_accuracy"] == 0.91
