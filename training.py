@@ -753,7 +753,7 @@ def fit_epochs_to_budget(model, x, y, cfg, *, mean, std, device, eval_images, fi
     spent = cli.seconds_since_start()  # imports, data, model and the timing above
     cfg.epochs = epochs_within_budget(cfg.time_budget, spent, epoch, after, low, cfg.low_res_fraction)
     n_low = cfg.low_res_epochs if low is not None else 0
-    total = spent + n_low * (low or 0.0) + (cfg.epochs - n_low) * epoch + after
+    total = run_seconds(cfg.epochs, spent, epoch, after, low, cfg.low_res_fraction)
     record = {"budget_seconds": cfg.time_budget, "epochs": cfg.epochs, "low_res_epochs": n_low, **times,
               "epoch_seconds": epoch, "low_res_epoch_seconds": low, "spent_seconds": spent,
               "after_seconds": after, "estimated_seconds": total}
@@ -775,26 +775,32 @@ def budget_line(record: dict, low_res: int) -> str:
             f"{capped} ({each} {record['estimated_seconds']:.0f} s in all)")
 
 
+def run_seconds(e: int, spent: float, epoch_seconds: float, after_seconds: float,
+                low_res_epoch_seconds: float | None = None, low_res_fraction: float = 0.0) -> float:
+    """Seconds of a whole run of e epochs: spent + (e epochs) + after_seconds, where
+    int(e * low_res_fraction) of the epochs cost low_res_epoch_seconds (progressive resizing;
+    None: no low-res epochs) and the others epoch_seconds."""
+    n_low = int(e * low_res_fraction) if low_res_epoch_seconds is not None else 0
+    return spent + n_low * (low_res_epoch_seconds or 0.0) + (e - n_low) * epoch_seconds + after_seconds
+
+
 def epochs_within_budget(budget: float, spent: float, epoch_seconds: float, after_seconds: float,
                          low_res_epoch_seconds: float | None = None, low_res_fraction: float = 0.0) -> int:
-    """The largest E >= 1, at most MAX_BUDGET_EPOCHS, with spent + (E epochs) + after_seconds <= budget
-    (all in seconds), where
-    int(E * low_res_fraction) of the E epochs cost low_res_epoch_seconds (progressive resizing;
-    None: no low-res epochs) and the others epoch_seconds. A UserError if not even one fits."""
-    def run_seconds(e: int) -> float:
-        n_low = int(e * low_res_fraction) if low_res_epoch_seconds is not None else 0
-        return spent + n_low * (low_res_epoch_seconds or 0.0) + (e - n_low) * epoch_seconds + after_seconds
+    """The largest E >= 1, at most MAX_BUDGET_EPOCHS, with run_seconds(E, ...) <= budget (all in
+    seconds). A UserError if not even one epoch fits."""
+    def seconds_of(e: int) -> float:
+        return run_seconds(e, spent, epoch_seconds, after_seconds, low_res_epoch_seconds, low_res_fraction)
 
-    if run_seconds(1) > budget:
+    if seconds_of(1) > budget:
         raise UserError(f"--time-budget {budget:g} s is too short: one epoch takes about {epoch_seconds:.1f} s here "
                         f"(with {spent:.0f} s spent before training and about {after_seconds:.0f} s needed after it); "
-                        f"give a larger budget, at least {math.ceil(run_seconds(1))} s, or make an epoch shorter "
+                        f"give a larger budget, at least {math.ceil(seconds_of(1))} s, or make an epoch shorter "
                         "with --limit")
-    # run_seconds grows with every epoch added (by a low-res or a full epoch), so bisect finds the
+    # seconds_of grows with every epoch added (by a low-res or a full epoch), so bisect finds the
     # largest E; an E past `most` costs more than the budget even if every epoch were the cheaper one.
     cheapest = min(epoch_seconds, low_res_epoch_seconds or epoch_seconds)
     most = min(int((budget - spent - after_seconds) / max(cheapest, 1e-9)) + 1, MAX_BUDGET_EPOCHS)
-    return bisect.bisect_right(range(1, most + 1), budget, key=run_seconds)
+    return bisect.bisect_right(range(1, most + 1), budget, key=seconds_of)
 
 
 def time_steps(model, x, y, cfg, *, mean, std, device, steps=TIMED_STEPS) -> dict:
