@@ -182,7 +182,9 @@ def report(args, ds, model, history, device, n_train, evals):
     finish_run(args.out_dir, metrics, history)
 
     pred, probs = logits.argmax(1), logits.softmax(1).max(1).values
-    plots.save(plots.plot_loss(history, f"Fashion-MNIST {network}: loss"), args.out_dir / "loss.png")
+    conditions = plots.batch_conditions(args.flip, args.crop, args.dropout, args.label_smoothing)
+    plots.save(plots.plot_loss(history, f"Fashion-MNIST {network}: loss", conditions=conditions),
+               args.out_dir / "loss.png")
     plots.save(plots.plot_confusion(np.array(results["confusion_matrix"]), ds.classes,
                                     f"{network}\ntest confusion matrix, accuracy "
                                     f"{100 * results['test_accuracy']:.2f}% on {len(ds.y_test):,} images"

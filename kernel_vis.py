@@ -590,22 +590,28 @@ def channel_range(shown: int, total: int) -> str:
     return f"all {total} channels" if shown == total else f"channels 1-{shown} of {total}"
 
 
-def plot_layer_maps(maps: torch.Tensor, description: str, network: str, shown: int, numbered=True):
-    """Feature maps (C, H, W) of one layer, channels 1..shown. numbered (the body figure): a number
-    over each panel, BODY_WIDTH_IN wide with the colour scale named in the title instead of a
-    colour bar; else (the appendix grid of every channel) the text width, no numbers, a colour bar."""
+def plot_layer_maps(maps: torch.Tensor, description: str, network: str, shown: int, numbered=True,
+                    image01=None, caption: str = ""):
+    """Feature maps (C, H, W) of one layer, channels 1..shown, of the input image01 (C, H, W) in
+    [0, 1] named by caption. numbered (the body figure): the input first, then a number over each
+    panel, BODY_WIDTH_IN wide with the colour scale named in the title instead of a colour bar;
+    else (the appendix grid of every channel) the text width, no numbers, a colour bar."""
     panels = [plots.minmax(m, (0, 1)).numpy() for m in maps[:shown]]
     zero = [bool(m.max() == m.min()) for m in maps[:shown]]
     size = f"{maps.shape[-2]}x{maps.shape[-1]}"
+    of = f" of {caption.replace(chr(10), ', ')}" if caption else ""
     if numbered:
         titles = [f"{i + 1}" + ("(0)" if z else "") for i, z in enumerate(zero)]
+        if image01 is not None:  # 9 columns: the input and 8 channels on the first row
+            panels, titles = [image01] + panels, ["input"] + titles
         return plot_panels(panels, titles,
-                           f"{network}: feature maps of {description}, {channel_range(shown, len(maps))}, "
+                           f"{network}: feature maps of {description}{of}, {channel_range(shown, len(maps))}, "
                            f"{size}, each scaled to [0, 1] on its own (yellow = strongest)"
                            + (", (0): all zero" if any(zero) else ""),
-                           cmap="viridis", max_cols=8, wide=True, width_in=BODY_WIDTH_IN, suptitle_size=BODY_SUPTITLE_PT)
+                           cmap="viridis", max_cols=8 if image01 is None else 9, wide=True, width_in=BODY_WIDTH_IN,
+                           suptitle_size=BODY_SUPTITLE_PT, input_first=image01 is not None)
     return plot_panels(panels, None,
-                       f"{network}: feature maps of {description}, {channel_range(shown, len(maps))}, "
+                       f"{network}: feature maps of {description}{of}, {channel_range(shown, len(maps))}, "
                        f"{size} each, each min-max normalized on its own"
                        + (f"; {sum(zero)} of them all zero" if any(zero) else ""),
                        cbar_label="normalized activation", cmap="viridis", max_cols=16)
@@ -756,10 +762,11 @@ def figures(result: dict, network: str, image01, caption: str, max_channels):
         k01, in_channels = result["filters"][name]
         total = min(len(fmap), max_channels or len(fmap))
         body = min(total, BODY_CHANNELS)
-        yield file_name("feature_maps", name), plot_layer_maps(fmap, description, network, body)
+        yield file_name("feature_maps", name), plot_layer_maps(fmap, description, network, body,
+                                                               image01=image01, caption=caption)
         if total > body:
             yield file_name("feature_maps", name, "_all"), plot_layer_maps(fmap, description, network, total,
-                                                                           numbered=False)
+                                                                           numbered=False, caption=caption)
         yield file_name("filters", name), plot_layer_filters(k01, name, in_channels, network, body)
         if total > body:
             yield file_name("filters", name, "_all"), plot_layer_filters(k01, name, in_channels, network, total,

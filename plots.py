@@ -41,12 +41,21 @@ HALF_WIDTH_IN = 3.2  # printed width of a figure the report sets beside another:
 PAD_IN = 0.1         # save() adds this margin on each side (matplotlib's bbox_inches="tight" padding)
 
 
-def plot_loss(history: dict, title: str, eval_names=("val", "test")):
+def batch_conditions(flip: bool, crop: int, dropout: float, label_smoothing: float) -> str:
+    """How a training batch differs from an evaluated one, for plot_loss's footnote."""
+    said = (["augmented"] if flip or crop else []) + (["dropout on"] if dropout else []) + \
+           (["label smoothing"] if label_smoothing else [])
+    return ", ".join(said) or "no augmentation, dropout or label smoothing"
+
+
+def plot_loss(history: dict, title: str, eval_names=("val", "test"),
+              conditions="augmented, dropout on, label smoothing"):
     """Per-step training loss (raw and smoothed), the per-epoch training loss measured in eval
     mode (history rows' train_eval_loss, see training.fit) and per-epoch evaluation losses, x in
     epochs. Printable at half the text width (HALF_WIDTH_IN, so the report sets two networks' plots
     side by side), no text under MIN_FONT_PT; the legend sits under the axes (it never hides a
-    curve) and a footnote says what each curve is."""
+    curve) and a footnote says what each curve is; `conditions` (batch_conditions) says how
+    the training batches differ from evaluated images."""
     steps = np.asarray(history["step_loss"])
     epochs = history["epochs"]
     steps_per_epoch = len(steps) / max(len(epochs), 1)
@@ -77,13 +86,15 @@ def plot_loss(history: dict, title: str, eval_names=("val", "test")):
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(-0.5 / axes_width, -0.38 / 1.45), frameon=False,
               borderaxespad=0, handlelength=1.5, labelspacing=0.25)
+    held_out = " and ".join(SPLIT_NAMES.get(n, n) for n in eval_names if epochs and f"{n}_loss" in epochs[0])
+    held_out = held_out or "held-out"
     n = history.get("train_eval_images")
     subset = f"the same {n:,} training images every epoch" if n else "a fixed subset of the training images"
     # Why the running training curve can lie above the validation one: it is measured while training.
     fig.text(0.05 / width, 0.05 / height, "\n".join(textwrap.wrap(
-        "Running: each step's batch as training sees it (augmented, dropout on, label smoothing). In eval mode: "
-        + subset + ", like the held-out images: plain cross-entropy, no augmentation. Held-out minus "
-        "eval mode training loss is the overfitting gap.", 54)), fontsize=7, color="0.3", va="bottom")
+        f"Running: each step's batch as training sees it ({conditions}). In eval mode: "
+        f"{subset}, like the {held_out} images: plain cross-entropy, no augmentation. {held_out.capitalize()} "
+        "minus eval mode training loss is the overfitting gap.", 54)), fontsize=7, color="0.3", va="bottom")
     return fig
 
 

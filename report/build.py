@@ -361,8 +361,8 @@ def answer_cnn_vs_ffn(ffn: dict, cnn: dict) -> list:
     """Question 8, from the two runs' accuracies, parameter counts and per-class accuracies."""
     a_f, a_c, p_f, p_c = ffn["test_accuracy"], cnn["test_accuracy"], ffn["parameters"], cnn["parameters"]
     verdict = compare(a_c, a_f)
-    size = (f"{p_f / p_c:.1f}x fewer parameters ({p_c:,} against {p_f:,})" if p_c < p_f
-            else f"{p_c / p_f:.1f}x more parameters ({p_c:,} against {p_f:,})")
+    size = (f"{p_f / p_c:.1f} times fewer parameters ({p_c:,} against {p_f:,})" if p_c < p_f
+            else f"{p_c / p_f:.1f} times as many parameters ({p_c:,} against {p_f:,})")
     opening = {"higher": f"In this run the CNN beats the feed-forward network: {words.pct(a_c)} against {words.pct(a_f)} test "
                          f"accuracy ({words.points(a_c - a_f)}), with {size}.",
                "level": f"In this run the two networks are level: CNN {words.pct(a_c)}, feed-forward network {words.pct(a_f)} "
@@ -535,11 +535,11 @@ class Report:
         if path is not None:
             self.doc.figure(path, caption, lbl)
 
-    def figures_row(self, figures: list):
+    def figures_row(self, figures: list, floating: bool = True):
         """[(path, caption, label)] side by side where they fit (Doc.figures_row); None paths skipped."""
         figures = [f for f in figures if f[0] is not None]
         if figures:
-            self.doc.figures_row(figures)
+            self.doc.figures_row(figures, floating=floating)
 
     def missing_figure(self, what: str, rel: str):
         self.doc.note(f"Figure missing ({what}): {self.inp.why_missing(rel)}.")
@@ -718,8 +718,8 @@ def part_two(r: Report):
 
     doc.heading(2, "Problem 2. CNNs on CIFAR-10", label="problem-2")
     doc.para("Two networks were trained on CIFAR-10 (50,000 training images of 32x32 pixels in 10 classes; part of "
-             "the training set is held out as the validation set that guided every choice, and the 10,000 test "
-             "images were used once, at the end): (a) a VGG-style network whose convolutional layers end in "
+             "the training set is held out as the validation set that guided every choice; the 10,000 test "
+             "images only measure trained networks, and no choice was made on them): (a) a VGG-style network whose convolutional layers end in "
              "fully-connected (dense) layers, and (b) a ResNet-style network that ends in global average pooling "
              "(each channel's map averaged to one number) followed by a single linear layer.")
     for part, arch in (("a", "dense"), ("b", "gap")):
@@ -880,8 +880,10 @@ def design_draft(r: Report, arch: str) -> Draft:
     dr = call_draft("draft_design", "design_answer", arch, load_trials())
     if len(dr.paragraphs) > 3:
         r.appendix_trials[arch] = dr.paragraphs[2:]
+        note = getattr(draft_module("draft_design"), "SEED_NOTE", None)  # the closing remark: not a group
+        groups = sum(not (note and p.startswith(note)) for p in dr.paragraphs[2:])
         dr.paragraphs = dr.paragraphs[:2] + [
-            f"{len(dr.paragraphs) - 2} groups of trials, each with its measured validation accuracy and time and "
+            f"{groups} groups of trials, each with its measured validation accuracy and time and "
             f"why the change was kept or dropped, are in {ref(f'appendix-trials-{arch}')}."]
     met = r.d["cifar"][arch]["metrics"]
     if dr.paragraphs and met and met.get("preset") not in (None, "default"):
@@ -931,7 +933,7 @@ def grids(r: Report, kind: str, what: str):
             for i, extra in enumerate(row[kind + "_appendix"]):
                 r.appendix_figures.append((extra, f"The {ARCH_NAMES[arch]}: {what} {layer}, every channel.",
                                            f"fig-{tag}-all{i}"))
-        r.figures_row(row_figures)
+        r.figures_row(row_figures, floating=False)  # in order, under their item: never above its heading
 
 
 def plain_layer(layer: str) -> str:

@@ -175,10 +175,27 @@ def effect_sentence(ablation: dict, what: str, held: str, held_words: str) -> st
     elif inside is None:
         text += ", from one seed, so how much of it is chance is unknown"
     diverged = [r for r in (on, off) if r["diverged"]]
-    text += "."
+    text += "." + not_learned_sentence((on, off))
     if diverged:
         text += " " + "; ".join(variant_fate(r) for r in diverged).capitalize() + "."
     return text
+
+
+def barely_learned(row: dict, classes: int = 10) -> bool:
+    """Whether a variant ended near chance: under twice the accuracy of guessing (1 / classes).
+    A difference to such a variant measures whether it trained at all, not the switch."""
+    return bool(row["counted"]) and row["val_accuracy"] < 2 / classes
+
+
+def not_learned_sentence(rows, classes: int = 10) -> str:
+    stuck = [r for r in rows if barely_learned(r, classes)]
+    if not stuck:
+        return ""
+    names = " and ".join(f"'{r['label']}' ({pct(r['val_accuracy'])}, validation loss {r['val_loss']:.2f})"
+                         for r in stuck)
+    return (f" The variant {names} barely learned: chance is {pct(1 / classes)} and a uniform guess has loss "
+            f"ln {classes} = {math.log(classes):.2f}, so this difference shows that it did not train in this "
+            "setting, not what the switch does (more epochs or a lower learning rate may let it train).")
 
 
 def variant_fate(row: dict) -> str:
@@ -222,6 +239,9 @@ def dropout_answer(arch: str, ablation: dict, final: dict | None = None) -> list
         if not e["seeds"]:
             continue
         on, off = variant(ablation, e["on"]), variant(ablation, e["off"])
+        if barely_learned(on) or barely_learned(off):
+            gaps.append(f"{words}, not read (a variant barely learned, see above)")
+            continue
         change = "narrowed" if e["mean"] < 0 else "widened"
         inside = within_spread(e, ablation)
         effect = (f"{change} it by {abs(e['mean']):.3f}" if round(abs(e["mean"]), 3) else "left it unchanged")

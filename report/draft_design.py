@@ -60,18 +60,32 @@ def seeds_text(trial: dict) -> str:
     return "one seed" if n == 1 else f"the mean of {n} seeds"
 
 
+def same_seed_val(trial: dict, base: dict) -> float | None:
+    """The base's mean validation accuracy over the trial's seeds, in percent, where the base ran
+    more seeds than the trial and all of the trial's (a one-seed trial against a two-seed default
+    is compared with the same seed's run, not with the mean of both)."""
+    mine = {r["seed"] for r in trial.get("runs", [])}
+    ref = {r["seed"]: r["val_accuracy"] for r in base.get("runs", []) if r.get("val_accuracy") is not None}
+    if not mine or not mine < set(ref):
+        return None
+    return 100 * sum(ref[s] for s in mine) / len(mine)
+
+
 def compare(trial: dict, base: dict) -> str:
     """'<change>: 75.40% validation accuracy against 81.04% (5.64 points lower), ...'."""
-    val, ref = mean_val(trial), mean_val(base)
+    val, ref, same = mean_val(trial), mean_val(base), same_seed_val(trial, base)
     words = f"{trial['change']}: {val:.2f}% validation accuracy ({seeds_text(trial)})"
     if ref is None:
         return words
+    if same is not None:
+        ref = same
     diff = val - ref
     if abs(diff) < SPREAD_POINTS:
         how = f"{abs(diff):.2f} points {'higher' if diff > 0 else 'lower'}, within the seed-to-seed spread"
     else:
         how = f"{abs(diff):.2f} points {'higher' if diff > 0 else 'lower'}"
-    words += f" against {ref:.2f}% for {label(base)} ({how}"
+    seeds = (" with the same seed" if len(trial["runs"]) == 1 else " with the same seeds") if same is not None else ""
+    words += f" against {ref:.2f}% for {label(base)}{seeds} ({how}"
     words += seeds_compared(trial, base) + ")"
     t, b = seconds_text(trial), seconds_text(base, kind=False)
     if t and b and timed_alike(trial, base):
@@ -132,6 +146,9 @@ def group_paragraph(question: str, trials: list[dict], by_name: dict) -> str:
     return " ".join(s[0].upper() + s[1:] for s in sentences if s)
 
 
+SEED_NOTE = "Most trials ran with one seed"  # opens design_answer's closing paragraph (not a group of trials)
+
+
 def design_answer(arch: str, trials: dict | None) -> list[str]:
     """Paragraphs on how the `arch` ("dense" or "gap") network was reached: the published design it
     starts from, the time budget, and each recorded trial with its validation accuracy and decision."""
@@ -154,6 +171,6 @@ def design_answer(arch: str, trials: dict | None) -> list[str]:
         if any(t["decision"] != "baseline" for t in members):
             paragraphs.append(group_paragraph(groups.get(group, ""), members, by_name))
     if any(len(t.get("runs", [])) == 1 for t in mine):
-        paragraphs.append(f"Most trials ran with one seed: differences below {SPREAD_POINTS} points are within "
+        paragraphs.append(f"{SEED_NOTE}: differences below {SPREAD_POINTS} points are within "
                           "what a second seed can change, so they were not taken as evidence either way.")
     return paragraphs

@@ -100,6 +100,12 @@ def feature_path_answer(stats: dict) -> list[str]:
     else:
         trend = (f"{cap(one)} {LEAN_WORDS[lean0]} and {end} {LEAN_WORDS[lean1]}; this is not the "
                  "textbook move from edges to whole shapes.")
+    # a stage in between that follows neither reference breaks a steady edges-to-shape story
+    middle = stages[stages.index(first) + 1:-1]
+    quiet = [s for s in middle if _lean(_measured(s)) == "neither"]
+    if quiet:
+        trend += (f" The change is not a steady one: in between, {' and '.join(s['label'] for s in quiet)} "
+                  f"follow{'s' if len(quiet) == 1 else ''} neither (both correlations below {WEAK:g}).")
     a0, a1 = m0["active_fraction"], m1["active_fraction"]
     between = f"from {first['label']} to {last['label']}"
     sparsity = (f" The share of active units falls {between}, from {_pct(a0)} to {_pct(a1)}: deeper units fire "

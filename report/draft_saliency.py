@@ -176,7 +176,7 @@ def right_wrong_sentence(method: str, m: dict) -> str:
                          f"{numbers}, Mann-Whitney test p = {d['p']:.3f})")
         elif d["p"] is not None and d["p"] < ALPHA:  # a reliable difference, but too small to matter
             same.append((what, share, f"{numbers}, p = {d['p']:.3f}",
-                         f"differs by less than {round(100 * MIN_DIFF)} points, too little to count"))
+                         f"differs reliably but by less than {round(100 * MIN_DIFF)} points, too little to matter"))
         else:
             same.append((what, share, numbers, "does not differ reliably"))
     if not parts:

@@ -66,7 +66,7 @@ class Doc:
     def raw(self, markup: str):
         self.parts.append(markup)
 
-    FLUSH_LEVEL = 2  # floating figures stay within their question or problem: none drifts past its next one
+    FLUSH_LEVEL = 4  # floating figures stay within their item (2(a)(e)): none drifts past the next heading
 
     def heading(self, level: int, text: str, label: str | None = None, outlined: bool = True, new_page: bool = True):
         """new_page: a level-1 heading (a part, an appendix) opens a page, unless False (the page
@@ -74,10 +74,25 @@ class Doc:
         mark = "=" * level
         body = f"{mark} {escape(text)}" + (f" <{label}>" if label else "")
         if level <= self.FLUSH_LEVEL:
+            self._anchor_trailing_floats()
             self.raw("#place.flush()")
         if level == 1 and new_page:
             self.raw("#pagebreak(weak: true)")
         self.raw(body if outlined else f"#heading(level: {level}, outlined: false)[{escape(text)}]")
+
+    FLOAT_ROW = "#place(auto, float: true, clearance: 12pt, grid("
+
+    def _anchor_trailing_floats(self):
+        """Floating figures with no text after them in their item are set in place instead: a float
+        issued just before a heading can land on the next page below that heading (place.flush
+        does not stop the heading flowing above a float at the page's bottom)."""
+        i = len(self.parts)
+        while i and (self.parts[i - 1].startswith(self.FLOAT_ROW) or
+                     (self.parts[i - 1].startswith("#figure(") and ", placement: auto," in self.parts[i - 1])):
+            i -= 1
+            part = self.parts[i]
+            self.parts[i] = ("#" + part.removeprefix(self.FLOAT_ROW.removesuffix("grid(")).removesuffix(")")
+                             if part.startswith(self.FLOAT_ROW) else part.replace(", placement: auto,", ",", 1))
 
     def para(self, *texts: str):
         for t in texts:
@@ -107,7 +122,8 @@ class Doc:
                 self.table(header, rows, align, size_pt=size_pt)
             return
         cells = ", ".join(f"[{_table(*table)}]" for table in tables)
-        self.raw(f"#block(above: 8pt, below: 10pt)[#set text(size: {size_pt}pt)\n"
+        # not breakable: a page break would leave one table's last rows under the next item
+        self.raw(f"#block(above: 8pt, below: 10pt, breakable: false)[#set text(size: {size_pt}pt)\n"
                  f"#grid(columns: {len(tables)}, column-gutter: 10pt, align: top,\n  {cells})]")
 
     def figure(self, path, caption: str, label: str, max_width=TEXT_WIDTH_IN, floating=True):

@@ -89,3 +89,22 @@ def test_times_compare_only_when_measured_alike():
         out = text("gap", trials)
         assert "No residual blocks: 75.88% validation accuracy" in out and "120 s of training" not in out
     assert "in 120 s of training against 200 s" in text("gap", crafted())
+
+
+def test_a_one_seed_trial_is_read_against_the_same_seed_of_a_two_seed_base():
+    """Set against a base of two seeds, a trial of one seed is compared with that seed's run (not
+    with the mean of both): the number the reason beside it quotes."""
+    trials = crafted()
+    trials["trials"].append(trial("d2", "dense", "7 epochs", [0.845], "dropped", "d1", group="h"))
+    out = text("dense", trials)
+    assert "7 epochs: 84.50% validation accuracy (one seed) against 86.00% for no dropout with the same seed " \
+           "(1.50 points lower)" in out
+    assert "against 86.50% for no dropout" in out  # the two-seed trial d0 is still read against the mean
+
+
+def test_the_closing_note_is_not_counted_as_a_group_of_trials():
+    trials = crafted()
+    trials["trials"].append(trial("d2", "dense", "7 epochs", [0.845], "dropped", "d1", group="h"))
+    out = draft_design.design_answer("dense", trials)
+    assert out[-1].startswith(draft_design.SEED_NOTE)
+    assert sum(not p.startswith(draft_design.SEED_NOTE) for p in out[2:]) == 1  # group "h" alone

@@ -54,6 +54,16 @@ def test_the_answer_turns_with_the_numbers():
     assert "(conv 1 + batch norm + ReLU) follows neither edges nor silhouette (both correlations below 0.1)" in weak
 
 
+def test_a_middle_stage_that_follows_neither_is_named():
+    s = stats((0.6, 0.62, 0.31), (0.2, 0.18, 0.71))
+    steady = " ".join(dk.feature_path_answer(s))
+    assert "not a steady one" not in steady  # the middle stage (0.4, 0.4) follows both
+    s["stages"][1]["test_mean"].update(edge_correlation=0.01, shape_correlation=-0.16)
+    text = " ".join(dk.feature_path_answer(s))
+    assert "from low-level edge detection" in text
+    assert "The change is not a steady one: in between, max pool 1 follows neither (both correlations below 0.1)." in text
+
+
 def test_constant_maps_and_sample_only():
     text = " ".join(dk.feature_path_answer(stats((0.0, None, None), (0.3, 0.1, 0.6), test_images=0)))
     assert "on the sample (test image #0 (Ankle boot))" in text and "averaged" not in text

@@ -88,7 +88,7 @@ def test_right_and_wrong_differ_or_not():
     differ = text(d.cam_answer("net", stats(cam=_method(top=0.6, wrong_top=0.3, p=0.001))))
     assert "more concentrated on right answers than on wrong ones (top pixels 60% against 30%" in differ
     assert "p = 0.001" in differ
-    assert "central box's share differs by less than 3 points, too little to count (70% against 70%, p = 0.001)" in differ
+    assert "central box's share differs reliably but by less than 3 points, too little to matter (70% against 70%, p = 0.001)" in differ
     same = text(d.cam_answer("net", stats(cam=_method(top=0.6, wrong_top=0.3, p=0.4))))   # big but unreliable
     assert "look alike" in same and "more concentrated on right" not in same
     tiny = text(d.cam_answer("net", stats(cam=_method(top=0.6, wrong_top=0.59, p=0.001))))  # reliable but tiny

@@ -270,6 +270,9 @@ def test_every_figure_is_legible_in_print():
                kv.plot_feature_path(image01, "test image #0 (Ankle boot)", path, "net"),
                kv.plot_layer_maps(torch.rand(192, 8, 8, generator=g), "conv3 → bn3 → relu3 (output of relu3)",
                                   "CIFAR-10 GAPNet (cifar10-gap)", 32),
+               kv.plot_layer_maps(torch.rand(192, 8, 8, generator=g), "conv3 → bn3 → relu3 (output of relu3)",
+                                  "CIFAR-10 GAPNet (cifar10-gap)", 32, image01=torch.rand(3, 32, 32, generator=g).numpy(),
+                                  caption="test image #0 (cat)\npredicted cat (88%)"),
                kv.plot_layer_maps(torch.rand(192, 8, 8, generator=g), "conv3", "net", 192, numbered=False),
                kv.plot_layer_filters(torch.rand(192, 1, 3, 3, generator=g), "res3_1.conv2", 192, "net", 32),
                kv.plot_layer_filters(torch.rand(192, 1, 3, 3, generator=g), "res3_1.conv2", 192, "net", 192,
@@ -288,13 +291,13 @@ def test_wide_layers_get_a_numbered_body_subset_and_a_full_appendix_grid():
               "trained_fits": [{"r2": 0.5, "fitted": np.zeros((3, 3))}] * 4,
               "report": kv.gabor_report([{"r2": 0.5, "params": None}] * 4, [{"r2": 0.5, "params": None}] * 4,
                                         0.7, 3, 1)}
-    figs = dict(kv.figures(result, "net", np.zeros((1, 8, 8)), "x", None))
+    figs = dict(kv.figures(result, "net", np.zeros((1, 8, 8)), "test image #3 (cat)\npredicted dog (51%)", None))
     assert list(figs)[3:7] == ["feature_maps_conv3.png", "feature_maps_conv3_all.png",
                                "filters_conv3.png", "filters_conv3_all.png"]
     body, full = figs["feature_maps_conv3.png"], figs["feature_maps_conv3_all.png"]
     titled = [ax.get_title() for ax in body.axes if ax.get_images()]
-    assert titled == [str(i) for i in range(1, 33)]  # channels numbered from 1
-    assert "channels 1-32 of 96" in body._suptitle.get_text().replace("\n", " ")
+    assert titled == ["input"] + [str(i) for i in range(1, 33)]  # the image they come from, channels from 1
+    assert "of test image #3 (cat), predicted dog (51%), channels 1-32 of 96" in body._suptitle.get_text().replace("\n", " ")
     assert sum(bool(ax.get_images()) for ax in full.axes) == 96  # every channel (Problem 3)
     assert not any(ax.get_title() for ax in full.axes)            # no per-panel text
     assert "all 96 channels" in full._suptitle.get_text().replace("\n", " ")

@@ -219,8 +219,9 @@ def test_the_body_fits_its_page_budget_with_each_figure_at_its_own_size(crafted)
         printed = float(re.search(r'image\("' + re.escape(rel) + r'", width: ([\d.]+)in', source)[1])
         w, h, dpi = typst_doc.png_info(runs / f)
         assert printed == round(w / dpi, 2) <= typst_doc.TEXT_WIDTH_IN
-    # a layer's grids print side by side: both networks' grids of one depth share a row
-    assert source.count("#place(auto, float: true") >= 4
+    # a layer's grids print side by side: both networks' grids of one depth share a row, in place
+    # under Problem 3's items (a floating row could rise above their heading)
+    assert source.count("\n#grid(columns: (") >= 4
 
 
 def test_measured_numbers_and_plain_words(crafted):
@@ -317,7 +318,7 @@ def test_written_answers_follow_the_measured_numbers():
     ffn, cnn = fashion_metrics(0.90, 2_000_000, 0.60), fashion_metrics(0.93, 400_000, 0.75)
     answer = " ".join(build.answer_cnn_vs_ffn(ffn, cnn))
     assert "the CNN beats the feed-forward network: 93.00% against 90.00%" in answer
-    assert "+3.00 points" in answer and "5.0x fewer parameters" in answer and "on Shirt (+15.00 points)" in answer
+    assert "+3.00 points" in answer and "5.0 times fewer parameters" in answer and "on Shirt (+15.00 points)" in answer
     answer = " ".join(build.answer_cnn_vs_ffn(cnn, ffn))  # the other way round
     assert "does NOT beat" in answer and "did not show" in answer and "beats" not in answer
 
@@ -622,3 +623,24 @@ def test_bad_arguments_are_one_line_errors(script, argv, message, capsys, tmp_pa
         cli.run(lambda: module.main(argv))
     err = capsys.readouterr().err.strip().splitlines()
     assert exit_.value.code == 2 and len(err) == 1 and message in err[0] and err[0].count("error") == 1
+
+
+def test_a_float_with_nothing_after_it_in_its_item_is_set_in_place(tmp_path):
+    """A floating figure issued just before a heading could land below that heading on the next
+    page: the heading sets such trailing floats in place; one with text after it keeps floating."""
+    import matplotlib.pyplot as plt
+    fig = plt.figure(figsize=(2, 1))
+    plots.save(fig, tmp_path / "f.png")
+    doc = typst_doc.Doc(tmp_path)
+    doc.heading(2, "Problem 4")
+    doc.para("text")
+    doc.figure(tmp_path / "f.png", "kept floating", "fig-a")
+    doc.para("more text after it")
+    doc.figure(tmp_path / "f.png", "trailing", "fig-b")
+    doc.figures_row([(tmp_path / "f.png", "row 1", "fig-c"), (tmp_path / "f.png", "row 2", "fig-d")])
+    doc.heading(2, "Problem 5")
+    source = doc.source()
+    a, b = source.split("<fig-a>")[0].rsplit("#figure(", 1)[1], source.split("<fig-b>")[0].rsplit("#figure(", 1)[1]
+    assert "placement: auto" in a and "placement: auto" not in b
+    assert "#place(auto, float: true" not in source and "\n#grid(columns: (" in source
+    assert source.index("<fig-d>") < source.index("Problem 5")

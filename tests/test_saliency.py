@@ -437,6 +437,21 @@ def test_guided_backprop_script(checkpoints, tiny_data_dir):
     assert sanity["steps"][-1]["gradient"]["mean"] < 0.9  # measured 0.06
 
 
+def test_guided_backprop_figure_says_its_grad_cam_is_cam_on_a_gap_network(checkpoints, tiny_data_dir, monkeypatch):
+    """On a GAP network Grad-CAM of the last features is CAM (Selvaraju et al. 2017, Sec. 3.1): the
+    figure says so there, and only there (not on the dense net, not for another --layer)."""
+    import plots
+    titles = []
+    monkeypatch.setattr(plots, "save", lambda fig, path: titles.append(fig._suptitle.get_text().replace("\n", " ")))
+    base = ["--data-dir", str(tiny_data_dir), "--index", "0", "1"]
+    for arch, extra in (("gap", []), ("dense", []), ("gap", ["--layer", "features.relu2"])):
+        guided_backprop.main(["--checkpoint", str(checkpoints[arch]), *base, *extra,
+                              "--out-dir", str(checkpoints[arch].parent / "gb-title")])
+    assert "Grad-CAM of features.res2_1.relu2 (= CAM on this GAP network)" in titles[0]
+    assert "= CAM" not in titles[1] and "Grad-CAM of" in titles[1]
+    assert "Grad-CAM of features.relu2: red" in titles[2]
+
+
 # ---- interpretation statistics ----------------------------------------------------------------
 
 def test_map_statistics_centre_and_concentration():

@@ -330,9 +330,18 @@ def test_loss_plot_shows_the_eval_mode_training_loss_and_prints_legibly(fashion)
     assert list(line.get_ydata()) == [e["train_eval_loss"] for e in history["epochs"]]
     footnote = " ".join(t.get_text() for t in fig.texts).replace("\n", " ")
     assert "label smoothing" in footnote and "eval mode" in footnote and "256 training images" in footnote
+    assert "like the validation images" in footnote and "Validation minus eval mode" in footnote
     assert fig.get_size_inches()[0] <= plots.PRINT_WIDTH_IN and min(plots.font_sizes(fig)) >= plots.MIN_FONT_PT
     import matplotlib.pyplot as plt
     plt.close(fig)
+    # the footnote names only what the run's training did: no "dropout on" for a net without dropout
+    plain = plots.plot_loss(history, "loss", eval_names=("val", "test"),
+                            conditions=plots.batch_conditions(flip=True, crop=0, dropout=0.0, label_smoothing=0.1))
+    footnote = " ".join(t.get_text() for t in plain.texts).replace("\n", " ")
+    assert "(augmented, label smoothing)" in footnote and "dropout" not in footnote
+    assert "like the validation images" in footnote  # history has no test loss: only the curves drawn are named
+    plt.close(plain)
+    assert plots.batch_conditions(False, 0, 0.0, 0.0) == "no augmentation, dropout or label smoothing"
 
 
 def test_keep_freed_memory_takes_effect_on_glibc_and_training_still_runs():
