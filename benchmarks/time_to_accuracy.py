@@ -5,7 +5,8 @@ Run:  python benchmarks/time_to_accuracy.py     # -> benchmarks/results/time_to_
 
 Reads benchmarks/results/{fashionmnist,cifar10}.json (the defaults' test accuracy, flip-averaged
 where recorded, as every default reports it, and whole-process wall time, from
-bench_fashionmnist.py and bench_cifar10.py) and {speed,design}_trials.json (the
+bench_fashionmnist.py and bench_cifar10.py; a result of a former default, recorded with other
+epochs than today's, is left out) and {speed,design}_trials.json (the
 trials' validation accuracy and their recorded seconds, for those timed alone on the machine). A
 target (today's, from the benchmarks)
 is the shaded corner a run must reach: at least its accuracy within its time.
@@ -26,6 +27,15 @@ PANELS = {"ffn": "Fashion-MNIST FFN", "cnn": "Fashion-MNIST CNN",
           "dense": "CIFAR-10 VGG-style (dense head)", "gap": "CIFAR-10 ResNet-style (GAP)"}
 
 
+def today_epochs(panel: str, kind: str) -> int:
+    """The epochs of today's default (or quick preset) of a panel's network."""
+    if panel in ("ffn", "cnn"):
+        from fashionmnist import DEFAULTS
+        return DEFAULTS[panel]["epochs"]
+    from cifar10 import DEFAULTS
+    return DEFAULTS[(panel, "quick" if kind == "quick" else "default")]["epochs"]
+
+
 def points() -> dict:
     """panel -> list of (seconds, accuracy, kind, bf16) with kind "default", "quick" or "trial"."""
     out = {k: [] for k in PANELS}
@@ -35,6 +45,8 @@ def points() -> dict:
             case = key.split()[0]
             panel, kind = case.split("-")[0], "quick" if case.endswith("-quick") else "default"
             if panel not in PANELS or case.endswith(("-large", "-gpu")) or "condition" not in r:
+                continue
+            if r.get("epochs") not in (None, today_epochs(panel, kind)):  # a former default: not today's
                 continue
             bf16 = bool(r.get("cpu_bf16")) or (r["condition"] == "native" and r["machine"].get("cpu_bf16"))
             accuracy = r.get("test_accuracy_tta") or r["test_accuracy"]  # flip-averaged, as the defaults report

@@ -95,7 +95,7 @@ def test_architecture_and_validation_answers_use_plain_words(tmp_path):
     assert "three stages with 8-16-32 channels" in out and "two residual blocks" in out
     assert "global average pooling turns the 32×4×4 feature maps into 32 numbers" in out
     assert f"{metrics['parameters']:,} trainable parameters" in out and "p = 0.1" in out
-    assert "first six epochs see the images shrunk to 24×24" in out
+    assert "first five epochs see the images shrunk to 24×24" in out  # 5 of the default 9
     assert "GAPNet" not in out and "preset" not in out and torch is not None
     v = text(draft_cifar.validation_answer("gap", {"val_accuracy": 0.8512, "val_images": 5000, "test_accuracy": 0.8401,
                                                    "test_images": 10000, "test_accuracy_tta": 0.85}))
@@ -107,3 +107,17 @@ def test_architecture_and_validation_answers_use_plain_words(tmp_path):
     assert ("validation accuracy: 86.12% (each image's prediction averaged with its mirror image's; 85.55% from the "
             "image alone)") in flipped
     assert "85.34% (each image's prediction averaged" in flipped and "84.77% from the image alone" in flipped
+
+
+def test_a_variant_that_barely_learned_is_named_and_its_gap_not_read():
+    # without batch norm or dropout the net stayed near chance (14%): the 16-point "effect" of dropout
+    # next to it says that variant did not train, not what dropout does
+    a = ablation({True: [0.42], False: [0.42]}, {True: [0.30], False: [0.14]}, seeds=(0,))
+    out = text(draft_cifar.dropout_answer("dense", a))
+    without_bn = out.split("Without batch normalization, ")[1]
+    assert "The variant 'neither' (14.00%, validation loss 0.60) barely learned" in without_bn
+    assert "barely learned: chance is 10.00%" in without_bn and "ln 10 = 2.30" in without_bn
+    assert "without it, not read (a variant barely learned" in out
+    with_bn = out.split("With batch normalization, ")[1].split("Without batch")[0]
+    assert "barely learned" not in with_bn  # both variants with batch norm trained
+    assert "barely learned" in text(draft_cifar.batchnorm_answer("dense", a))
