@@ -8,7 +8,7 @@ batch norm and dropout do to each.
     python cifar10.py --arch dense --ablation       # batch norm on/off x dropout on/off, same everything else
     python cifar10.py --arch gap --ablation --seeds 3 --epochs 5
     python cifar10.py --arch gap --preset quick     # 1-4 minutes on a 2-core CPU
-    python cifar10.py --arch gap --preset large     # 64-128-256 channels, 18 epochs: 2-3 points more, about 2.5x the time
+    python cifar10.py --arch gap --preset large     # 64-128-256 channels, 18 epochs: 2-3 points more, 3-4x the time
     python cifar10.py --arch gap --preset gpu       # wider and longer, for one CUDA GPU
     torchrun --nproc_per_node=4 cifar10.py --arch gap --preset gpu   # DistributedDataParallel
 
@@ -129,7 +129,7 @@ def parse_args(argv=None):
                    help="dense: VGG-style convs + dense head; gap: residual stages + global average pooling "
                         "+ one linear layer")
     p.add_argument("--preset", choices=["default", "quick", "large", "gpu"], default="default",
-                   help="default: about 20 min on 2 CPU cores in float32; quick: about 3.5 min; large: 2-3 points more, 10-20 min "
+                   help="default: about 15-20 min on 2 CPU cores in float32; quick: about 3.5 min; large: 2-3 points more, 10-20 min "
                         "where the CPU runs bfloat16 natively (AMX, AVX512-BF16), about 1 h in float32; "
                         "gpu: for a CUDA GPU")
     p.add_argument("--ablation", action="store_true",

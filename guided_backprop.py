@@ -67,9 +67,9 @@ def main(argv=None):
     titles, colors = saliency.titles(ex)
     colours = "guided backprop: gray = zero gradient; |guided backprop|: bright = strongest"
     if layer:
-        # On a GAP network Grad-CAM of the last features is CAM up to a positive scale (Selvaraju et al.
-        # 2017, Sec. 3.1), so the figure says so rather than look like a second, different method.
-        same = " (= CAM on this GAP network)" if not args.layer and saliency.is_gap_network(ex.model) else ""
+        # On a GAP network Grad-CAM of the last features is CAM / (h w) where CAM is positive (Selvaraju
+        # et al. 2017, Sec. 3.1; saliency.py), so the figure says so rather than look like another method.
+        same = " (= CAM where positive, on a GAP net)" if not args.layer and saliency.is_gap_network(ex.model) else ""
         colours = f"Grad-CAM of {layer}{same}: red = strongest\n" + colours
     fig = saliency.plot_example_maps(
         ex.images, rows, titles, colors,

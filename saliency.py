@@ -845,6 +845,10 @@ def plot_example_maps(images, rows, titles, colors, suptitle):
     return fig
 
 
+METHOD_COLORS = {"CAM": "C0", "Grad-CAM": "C1", "guided backprop": "C2", "guided Grad-CAM": "C3",
+                 "gradient": "C4"}  # one colour per method in every network's plot
+
+
 def plot_sanity(result: dict, network: str):
     """Mean rank correlation (band: +-1 std over images) vs the number of layers randomized;
     SANITY_SIZE_IN (half the print width), no text under plots.MIN_FONT_PT."""
@@ -854,7 +858,7 @@ def plot_sanity(result: dict, network: str):
     for method in result["methods"]:
         mean = np.array([s[method]["mean"] for s in steps])
         std = np.array([s[method]["std"] for s in steps])
-        line, = ax.plot(k, mean, "o-", ms=3, label=method)
+        line, = ax.plot(k, mean, "o-", ms=3, label=method, color=METHOD_COLORS.get(method))
         ax.fill_between(k, mean - std, mean + std, color=line.get_color(), alpha=0.12)
     ax.axhline(0, color="gray", lw=0.8)
     ax.set_xticks(k, [s["layer"].split("+")[0].removeprefix("features.") for s in steps], rotation=90,
@@ -864,8 +868,10 @@ def plot_sanity(result: dict, network: str):
     ax.set_ylabel("rank correlation with\nthe trained model's maps", fontsize=plots.MIN_FONT_PT)
     ax.set_ylim(-0.5, 1.05)
     ax.set_title(f"{network}: cascading randomization\n(Adebayo et al. 2018), {result['images']} test images;\n"
-                 "a method that passes drops toward 0", fontsize=8)
+                 "a method that passes drops toward 0", fontsize=8, pad=8 + 9 * ((len(result["methods"]) + 1) // 2))
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=plots.MIN_FONT_PT, loc="lower left", framealpha=0.8)
+    # above the axes, in two columns: inside them it would hide the curves it names
+    ax.legend(fontsize=plots.MIN_FONT_PT, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2, frameon=False,
+              borderaxespad=0.2, handlelength=1.5, columnspacing=1.0)
     fig.tight_layout(pad=0.3)
     return fig

@@ -805,8 +805,11 @@ def part_two(r: Report):
                          "title) classified test images, overlaid on each image; red marks the strongest evidence for "
                          "the predicted class.", f"fig-cam-{arch}")
             else:
+                same = (" Beside them, Grad-CAM of the last features, which on this network is its class activation "
+                        "map (CAM) where that is positive, scaled by 1/(h w), and guided Grad-CAM." if arch == "gap" else
+                        " Beside them, Grad-CAM of the last convolutional layer and guided Grad-CAM.")
                 r.figure(c["gbp_png"], f"The {ARCH_NAMES[arch]}: guided backpropagation saliency maps of correctly and "
-                         "wrongly classified test images.", f"fig-gbp-{arch}")
+                         f"wrongly classified test images.{same}", f"fig-gbp-{arch}")
         if kind == "gbp":
             r.figures_row([(d["cifar"][arch]["sanity_png"], f"The {ARCH_NAMES[arch]}: randomization sanity check "
                             "(Adebayo et al. 2018): how much each method's maps still resemble the trained "

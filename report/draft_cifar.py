@@ -182,9 +182,11 @@ def effect_sentence(ablation: dict, what: str, held: str, held_words: str) -> st
 
 
 def barely_learned(row: dict, classes: int = 10) -> bool:
-    """Whether a variant ended near chance: under twice the accuracy of guessing (1 / classes).
-    A difference to such a variant measures whether it trained at all, not the switch."""
-    return bool(row["counted"]) and row["val_accuracy"] < 2 / classes
+    """Whether a variant ended near chance: under 2.5 times the accuracy of guessing (1 / classes),
+    or a validation loss within 10% of a uniform guess's (ln classes). A difference to such a
+    variant measures whether it trained at all, not the switch."""
+    return bool(row["counted"]) and (row["val_accuracy"] < 2.5 / classes
+                                     or row.get("val_loss", 0) >= 0.9 * math.log(classes))
 
 
 def not_learned_sentence(rows, classes: int = 10) -> str:

@@ -14,6 +14,8 @@ it is given. Files read (relative to a run folder such as runs/fashionmnist-cnn/
   "meaningful", "weight_correlation_trained_untrained", "trained": {"r2", "share_above_threshold",
   "median_r2"}, "untrained": {the same}, ...}.
 """
+import re
+
 import words  # report/words.py: report/ is on the path of its callers
 
 CLEAR = 0.05   # correlations closer than this count as a tie: neither edges nor shape dominate
@@ -65,10 +67,24 @@ def cap(text: str) -> str:
     return text[:1].upper() + text[1:]
 
 
+def _distinct_labels(stages: list) -> list:
+    """The stages with every label unique: a label used twice ('batch norm + ReLU') gets the conv
+    it follows ('batch norm + ReLU after conv 3'), as the feature-path figure notes under it."""
+    counts, conv, out = {}, None, []
+    for s in stages:
+        counts[s["label"]] = counts.get(s["label"], 0) + 1
+    for s in stages:
+        found = re.findall(r"conv (\d+)", s["label"])
+        conv = found[-1] if found else conv
+        label = s["label"] if counts[s["label"]] == 1 or found or conv is None else f"{s['label']} after conv {conv}"
+        out.append({**s, "label": label})
+    return out
+
+
 def feature_path_answer(stats: dict) -> list[str]:
     """Fashion-MNIST question 9: how the features evolve through the CNN and why the hierarchy
     helps classification, from feature_stats.json."""
-    stages = stats["stages"]
+    stages = _distinct_labels(stats["stages"])
     if not stages:
         return ["The network has no convolution or pooling stage to describe."]
     # the first stage after an activation: a conv or pool before its ReLU is not yet a feature detector
@@ -100,12 +116,18 @@ def feature_path_answer(stats: dict) -> list[str]:
     else:
         trend = (f"{cap(one)} {LEAN_WORDS[lean0]} and {end} {LEAN_WORDS[lean1]}; this is not the "
                  "textbook move from edges to whole shapes.")
-    # a stage in between that follows neither reference breaks a steady edges-to-shape story
+    # a stage in between that follows neither reference, or turns back to the edges after one that
+    # followed the silhouette, breaks a steady edges-to-shape story
     middle = stages[stages.index(first) + 1:-1]
-    quiet = [s for s in middle if _lean(_measured(s)) == "neither"]
-    if quiet:
-        trend += (f" The change is not a steady one: in between, {' and '.join(s['label'] for s in quiet)} "
-                  f"follow{'s' if len(quiet) == 1 else ''} neither (both correlations below {WEAK:g}).")
+    leans = [_lean(_measured(s)) for s in middle]
+    quiet = [s for s, lean in zip(middle, leans) if lean == "neither"]
+    back = [s for i, (s, lean) in enumerate(zip(middle, leans)) if lean == "edges" and {"shape", "both"} & set(leans[:i])]
+    breaks = ([f"{' and '.join(s['label'] for s in quiet)} follow{'s' if len(quiet) == 1 else ''} neither (both "
+               f"correlations below {WEAK:g})"] if quiet else []) + \
+             [f"{s['label']} turns back to the edges ({_measured(s)['edge_correlation']:.2f} against "
+              f"{_measured(s)['shape_correlation']:.2f})" for s in back]
+    if breaks:
+        trend += f" The change is not a steady one: in between, {'; '.join(breaks)}."
     a0, a1 = m0["active_fraction"], m1["active_fraction"]
     between = f"from {first['label']} to {last['label']}"
     sparsity = (f" The share of active units falls {between}, from {_pct(a0)} to {_pct(a1)}: deeper units fire "

@@ -168,7 +168,7 @@ def _table(header: list, rows: list, align: str | None = None) -> str:
     body = ", ".join(f"[{escape(c)}]" for r in rows for c in r)
     align = align or "(" + ", ".join(["left"] + ["right"] * (len(header) - 1)) + ")"
     return (f"#table(columns: {len(header)}, align: {align}, stroke: 0.4pt + luma(160), inset: 4pt,\n"
-            f"  {cells},\n  {body})")
+            f"  table.header({cells}),\n  {body})")  # the header repeats on a page the table runs onto
 
 
 REF = "\u2063"  # invisible separator: brackets a label in plain text, survives escape()

@@ -121,3 +121,7 @@ def test_a_variant_that_barely_learned_is_named_and_its_gap_not_read():
     with_bn = out.split("With batch normalization, ")[1].split("Without batch")[0]
     assert "barely learned" not in with_bn  # both variants with batch norm trained
     assert "barely learned" in text(draft_cifar.batchnorm_answer("dense", a))
+    # 21% is near chance too (under 2.5 times 10%): both variants without batch norm are named
+    both = text(draft_cifar.dropout_answer("dense", ablation({True: [0.42], False: [0.42]},
+                                                             {True: [0.21], False: [0.14]}, seeds=(0,))))
+    assert "The variant 'dropout, no batch norm' (21.00%, validation loss 0.70) and 'neither' (14.00%" in both

@@ -64,6 +64,18 @@ def test_a_middle_stage_that_follows_neither_is_named():
     assert "The change is not a steady one: in between, max pool 1 follows neither (both correlations below 0.1)." in text
 
 
+def test_a_label_used_twice_names_the_conv_it_follows_and_a_turn_back_to_edges_is_said():
+    s = stats((0.6, 0.62, 0.31), (0.2, 0.18, 0.71))
+    s["stages"][1:1] = [stage("batch norm + ReLU", (32, 14, 14), 0.5, 0.2, 0.6),
+                        stage("conv 3 + max pool 2", (64, 7, 7), 0.5, 0.4, 0.4),
+                        stage("batch norm + ReLU", (64, 7, 7), 0.45, 0.39, 0.17)]
+    s["stages"][0]["label"] = "conv 1 + max pool 1"
+    text = " ".join(dk.feature_path_answer(s))
+    assert "batch norm + ReLU after conv 1 (32 channels of 14x14)" in text
+    assert "batch norm + ReLU after conv 3 turns back to the edges (0.39 against 0.17)" in text
+    assert "conv 3 + max pool 2 (64 channels of 7x7)" in text  # a unique label stays as it is
+
+
 def test_constant_maps_and_sample_only():
     text = " ".join(dk.feature_path_answer(stats((0.0, None, None), (0.3, 0.1, 0.6), test_images=0)))
     assert "on the sample (test image #0 (Ankle boot))" in text and "averaged" not in text

@@ -339,7 +339,17 @@ def test_sanity_figure_prints_legibly():
     assert min(plots.font_sizes(fig)) >= plots.MIN_FONT_PT
     assert fig.get_size_inches()[0] <= plots.PRINT_WIDTH_IN / 2  # the report sets both networks' side by side
     assert _printed_width(fig) <= plots.PRINT_WIDTH_IN
+    # each method keeps its colour whichever methods a network has (the dense net has no CAM), and
+    # the legend sits above the axes, where it hides no curve
+    dense = saliency.plot_sanity({"steps": steps, "images": 32, "methods": ["Grad-CAM", "guided backprop"]}, "CNN")
+    colour = lambda f, m: next(li.get_color() for li in f.axes[0].get_lines() if li.get_label() == m)  # noqa: E731
+    assert colour(fig, "guided backprop") == colour(dense, "guided backprop")
+    assert colour(fig, "Grad-CAM") == colour(dense, "Grad-CAM")
+    fig.canvas.draw()
+    legend = fig.axes[0].get_legend().get_window_extent()
+    assert legend.y0 >= fig.axes[0].get_window_extent().y1 - 1
     plt_close(fig)
+    plt_close(dense)
 
 
 def plt_close(fig):
@@ -447,7 +457,7 @@ def test_guided_backprop_figure_says_its_grad_cam_is_cam_on_a_gap_network(checkp
     for arch, extra in (("gap", []), ("dense", []), ("gap", ["--layer", "features.relu2"])):
         guided_backprop.main(["--checkpoint", str(checkpoints[arch]), *base, *extra,
                               "--out-dir", str(checkpoints[arch].parent / "gb-title")])
-    assert "Grad-CAM of features.res2_1.relu2 (= CAM on this GAP network)" in titles[0]
+    assert "Grad-CAM of features.res2_1.relu2 (= CAM where positive, on a GAP net)" in titles[0]
     assert "= CAM" not in titles[1] and "Grad-CAM of" in titles[1]
     assert "Grad-CAM of features.relu2: red" in titles[2]
 
