@@ -600,7 +600,7 @@ def fit(model, x, y, cfg: TrainConfig, *, mean, std, device, evals=None, checkpo
         history["epochs"].append(row)
         history["seconds"] = seconds_before + time.perf_counter() - t_fit  # training wall time, all sessions
         if rank == 0:
-            tqdm.write(format_epoch(row, cfg.epochs))
+            tqdm.write(format_epoch(row, cfg.epochs, cfg.low_res if epoch < cfg.low_res_epochs else None))
             if checkpoint:
                 save_checkpoint(checkpoint, {
                     **(meta or {}), "state_dict": unwrap(model).state_dict(), "epoch": epoch + 1,
@@ -926,8 +926,10 @@ def _check_resumable(checkpoint, ckpt, cfg, n_train, fingerprint):
                         "--limit or data file); pass the same ones, or drop --resume to start over")
 
 
-def format_epoch(row: dict, epochs: int) -> str:
-    parts = [f"epoch {row['epoch']}/{epochs}",
+def format_epoch(row: dict, epochs: int, low_res: int | None = None) -> str:
+    """One printed line per epoch; low_res: the size its training images were shrunk to (the
+    evaluations are always at full size)."""
+    parts = [f"epoch {row['epoch']}/{epochs}" + (f" (trained at {low_res}x{low_res})" if low_res else ""),
              f"train loss {row['train_loss']:.4f} acc {100 * row['train_accuracy']:.2f}%"]
     for key in row:
         if key.endswith("_loss") and key != "train_loss":

@@ -355,3 +355,10 @@ def test_keep_freed_memory_takes_effect_on_glibc_and_training_still_runs():
     del a
     b = torch.zeros(1 << 22)
     assert b.sum().item() == 0  # a reused block comes back zeroed by torch.zeros, not with old values
+
+
+def test_the_epoch_line_says_when_training_images_were_shrunk():
+    from training import format_epoch
+    row = {"epoch": 1, "train_loss": 1.5, "train_accuracy": 0.5, "val_loss": 1.2, "val_accuracy": 0.6, "seconds": 80.0}
+    assert format_epoch(row, 9, 24).startswith("epoch 1/9 (trained at 24x24)  train loss 1.5000")
+    assert format_epoch(row, 9).startswith("epoch 1/9  train loss")
