@@ -554,7 +554,7 @@ def plot_filtered(image01, caption, responses: torch.Tensor, network: str, layer
     titles = ["input"] + [f"#{i + 1}" for i in range(len(responses))]  # numbered as in plot_kernels
     h, w = responses.shape[-2:]
     return plot_panels(panels, titles,
-                       f"{network}: the input ({caption.replace(chr(10), ', ')}) convolved with each kernel of "
+                       f"{network}: the input, {caption.replace(chr(10), ', ')}, convolved with each kernel of "
                        f"{layer} (its stride, padding and bias; before batch norm and ReLU), numbered as the kernels; "
                        f"each {h}x{w} output "
                        f"min-max normalized to [0, 1] on its own (white = strongest response)",
@@ -573,7 +573,7 @@ def plot_feature_path(image01, caption, path, network: str):
         titles.append(f"{unbroken}{note}\n{shape}" + (" (all 0)" if first.max() == first.min() else ""))
         panels.append(plots.minmax(first, (0, 1)).numpy())
     return plot_panels(panels, titles,
-                       f"{network}: the input ({caption.replace(chr(10), ', ')}) through the network: the first "
+                       f"{network}: the input, {caption.replace(chr(10), ', ')}, through the network: the first "
                        f"channel of every activation and pooling stage, in forward order; under each stage its "
                        f"output shape (channels x height x width); each panel min-max normalized on its own",
                        cbar_label="normalized activation", cmap="viridis", panel_size=1.4,

@@ -813,8 +813,9 @@ def plot_example_maps(images, rows, titles, colors, suptitle):
     """One row per example (in two side-by-side groups when that prints larger), a column of
     titles then one column per map. images: (N, C, H, W) uint8; rows: [(label, kind, maps)] with
     kind "image" (maps unused), "overlay" ((N, H, W) in [0, 1], drawn over the image, blue low to
-    red high), "heatmap" ((N, H, W) in [0, 1]) or "rgb" ((N, C, H, W) in [0, 1]). Every text is
-    at least plots.MIN_FONT_PT and the figure at most plots.PRINT_WIDTH_IN wide."""
+    red high), "heatmap" ((N, H, W) in [0, 1]) or "rgb" ((N, C, H, W) in [0, 1]); a map with one
+    value everywhere is labelled "flat map" (it is not a drawing error). Every text is at least
+    plots.MIN_FONT_PT and the figure at most plots.PRINT_WIDTH_IN wide."""
     n, k = len(images), len(rows)
     groups, p = example_layout(n, k)
     per = -(-n // groups)
@@ -839,6 +840,9 @@ def plot_example_maps(images, rows, titles, colors, suptitle):
                 plots.show_image(ax, np.asarray(maps[i]), cmap="inferno", vmin=0, vmax=1)
             else:  # "rgb": vmin/vmax matter only for a single channel (drawn in gray)
                 plots.show_image(ax, np.asarray(maps[i]), **({"vmin": 0, "vmax": 1} if maps.shape[1] == 1 else {}))
+            if kind != "image" and np.ptp(np.asarray(maps[i])) == 0:  # e.g. a Grad-CAM the ReLU zeroed
+                ax.text(0.5, 0.5, "flat map", fontsize=plots.MIN_FONT_PT, ha="center", va="center",
+                        transform=ax.transAxes, bbox=dict(facecolor="white", alpha=0.8, lw=0, pad=1))
             if r == 0:
                 ax.set_title(label, fontsize=plots.MIN_FONT_PT)
     fig.suptitle(suptitle, fontsize=8, y=0.995, va="top")

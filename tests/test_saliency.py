@@ -330,6 +330,18 @@ def test_example_layout_keeps_figures_short_with_panels_that_read():
         assert groups * (saliency.TEXT_WIDTH_IN + k * panel) <= plots.PRINT_WIDTH_IN
 
 
+def test_a_flat_map_is_labelled_not_left_blank():
+    """A Grad-CAM the ReLU zeroed everywhere draws as one flat colour: the panel says so."""
+    images = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8)
+    maps = torch.rand(2, 32, 32)
+    maps[1] = 0.0
+    fig = saliency.plot_example_maps(images, [("image", "image", None), ("Grad-CAM", "overlay", maps)],
+                                     ["a", "b"], ["tab:green", "tab:red"], "title")
+    labelled = [[t.get_text() for t in ax.texts] for ax in fig.axes if ax.get_images()]
+    assert labelled == [[], [], [], ["flat map"]]  # per example: the image, then its map
+    plt_close(fig)
+
+
 def test_sanity_figure_prints_legibly():
     steps = [{"randomized": k, "layer": f"features.conv{k}_1+features.bn{k}_1" if k else "none",
               **{m: {"mean": 1 - k / 14, "std": 0.1} for m in ("CAM", "Grad-CAM", "guided backprop", "gradient")}}
