@@ -15,6 +15,7 @@ it is given. Files read (relative to a run folder such as runs/fashionmnist-cnn/
   "median_r2"}, "untrained": {the same}, ...}.
 """
 import re
+from collections import Counter
 
 import words  # report/words.py: report/ is on the path of its callers
 
@@ -70,9 +71,7 @@ def cap(text: str) -> str:
 def _distinct_labels(stages: list) -> list:
     """The stages with every label unique: a label used twice ('batch norm + ReLU') gets the conv
     it follows ('batch norm + ReLU after conv 3'), as the feature-path figure notes under it."""
-    counts, conv, out = {}, None, []
-    for s in stages:
-        counts[s["label"]] = counts.get(s["label"], 0) + 1
+    counts, conv, out = Counter(s["label"] for s in stages), None, []
     for s in stages:
         found = re.findall(r"conv (\d+)", s["label"])
         conv = found[-1] if found else conv

@@ -9,6 +9,7 @@ it), capped at the text width and at MAX_HEIGHT_IN, so a figure's fonts print at
 """
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 TEXT_WIDTH_IN = 6.5     # US letter with 1 in margins (plots.PRINT_WIDTH_IN)
@@ -57,13 +58,25 @@ def print_width_in(path, max_width=TEXT_WIDTH_IN, max_height=MAX_HEIGHT_IN) -> f
     return round(min(width, max_width, max_height * w / h), 2)
 
 
+@dataclass
+class Float:
+    """A figure (or a row of figures) that floats, or, once its item turns out to end with it
+    (Doc._anchor_trailing_floats), stands in place: the markup of both, one chosen when written."""
+    floating_markup: str
+    in_place_markup: str
+    floating: bool = True
+
+    def __str__(self) -> str:
+        return self.floating_markup if self.floating else self.in_place_markup
+
+
 class Doc:
     """Typst source built top to bottom; figures numbered by Typst, referenced by label."""
 
     def __init__(self, typ_dir: Path):
         self.typ_dir, self.parts, self.figures = Path(typ_dir).resolve(), [], []
 
-    def raw(self, markup: str):
+    def raw(self, markup: "str | Float"):
         self.parts.append(markup)
 
     FLUSH_LEVEL = 4  # floating figures stay within their item (2(a)(e)): none drifts past the next heading
@@ -80,19 +93,14 @@ class Doc:
             self.raw("#pagebreak(weak: true)")
         self.raw(body if outlined else f"#heading(level: {level}, outlined: false)[{escape(text)}]")
 
-    FLOAT_ROW = "#place(auto, float: true, clearance: 12pt, grid("
-
     def _anchor_trailing_floats(self):
         """Floating figures with no text after them in their item are set in place instead: a float
         issued just before a heading can land on the next page below that heading (place.flush
         does not stop the heading flowing above a float at the page's bottom)."""
-        i = len(self.parts)
-        while i and (self.parts[i - 1].startswith(self.FLOAT_ROW) or
-                     (self.parts[i - 1].startswith("#figure(") and ", placement: auto," in self.parts[i - 1])):
-            i -= 1
-            part = self.parts[i]
-            self.parts[i] = ("#" + part.removeprefix(self.FLOAT_ROW.removesuffix("grid(")).removesuffix(")")
-                             if part.startswith(self.FLOAT_ROW) else part.replace(", placement: auto,", ",", 1))
+        for part in reversed(self.parts):
+            if not (isinstance(part, Float) and part.floating):
+                break
+            part.floating = False
 
     def para(self, *texts: str):
         for t in texts:
@@ -130,14 +138,17 @@ class Doc:
         """A figure at its own printed size, floating to the top or bottom of this page or the next
         (so a figure too tall for the rest of a page leaves no gap: the text flows on); in place
         with floating=False (a run of figures under one heading, which must not float above it)."""
-        self.raw(self._figure(path, caption, label, max_width, floating=floating))
+        rel, width = self._file(path, max_width)
+        self.raw(Float(_figure_markup(rel, width, caption, label, floating=True),
+                       _figure_markup(rel, width, caption, label, floating=False), floating))
 
-    def _figure(self, path, caption, label, max_width=TEXT_WIDTH_IN, floating=False) -> str:
-        rel = os.path.relpath(Path(path).resolve(), self.typ_dir)
-        width = print_width_in(path, max_width)
+    def _file(self, path, max_width=TEXT_WIDTH_IN) -> tuple[str, float]:
+        """A figure's file: recorded in self.figures; its path relative to the source and printed width."""
         self.figures.append(Path(path))
-        place = ", placement: auto" if floating else ""
-        return f"#figure(image({string(rel)}, width: {width}in){place},\n  caption: [{escape(caption)}]) <{label}>"
+        return os.path.relpath(Path(path).resolve(), self.typ_dir), print_width_in(path, max_width)
+
+    def _figure(self, path, caption, label, max_width=TEXT_WIDTH_IN) -> str:
+        return _figure_markup(*self._file(path, max_width), caption, label, floating=False)
 
     def figures_row(self, figures: list, floating: bool = True):
         """[(path, caption, label)] side by side when their printed widths fit the text width
@@ -152,15 +163,21 @@ class Doc:
         cells = ", ".join(f"[{self._figure(*fig)}]" for fig in figures)
         cols = ", ".join(f"{w}in" for w in widths)
         grid = f"grid(columns: ({cols}), column-gutter: 1fr, align: top,\n  {cells})"
-        self.raw(f"#place(auto, float: true, clearance: 12pt, {grid})" if floating else f"#{grid}")
+        self.raw(Float(f"#place(auto, float: true, clearance: 12pt, {grid})", f"#{grid}", floating))
 
     def source(self) -> str:
         """The markup, with each ref() marker turned into a reference if its label exists (a figure
         whose file is missing has none: Typst would stop at a reference to it)."""
-        labels = set(re.findall(r"(?<!\\)<([A-Za-z][\w-]*)>", "\n".join(self.parts)))  # escaped text has \<
-        text = "\n\n".join(self.parts) + "\n"
+        parts = list(map(str, self.parts))
+        labels = set(re.findall(r"(?<!\\)<([A-Za-z][\w-]*)>", "\n".join(parts)))  # escaped text has \<
+        text = "\n\n".join(parts) + "\n"
         return re.sub(REF + r"([\w\\-]+)" + REF, lambda m: (
             "@" + m.group(1).replace("\\", "") if m.group(1).replace("\\", "") in labels else "(missing)"), text)
+
+
+def _figure_markup(rel: str, width: float, caption: str, label: str, floating: bool) -> str:
+    place = ", placement: auto" if floating else ""
+    return f"#figure(image({string(rel)}, width: {width}in){place},\n  caption: [{escape(caption)}]) <{label}>"
 
 
 def _table(header: list, rows: list, align: str | None = None) -> str:
