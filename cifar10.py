@@ -21,8 +21,9 @@ image's (flip test-time augmentation, --tta; --no-tta: plain); metrics.json has 
 Model: see cnn.CNN / cnn.GAPNet and architecture.txt. Training: SGD with Nesterov momentum, a
 one-cycle linear schedule, label smoothing 0.2, random flips and 2-pixel shifts, channels-last
 layout, and bfloat16 autocast where the CPU runs it natively (AMX/AVX512-BF16).
-The default gap net also resizes progressively: its first 5 of 9 epochs see images downsampled
-to 24x24, whose steps cost about (24/32)^2 of a full-size one (the dense head needs 32x32). Networks without
+Both nets also resize progressively in the default and quick presets: their first 5 of 9 epochs
+(quick: 2 of 4) see images downsampled to 24x24, whose steps cost about (24/32)^2 of a full-size
+one (the dense net's head then starts with adaptive average pooling, the identity at 32x32). Networks without
 batch norm start from He initialization (see he_init). The default dense net has no dropout (in 9
 epochs it does not overfit, so dropout only slowed the fit: docs/experiments.md), so its --ablation turns dropout on at
 ABLATION_DROPOUT for the "dropout on" variants. The ablation keeps everything else,
@@ -67,24 +68,25 @@ from training import (TrainingError, build_model, config_from_args, count_parame
 # benchmarks/results/design_trials.json, docs/experiments.md); the test set played no part.
 # "default" is sized for about 20 minutes on 2 CPU cores in float32, "quick" for about 3.5; "large" fits
 # 20 minutes only where the CPU runs bfloat16 natively; "gpu" is for one CUDA GPU, a wider net at a
-# larger batch. low_res (gap only: the dense head needs 32x32 images) is progressive resizing, 0 off.
+# larger batch. low_res is progressive resizing (0 off; see training.py).
 SHARED = dict(optimizer="sgd", momentum=0.9, weight_decay=5e-4, label_smoothing=0.2, warmup=0.2, flip=True, crop=2,
               tta=True)
 DEFAULTS = {
     ("dense", "default"): dict(SHARED, batch_size=256, epochs=9, lr=0.2, channels=[48, 96, 192],
-                               convs_per_block=2, hidden=[256], dropout=0.0),  # 0.2 lowered val accuracy on 2 seeds
+                               convs_per_block=2, hidden=[256], dropout=0.0,  # dropout 0.2 lowered val accuracy on 2 seeds
+                               low_res=24, low_res_fraction=0.56),  # 5 of 9 epochs at 24x24
     ("gap", "default"): dict(SHARED, batch_size=256, epochs=9, lr=0.2, channels=[40, 80, 160], blocks=[1, 1, 1],
                              stem=0, dropout=0.1, low_res=24, low_res_fraction=0.56),  # 5 of 9 epochs at 24x24
     ("dense", "large"): dict(SHARED, batch_size=512, epochs=18, lr=0.4, channels=[64, 128, 256],
-                             convs_per_block=2, hidden=[256], dropout=0.2),
+                             convs_per_block=2, hidden=[256], dropout=0.2, low_res=0),
     ("gap", "large"): dict(SHARED, batch_size=512, epochs=18, lr=0.4, channels=[64, 128, 256], blocks=[0, 1, 1],
                            stem=0, dropout=0.1, low_res=0),
     ("dense", "quick"): dict(SHARED, batch_size=512, epochs=4, lr=0.4, channels=[24, 48, 96], convs_per_block=2,
-                             hidden=[256], dropout=0.2),
+                             hidden=[256], dropout=0.2, low_res=24, low_res_fraction=0.5),  # 2 epochs at 24x24
     ("gap", "quick"): dict(SHARED, batch_size=512, epochs=4, lr=0.4, channels=[24, 48, 96], blocks=[0, 1, 1],
                            stem=0, dropout=0.1, low_res=24, low_res_fraction=0.5),  # 2 epochs at 24x24
     ("dense", "gpu"): dict(SHARED, batch_size=1024, epochs=16, lr=0.4, channels=[64, 256, 256],
-                           convs_per_block=2, hidden=[512], dropout=0.2),
+                           convs_per_block=2, hidden=[512], dropout=0.2, low_res=0),
     ("gap", "gpu"): dict(SHARED, batch_size=1024, epochs=18, lr=0.4, channels=[64, 256, 512], blocks=[1, 1, 1],
                          stem=32, dropout=0.1, low_res=0),
 }
@@ -143,9 +145,9 @@ def parse_args(argv=None):
     t.add_argument("--test-limit", type=cli.positive_int,
                    help="evaluate on the first N test images only (quick tests; default all 10,000)")
     t.add_argument("--low-res", type=int,
-                   help="gap: progressive resizing, train the first --low-res-fraction of the epochs on "
-                        "images downsampled to NxN (0: off)")
-    t.add_argument("--low-res-fraction", type=cli.finite_float, help="gap: the fraction of the epochs at --low-res")
+                   help="progressive resizing: train the first --low-res-fraction of the epochs on images "
+                        "downsampled to NxN (0: off; the dense net then starts its head with adaptive pooling)")
+    t.add_argument("--low-res-fraction", type=cli.finite_float, help="the fraction of the epochs at --low-res")
     a = p.add_argument_group("architecture")
     a.add_argument("--channels", type=cli.positive_int, nargs="+",
                    help="output channels of each stage; each stage halves the image (at most 5 stages)")
@@ -174,8 +176,7 @@ def parse_args(argv=None):
     return args
 
 
-# The dense head's input size is fixed by the 32x32 image, so only the GAP net trains at low resolution.
-ARCH_ONLY = {"dense": ["convs_per_block", "hidden"], "gap": ["blocks", "stem", "low_res", "low_res_fraction"]}
+ARCH_ONLY = {"dense": ["convs_per_block", "hidden"], "gap": ["blocks", "stem"]}
 
 
 def check_args(parser, args):
@@ -189,10 +190,10 @@ def check_args(parser, args):
                          f"got {args.blocks}")
         if args.stem < 0:
             parser.error(f"--stem must be >= 0, got {args.stem}")
-        if args.low_res is not None and not (args.low_res == 0 or 8 <= args.low_res < 32):
-            parser.error(f"--low-res must be 0 (off) or from 8 to 31 pixels, got {args.low_res}")
-        if args.low_res_fraction is not None and not 0 <= args.low_res_fraction < 1:
-            parser.error(f"--low-res-fraction must be in [0, 1), got {args.low_res_fraction}")
+    if not (args.low_res == 0 or 8 <= args.low_res < 32):
+        parser.error(f"--low-res must be 0 (off) or from 8 to 31 pixels, got {args.low_res}")
+    if args.low_res_fraction is not None and not 0 <= args.low_res_fraction < 1:
+        parser.error(f"--low-res-fraction must be in [0, 1), got {args.low_res_fraction}")
     if args.arch == "dense" and any(h < 1 for h in args.hidden):
         parser.error(f"--hidden widths must be >= 1, got {args.hidden}")
     cli.check_training_args(parser, args)
@@ -218,7 +219,8 @@ def model_spec(args, batchnorm: bool, dropout: float):
     if args.arch == "dense":
         return "CNN", dict(in_channels=3, num_classes=10, image_size=32, channels=args.channels,
                            convs_per_block=args.convs_per_block, kernel_size=3, pool="max",
-                           hidden=args.hidden, dropout=dropout, batchnorm=batchnorm, early_pool=True)
+                           hidden=args.hidden, dropout=dropout, batchnorm=batchnorm, early_pool=True,
+                           adaptive_pool=bool(args.low_res))  # lets 24x24 images reach the dense head
     return "GAPNet", dict(in_channels=3, num_classes=10, channels=args.channels, blocks=args.blocks,
                           dropout=dropout, batchnorm=batchnorm, stem=args.stem)
 
@@ -261,6 +263,9 @@ def describe(m) -> str:
         return f"Linear {m.in_features}→{m.out_features}"
     if isinstance(m, (torch.nn.MaxPool2d, torch.nn.AvgPool2d)):
         return f"{type(m).__name__} {m.kernel_size}×{m.kernel_size}"
+    if isinstance(m, torch.nn.AdaptiveAvgPool2d):
+        size = m.output_size if isinstance(m.output_size, tuple) else (m.output_size,) * 2
+        return f"AdaptiveAvgPool2d to {size[0]}×{size[1]}" + (" (global average pooling)" if size == (1, 1) else "")
     if isinstance(m, torch.nn.Dropout):
         return f"Dropout p={m.p}"
     return type(m).__name__

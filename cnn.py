@@ -32,11 +32,16 @@ def make_pool(kind):
 
 
 class CNN(nn.Module):
-    """VGG-style: `features` (named conv1_1, bn1_1, relu1_1, ..., pool1, ...) and `classifier`."""
+    """VGG-style: `features` (named conv1_1, bn1_1, relu1_1, ..., pool1, ...) and `classifier`.
+
+    adaptive_pool: start the head with nn.AdaptiveAvgPool2d to the feature map size an
+    image_size image gives (as torchvision's VGG does), so smaller images (progressive
+    resizing) reach the dense layers at the size they expect; at image_size it is the identity.
+    """
 
     def __init__(self, in_channels=1, num_classes=10, image_size=28, channels=(32, 64, 128),
                  convs_per_block=1, kernel_size=3, pool="max", hidden=(256,), dropout=0.3,
-                 batchnorm=True, early_pool=False):
+                 batchnorm=True, early_pool=False, adaptive_pool=False):
         super().__init__()
         if pool not in ("max", "avg"):
             raise ValueError(f"pool must be 'max' or 'avg', got {pool!r}")
@@ -51,7 +56,10 @@ class CNN(nn.Module):
             features.setdefault(f"pool{b}", make_pool(pool))  # default order: after the last ReLU
             size //= 2  # each pool halves H and W (floor)
         self.features = nn.Sequential(features)
-        head, width = OrderedDict(flatten=nn.Flatten()), c_in * size * size
+        head, width = OrderedDict(), c_in * size * size
+        if adaptive_pool:  # (N, C, h, w) -> (N, C, size, size)
+            head["adaptive_pool"] = nn.AdaptiveAvgPool2d(size)
+        head["flatten"] = nn.Flatten()
         for i, h in enumerate(hidden, 1):
             if dropout:
                 head[f"drop{i}"] = nn.Dropout(dropout)

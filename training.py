@@ -5,7 +5,8 @@
   normalizes it there (see data.py).
 - Progressive resizing (`low_res`, off by default): the first epochs train on downsampled
   images, which cost about (low_res / H)^2 of a full step, and the last ones at full size
-  (Howard's fast.ai DAWNBench entry, 2018; FFCV); only for networks that end in global pooling.
+  (Howard's fast.ai DAWNBench entry, 2018; FFCV); for networks that end in global or adaptive
+  pooling, which take any image size.
 - Deterministic: epoch e shuffles, augments and drops out from seeds derived from
   (seed, e), so a run resumed after epoch e continues exactly as if never stopped.
 - Distributed: under `torchrun --nproc_per_node=N` the model is wrapped in

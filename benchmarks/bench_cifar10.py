@@ -47,6 +47,12 @@ CASES = {
 }
 
 
+def low_res_epochs(metrics: dict) -> int:
+    """Epochs trained on downsampled images (progressive resizing), as TrainConfig counts them."""
+    cfg = metrics.get("config") or {}
+    return int(metrics["epochs"] * (cfg.get("low_res_fraction") or 0)) if cfg.get("low_res") else 0
+
+
 def run_case(name, seed, data_dir, float32=False, from_runs=None) -> dict:
     case = CASES[name]
     argv = case.argv + (["--seed", str(seed)] if seed else [])
@@ -59,7 +65,8 @@ def run_case(name, seed, data_dir, float32=False, from_runs=None) -> dict:
                   "process_cpu_seconds": m.get("process_cpu_seconds"), "val_accuracy": m["val_accuracy"],
                   "test_accuracy": m["test_accuracy"], "test_accuracy_tta": m["test_accuracy_tta"],
                   "test_accuracy_plain": m.get("test_accuracy_plain"), "tta": m.get("tta", False),
-                  "parameters": m["parameters"], "epochs": m["epochs"], "device": m["device"],
+                  "parameters": m["parameters"], "epochs": m["epochs"], "low_res_epochs": low_res_epochs(m),
+                  "device": m["device"],
                   "cpu_bf16": m["cpu_bf16"]}, case.target_accuracy, case.target_seconds)
 
 

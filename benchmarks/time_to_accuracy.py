@@ -6,7 +6,7 @@ Run:  python benchmarks/time_to_accuracy.py     # -> benchmarks/results/time_to_
 Reads benchmarks/results/{fashionmnist,cifar10}.json (the defaults' test accuracy, flip-averaged
 where recorded, as every default reports it, and whole-process wall time, from
 bench_fashionmnist.py and bench_cifar10.py; a result of a former default, recorded with other
-epochs than today's, is left out) and {speed,design}_trials.json (the
+epochs, or other epochs at low resolution, than today's, is left out) and {speed,design}_trials.json (the
 trials' validation accuracy and their recorded seconds, for those timed alone on the machine). A
 target (today's, from the benchmarks)
 is the shaded corner a run must reach: at least its accuracy within its time.
@@ -27,13 +27,14 @@ PANELS = {"ffn": "Fashion-MNIST FFN", "cnn": "Fashion-MNIST CNN",
           "dense": "CIFAR-10 VGG-style (dense head)", "gap": "CIFAR-10 ResNet-style (GAP)"}
 
 
-def today_epochs(panel: str, kind: str) -> int:
-    """The epochs of today's default (or quick preset) of a panel's network."""
+def today_schedule(panel: str, kind: str) -> tuple[int, int]:
+    """(epochs, of them at low resolution) of today's default (or quick preset) of a panel's network."""
     if panel in ("ffn", "cnn"):
         from fashionmnist import DEFAULTS
-        return DEFAULTS[panel]["epochs"]
+        return DEFAULTS[panel]["epochs"], 0
     from cifar10 import DEFAULTS
-    return DEFAULTS[(panel, "quick" if kind == "quick" else "default")]["epochs"]
+    row = DEFAULTS[(panel, "quick" if kind == "quick" else "default")]
+    return row["epochs"], int(row["epochs"] * row["low_res_fraction"]) if row["low_res"] else 0
 
 
 def points() -> dict:
@@ -46,7 +47,7 @@ def points() -> dict:
             panel, kind = case.split("-")[0], "quick" if case.endswith("-quick") else "default"
             if panel not in PANELS or case.endswith(("-large", "-gpu")) or "condition" not in r:
                 continue
-            if r.get("epochs") not in (None, today_epochs(panel, kind)):  # a former default: not today's
+            if (r.get("epochs"), r.get("low_res_epochs", 0)) != today_schedule(panel, kind):  # a former default
                 continue
             bf16 = bool(r.get("cpu_bf16")) or (r["condition"] == "native" and r["machine"].get("cpu_bf16"))
             accuracy = r.get("test_accuracy_tta") or r["test_accuracy"]  # flip-averaged, as the defaults report

@@ -63,6 +63,10 @@ def architecture_answer(arch: str, metrics: dict, architecture_text: str) -> lis
         text.append(f"The final {last_map[0]}×{last_map[1]}×{last_map[2]} feature maps are flattened into "
                     f"{last_map[0] * last_map[1] * last_map[2]:,} numbers and go through a dense head: {head}"
                     f"an output layer of 10 units, one score per class ({plural(len(linears), 'linear layer')}).")
+        if any(r["type"].startswith("AdaptiveAvgPool2d") for r in rows):
+            text.append(f"The head starts with adaptive average pooling to {last_map[1]}×{last_map[2]}: it changes "
+                        "nothing on 32×32 images, and lets the smaller images of the first epochs (see Training) "
+                        "reach the dense layers at the size they were built for, as torchvision's VGG does.")
     else:
         blocks = {m.group(0) for r in rows if (m := re.search(r"res\d+_\d+", r["name"]))}  # resS_B
         stem = cfg.get("stem") or 0

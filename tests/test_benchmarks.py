@@ -180,3 +180,22 @@ def test_bench_fashionmnist_reads_a_runs_training_seconds(tmp_path, seconds):
     r = bench_fashionmnist.run_case("ffn", 0, "/d", from_runs=tmp_path)
     assert r["train_seconds"] == 70.0 and r["wall_seconds"] == 40.0 and r["epochs"] == 22
     assert r["met"] and r["test_accuracy"] == 0.91
+
+
+def test_time_to_accuracy_leaves_out_results_of_former_defaults(tmp_path, monkeypatch):
+    """A benchmark result counts as today's default only with today's epochs and low-resolution
+    epochs: the dense net's full-size 9 epochs of before are not plotted as today's 9 (5 at 24x24)."""
+    from benchmarks import bench_cifar10, time_to_accuracy
+    import cifar10
+    row = cifar10.DEFAULTS["dense", "default"]
+    today = {"epochs": row["epochs"], "config": {"low_res": row["low_res"], "low_res_fraction": row["low_res_fraction"]}}
+    low = bench_cifar10.low_res_epochs(today)
+    assert low == int(row["epochs"] * row["low_res_fraction"]) > 0
+    assert bench_cifar10.low_res_epochs({"epochs": 9, "config": {"low_res": 0, "low_res_fraction": 0.5}}) == 0
+    case = {"condition": "float32", "machine": {}, "test_accuracy": 0.86, "wall_seconds": 600.0}
+    (tmp_path / "cifar10.json").write_text(json.dumps({"cases": {
+        "dense seed0 float32": {**case, "epochs": row["epochs"], "low_res_epochs": low},
+        "dense seed1 float32": {**case, "epochs": row["epochs"], "wall_seconds": 900.0}}}))  # before low-res
+    monkeypatch.setattr(time_to_accuracy, "RESULTS", tmp_path)
+    out, _ = time_to_accuracy.points()
+    assert [p[0] for p in out["dense"]] == [600.0]

@@ -61,6 +61,24 @@ def test_gap_head_is_global_average_pooling_and_one_linear_layer():
         assert torch.allclose(model(x), model.fc(features.mean((2, 3))), atol=1e-5)
 
 
+def test_dense_head_takes_low_res_images_through_adaptive_pooling_an_identity_at_full_size():
+    """With --low-res the dense head starts with adaptive average pooling (as torchvision's VGG):
+    24x24 images reach it at the 4x4 it was sized for, and at 32x32 the network computes exactly
+    what the same weights compute without it (so checkpoints carry over both ways)."""
+    spec = cifar10.model_spec(small_args("dense", "--low-res", "24"), batchnorm=True, dropout=0.0)
+    assert spec[1]["adaptive_pool"] is True
+    model = build_model(*spec).eval()
+    plain = build_model(*cifar10.model_spec(small_args("dense", "--low-res", "0"), batchnorm=True, dropout=0.0))
+    assert not any(isinstance(m, nn.AdaptiveAvgPool2d) for m in plain.modules())
+    plain.load_state_dict(model.state_dict())  # no parameters added
+    x = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(model(x), plain.eval()(x))
+        assert model(torch.randn(3, 3, 24, 24)).shape == (3, 10)
+    with pytest.raises(RuntimeError):
+        plain(torch.randn(3, 3, 24, 24))  # without it the flattened size no longer fits fc1
+
+
 def test_dense_network_has_a_dense_head_and_airbench_order():
     model = build_model(*cifar10.model_spec(small_args("dense", "--hidden", "64"), batchnorm=True, dropout=0.2))
     order = list(model.features._modules)
@@ -188,6 +206,17 @@ def test_smoke_run_writes_every_output(arch, tiny_data_dir, tmp_path):
     assert ckpt["metrics"]["test_accuracy"] == metrics["test_accuracy"]
     assert ckpt["model"]["name"] == {"dense": "CNN", "gap": "GAPNet"}[arch]
     assert "total parameters" in (out / "architecture.txt").read_text()
+
+
+def test_dense_run_with_progressive_resizing_trains_small_then_full_size(tiny_data_dir, tmp_path):
+    out = tmp_path / "dense-low-res"
+    run_script(tiny_data_dir, out, "--arch", "dense", "--test-limit", "100", "--epochs", "2", "--low-res", "16",
+               "--low-res-fraction", "0.5")
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["config"]["low_res"] == 16 and len(list(csv.DictReader(open(out / "history.csv")))) == 2
+    assert "| classifier.adaptive_pool | AdaptiveAvgPool2d to 4×4 | 32×4×4 | 0 |" in (out / "architecture.txt").read_text()
+    model, _ = load_checkpoint(out / "model.pt")
+    assert isinstance(model.classifier.adaptive_pool, nn.AdaptiveAvgPool2d)
 
 
 def test_default_out_dir_names_the_variant():
@@ -391,7 +420,8 @@ def main_exit(argv, capsys):
 @pytest.mark.parametrize("argv, message", [
     (["--arch", "resnet"], "invalid choice: 'resnet'"),
     (["--arch", "dense", "--blocks", "1"], "--blocks applies to --arch gap only"),
-    (["--arch", "dense", "--low-res", "24"], "--low-res applies to --arch gap only"),
+    (["--arch", "dense", "--stem", "16"], "--stem applies to --arch gap only"),
+    (["--arch", "dense", "--low-res", "4"], "--low-res must be 0 (off) or from 8 to 31 pixels"),
     (["--low-res", "40"], "--low-res must be 0 (off) or from 8 to 31 pixels"),
     (["--ablation", "--no-batchnorm"], "--ablation trains with and without batch norm"),
     (["--dropout", "1.5"], "--dropout must be in [0, 1)"),

@@ -53,8 +53,7 @@ def test_cifar10_runs_use_their_table_row_and_nothing_else(arch, preset):
     row = cifar10.DEFAULTS[arch, preset]
     assert all(row[k] == v for k, v in cifar10.SHARED.items())
     fields = {f.name for f in dataclasses.fields(TrainConfig)} - TRAIN_OPTIONS
-    # low_res (progressive resizing) is gap only; the dense head needs full-size images throughout
-    needed = fields - {"low_res_fraction"} - ({"low_res"} if arch == "dense" else set())
+    needed = fields - {"low_res_fraction"}  # needed where low_res is on, checked below
     assert needed <= row.keys(), f"not in the table: {needed - row.keys()}"
     args = cifar10.parse_args(["--arch", arch, "--preset", preset])
     cfg = config_from_args(args, torch.device("cpu"))
@@ -63,4 +62,4 @@ def test_cifar10_runs_use_their_table_row_and_nothing_else(arch, preset):
     for key in ("channels", "dropout", "convs_per_block", "hidden", "blocks", "stem"):
         if key in row:
             assert getattr(args, key) == row[key], key
-    assert cfg.low_res_epochs == (int(row["epochs"] * row["low_res_fraction"]) if row.get("low_res") else 0)
+    assert cfg.low_res_epochs == (int(row["epochs"] * row["low_res_fraction"]) if row["low_res"] else 0)

@@ -109,6 +109,20 @@ def test_architecture_and_validation_answers_use_plain_words(tmp_path):
     assert "85.34% (each image's prediction averaged" in flipped and "84.77% from the image alone" in flipped
 
 
+def test_dense_architecture_answer_explains_the_adaptive_pooling_only_where_the_net_has_it():
+    from training import build_model
+    for low_res, has_it in (("24", True), ("0", False)):
+        args = cifar10.parse_args(["--arch", "dense", "--channels", "8", "16", "32", "--low-res", low_res])
+        name, margs = cifar10.model_spec(args, True, 0.0)
+        model = build_model(name, margs)
+        metrics = {"batchnorm": True, "dropout": 0.0, "parameters": sum(p.numel() for p in model.parameters()),
+                   "train_images": 45000, "config": {**vars(args), "out_dir": "x"}}
+        out = text(draft_cifar.architecture_answer("dense", metrics, cifar10.architecture_text(model, name, margs)))
+        assert ("adaptive average pooling to 4×4: it changes nothing on 32×32 images" in out) == has_it
+        assert ("first five epochs see the images shrunk to 24×24" in out) == has_it
+        assert "32×4×4 feature maps are flattened into 512 numbers" in out
+
+
 def test_a_variant_that_barely_learned_is_named_and_its_gap_not_read():
     # without batch norm or dropout the net stayed near chance (14%): the 16-point "effect" of dropout
     # next to it says that variant did not train, not what dropout does
