@@ -64,9 +64,10 @@ def architecture_answer(arch: str, metrics: dict, architecture_text: str) -> lis
                     f"{last_map[0] * last_map[1] * last_map[2]:,} numbers and go through a dense head: {head}"
                     f"an output layer of 10 units, one score per class ({plural(len(linears), 'linear layer')}).")
         if any(r["type"].startswith("AdaptiveAvgPool2d") for r in rows):
-            text.append(f"The head starts with adaptive average pooling to {last_map[1]}×{last_map[2]}: it changes "
-                        "nothing on 32×32 images, and lets the smaller images of the first epochs (see Training) "
-                        "reach the dense layers at the size they were built for, as torchvision's VGG does.")
+            text[-1] = (f"Adaptive average pooling to {last_map[1]}×{last_map[2]} comes before the flattening: it "
+                        "changes nothing on 32×32 images, and lets the smaller images of the first epochs (see "
+                        "Training below) reach the dense layers at the size they were built for, as in "
+                        "torchvision's VGG. " + text[-1])
     else:
         blocks = {m.group(0) for r in rows if (m := re.search(r"res\d+_\d+", r["name"]))}  # resS_B
         stem = cfg.get("stem") or 0
@@ -113,8 +114,8 @@ def training_schedule(cfg: dict, metrics: dict) -> str:
     if augment:
         text += f" Each training image is {' and '.join(augment)} every time it is used."
     if low_epochs:
-        text += (f" The first {plural(low_epochs, 'epoch')} see the images shrunk to {low}×{low} pixels, which "
-                 "costs less, and the rest the full 32×32.")
+        first = "The first epoch sees" if low_epochs == 1 else f"The first {plural(low_epochs, 'epoch')} see"
+        text += f" {first} the images shrunk to {low}×{low} pixels, which costs less, and the rest the full 32×32."
     return text
 
 

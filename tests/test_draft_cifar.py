@@ -118,7 +118,8 @@ def test_dense_architecture_answer_explains_the_adaptive_pooling_only_where_the_
         metrics = {"batchnorm": True, "dropout": 0.0, "parameters": sum(p.numel() for p in model.parameters()),
                    "train_images": 45000, "config": {**vars(args), "out_dir": "x"}}
         out = text(draft_cifar.architecture_answer("dense", metrics, cifar10.architecture_text(model, name, margs)))
-        assert ("adaptive average pooling to 4×4: it changes nothing on 32×32 images" in out) == has_it
+        assert ("Adaptive average pooling to 4×4 comes before the flattening: it changes nothing on 32×32 "
+                "images" in out) == has_it
         assert ("first five epochs see the images shrunk to 24×24" in out) == has_it
         assert "32×4×4 feature maps are flattened into 512 numbers" in out
 
