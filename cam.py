@@ -86,7 +86,7 @@ def main(argv=None):
     if args.method == "auto" and method == "gradcam":
         note = (f"CAM does not apply to {network} (no global average pooling\n"
                 "+ single linear layer), so this is Grad-CAM")
-        print(note)
+        print(note.replace("\n", " "))
 
     name = METHODS[method]
     where = f" of {layer}" if layer else ""

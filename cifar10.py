@@ -66,7 +66,7 @@ from training import (TrainingError, build_model, config_from_args, count_parame
 # an option given on the command line replaces its entry. SHARED holds what every row has (no row
 # overrides it); the rest differs by row. Chosen on the 5,000 validation images (the trials:
 # benchmarks/results/design_trials.json, docs/experiments.md); the test set played no part.
-# "default" is sized for about 20 minutes on 2 CPU cores in float32, "quick" for about 3.5; "large" fits
+# "default" takes 11-16 minutes on a 2-core AVX2 CPU in float32, "quick" 2-3; "large" fits
 # 20 minutes only where the CPU runs bfloat16 natively; "gpu" is for one CUDA GPU, a wider net at a
 # larger batch. low_res is progressive resizing (0 off; see training.py).
 SHARED = dict(optimizer="sgd", momentum=0.9, weight_decay=5e-4, label_smoothing=0.2, warmup=0.2, flip=True, crop=2,
@@ -131,7 +131,7 @@ def parse_args(argv=None):
                    help="dense: VGG-style convs + dense head; gap: residual stages + global average pooling "
                         "+ one linear layer")
     p.add_argument("--preset", choices=["default", "quick", "large", "gpu"], default="default",
-                   help="default: about 15-20 min on 2 CPU cores in float32; quick: about 3.5 min; large: 2-3 points more, 10-20 min "
+                   help="default: about 11-16 min on 2 CPU cores in float32; quick: about 2-3 min; large: 2-3 points more, 10-20 min "
                         "where the CPU runs bfloat16 natively (AMX, AVX512-BF16), about 1 h in float32; "
                         "gpu: for a CUDA GPU")
     p.add_argument("--ablation", action="store_true",
@@ -146,8 +146,8 @@ def parse_args(argv=None):
                    help="evaluate on the first N test images only (quick tests; default all 10,000)")
     t.add_argument("--low-res", type=int,
                    help="progressive resizing: train the first --low-res-fraction of the epochs on images "
-                        "downsampled to NxN (0: off; the dense net then starts its head with adaptive pooling)")
-    t.add_argument("--low-res-fraction", type=cli.finite_float, help="the fraction of the epochs at --low-res")
+                        "downsampled to NxN (0: off; when on, the dense net's head starts with adaptive average pooling)")
+    t.add_argument("--low-res-fraction", type=cli.finite_float, help="the fraction of the epochs at --low-res (rounded down: 0.56 of 9 is 5)")
     a = p.add_argument_group("architecture")
     a.add_argument("--channels", type=cli.positive_int, nargs="+",
                    help="output channels of each stage; each stage halves the image (at most 5 stages)")
@@ -317,7 +317,8 @@ def train_run(args, splits, ds, device, out_dir: Path, *, batchnorm, dropout, se
                "batchnorm": batchnorm, "dropout": dropout,
                "dropout_position": dropout_position(args.arch, margs) if dropout else None, "tta": args.tta,
                **results,
-               "epochs": len(history["epochs"]), "train_seconds": round(train_seconds, 1),
+               "epochs": len(history["epochs"]), "low_res_epochs": cfg.low_res_epochs,  # the first, at low_res
+               "train_seconds": round(train_seconds, 1),
                "process_cpu_seconds": round(time.process_time(), 1),  # all threads, since start
                "wall_seconds": round(time.perf_counter() - args._t_start, 1),  # this process
                "device": str(device), "world_size": rank_and_world()[1], "cpu_bf16": cfg.cpu_bf16,

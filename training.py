@@ -245,7 +245,7 @@ def check_trainable(model: nn.Module, cfg, image_shape, device):
             except (RuntimeError, ValueError) as err:
                 what = f"{h}x{w} images" if size == (h, w) else f"the {size[0]}x{size[1]} images of --low-res {size[0]}"
                 raise UserError(f"the network cannot take {what} "
-                                f"({str(err).splitlines()[0][:120]}); use fewer pooling stages (--channels, --blocks) "
+                                f"({str(err).splitlines()[0][:120]}); use fewer pooling stages (fewer --channels) "
                                 "or a larger --low-res (or 0: off)") from None
             finally:
                 for handle in handles:

@@ -63,6 +63,7 @@ def run_case(name, seed, data_dir, float32=False, from_runs=None) -> dict:
     m = r.pop("metrics")
     return check({**r, "seed": seed, "train_seconds": m["train_seconds"],
                   "process_cpu_seconds": m.get("process_cpu_seconds"), "val_accuracy": m["val_accuracy"],
+                  "val_accuracy_plain": m.get("val_accuracy_plain"),
                   "test_accuracy": m["test_accuracy"], "test_accuracy_tta": m["test_accuracy_tta"],
                   "test_accuracy_plain": m.get("test_accuracy_plain"), "tta": m.get("tta", False),
                   "parameters": m["parameters"], "epochs": m["epochs"], "low_res_epochs": low_res_epochs(m),

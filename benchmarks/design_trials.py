@@ -120,10 +120,12 @@ def percent(x) -> str:
 
 
 def listing(trials: dict) -> list[str]:
-    lines = [f"{'name':28} {'arch':5} {'val %':>13} {'decision':10} change"]
+    lines = [f"{'name':28} {'arch':5} {'val % plain':>13} {'flip-averaged':>13} {'decision':10} change"]
     for t in trials["trials"]:
         val = " / ".join(percent(r["val_accuracy"]) for r in t["runs"])
-        lines.append(f"{t['name']:28} {t['arch']:5} {val:>13} {t['decision']:10} {t['change']}")
+        flip = " / ".join(percent(r.get("val_accuracy_tta")) for r in t["runs"]) if any(
+            r.get("val_accuracy_tta") for r in t["runs"]) else ""
+        lines.append(f"{t['name']:28} {t['arch']:5} {val:>13} {flip:>13} {t['decision']:10} {t['change']}")
     return lines
 
 

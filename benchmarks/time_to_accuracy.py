@@ -118,7 +118,7 @@ def plot(out: dict, targets: dict):
 
 def main(argv=None):
     p = cli.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--out", default=str(RESULTS / "time_to_accuracy.png"))
+    p.add_argument("--out", default=str(RESULTS / "time_to_accuracy.png"), help="the figure to write")
     args = p.parse_args(argv)
     import plots
     plots.save(plot(*points()), args.out)
