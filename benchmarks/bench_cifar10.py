@@ -26,6 +26,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 import cli  # noqa: E402
+from training import TrainConfig  # noqa: E402
 from benchmarks.common import add_bench_args, case_key, check, finish, from_run, run_script, verdict  # noqa: E402
 
 class Case(NamedTuple):
@@ -48,9 +49,13 @@ CASES = {
 
 
 def low_res_epochs(metrics: dict) -> int:
-    """Epochs trained on downsampled images (progressive resizing), as TrainConfig counts them."""
+    """Epochs trained on downsampled images (progressive resizing): as the run recorded them, or,
+    for a run from before metrics.json had them, as TrainConfig counts them from its config."""
+    if "low_res_epochs" in metrics:
+        return metrics["low_res_epochs"]
     cfg = metrics.get("config") or {}
-    return int(metrics["epochs"] * (cfg.get("low_res_fraction") or 0)) if cfg.get("low_res") else 0
+    return TrainConfig(epochs=metrics["epochs"], low_res=cfg.get("low_res") or 0,
+                       low_res_fraction=cfg.get("low_res_fraction") or 0).low_res_epochs
 
 
 def run_case(name, seed, data_dir, float32=False, from_runs=None) -> dict:

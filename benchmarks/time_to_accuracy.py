@@ -33,8 +33,10 @@ def today_schedule(panel: str, kind: str) -> tuple[int, int]:
         from fashionmnist import DEFAULTS
         return DEFAULTS[panel]["epochs"], 0
     from cifar10 import DEFAULTS
+    from training import TrainConfig
     row = DEFAULTS[(panel, "quick" if kind == "quick" else "default")]
-    return row["epochs"], int(row["epochs"] * row["low_res_fraction"]) if row["low_res"] else 0
+    return row["epochs"], TrainConfig(epochs=row["epochs"], low_res=row["low_res"],
+                                      low_res_fraction=row.get("low_res_fraction", 0)).low_res_epochs
 
 
 def points() -> dict:
