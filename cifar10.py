@@ -69,7 +69,7 @@ from training import (TrainingError, build_model, config_from_args, count_parame
 # "default" takes 11-16 minutes on a 2-core AVX2 CPU in float32, "quick" 2-3; "large" fits
 # 20 minutes only where the CPU runs bfloat16 natively; "gpu" is for one CUDA GPU, a wider net at a
 # larger batch. low_res is progressive resizing (0 off; see training.py).
-SHARED = dict(pool_first=False, optimizer="sgd", momentum=0.9, weight_decay=5e-4, label_smoothing=0.2, warmup=0.2, flip=True, crop=2,
+SHARED = dict(optimizer="sgd", momentum=0.9, weight_decay=5e-4, label_smoothing=0.2, warmup=0.2, flip=True, crop=2,
               tta=True)
 DEFAULTS = {
     ("dense", "default"): dict(SHARED, batch_size=256, epochs=9, lr=0.2, channels=[48, 96, 192],
@@ -160,9 +160,6 @@ def parse_args(argv=None):
                    help="dropout rate (dense: before each dense layer; gap: before fc); with --ablation the rate "
                         f"of its 'dropout on' variants ({ABLATION_DROPOUT} where the preset's is 0)")
     a.add_argument("--no-batchnorm", dest="batchnorm", action="store_false", help="drop every batch norm layer")
-    a.add_argument("--pool-first", action=argparse.BooleanOptionalAction,
-                   help="from the second stage on, pool before the stage's first (widening) convolution "
-                        "instead of after it, so it runs on a quarter of the pixels")
     p.add_argument_group("evaluation").add_argument(
         "--tta", action=argparse.BooleanOptionalAction,
         help="flip test-time augmentation: report the accuracy of the mean logits of each image and its "
@@ -223,10 +220,9 @@ def model_spec(args, batchnorm: bool, dropout: float):
         return "CNN", dict(in_channels=3, num_classes=10, image_size=32, channels=args.channels,
                            convs_per_block=args.convs_per_block, kernel_size=3, pool="max",
                            hidden=args.hidden, dropout=dropout, batchnorm=batchnorm, early_pool=True,
-                           adaptive_pool=bool(args.low_res),  # lets 24x24 images reach the dense head
-                           pool_first=args.pool_first)
+                           adaptive_pool=bool(args.low_res))  # lets 24x24 images reach the dense head
     return "GAPNet", dict(in_channels=3, num_classes=10, channels=args.channels, blocks=args.blocks,
-                          dropout=dropout, batchnorm=batchnorm, stem=args.stem, pool_first=args.pool_first)
+                          dropout=dropout, batchnorm=batchnorm, stem=args.stem)
 
 
 def split_data(ds, args):

@@ -41,14 +41,12 @@ class CNN(nn.Module):
 
     def __init__(self, in_channels=1, num_classes=10, image_size=28, channels=(32, 64, 128),
                  convs_per_block=1, kernel_size=3, pool="max", hidden=(256,), dropout=0.3,
-                 batchnorm=True, early_pool=False, adaptive_pool=False, pool_first=False):
+                 batchnorm=True, early_pool=False, adaptive_pool=False):
         super().__init__()
         if pool not in ("max", "avg"):
             raise ValueError(f"pool must be 'max' or 'avg', got {pool!r}")
         features, c_in, size = OrderedDict(), in_channels, image_size
         for b, c_out in enumerate(channels, 1):
-            if pool_first and b > 1:  # pool2, conv2_1, ...: the widening conv runs on a quarter of the pixels
-                features[f"pool{b}"] = make_pool(pool)
             for i in range(1, convs_per_block + 1):
                 for suffix, layer in conv_bn_relu(c_in, c_out, kernel_size, batchnorm):
                     if early_pool and i == 1 and suffix != "conv":  # conv1_1, pool1, bn1_1, relu1_1, conv1_2...
@@ -105,7 +103,7 @@ class GAPNet(nn.Module):
     """
 
     def __init__(self, in_channels=3, num_classes=10, channels=(64, 128, 256), blocks=1,
-                 dropout=0.2, batchnorm=True, stem=0, pool_first=False):
+                 dropout=0.2, batchnorm=True, stem=0):
         super().__init__()
         blocks = [blocks] * len(channels) if isinstance(blocks, int) else list(blocks)
         if len(blocks) != len(channels):
@@ -116,8 +114,6 @@ class GAPNet(nn.Module):
                 layers[f"stem_{suffix}"] = layer
             c_in = stem
         for s, (c_out, n_blocks) in enumerate(zip(channels, blocks), 1):
-            if pool_first and (s > 1 or stem):  # pool{s} -> conv{s}: a quarter of the pixels
-                layers[f"pool{s}"] = nn.MaxPool2d(2)
             for suffix, layer in conv_bn_relu(c_in, c_out, 3, batchnorm):
                 if suffix != "conv":
                     layers.setdefault(f"pool{s}", nn.MaxPool2d(2))  # (N, C, H/2, W/2)
