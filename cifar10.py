@@ -31,8 +31,8 @@ the learning rate included, equal: at a peak --lr of 0.4 (the quick preset's) th
 batch norm do not train at all; add --lr 0.1 to compare at a rate all four can use.
 
 Writes to runs/cifar10-<arch>[-<preset>][-nobn][-nodrop|-drop]/ (or --out-dir): model.pt (checkpoint
-with final metrics), metrics.json, history.csv (per epoch), steps.csv (per step), loss.png
-(training and validation loss), architecture.txt (every layer, its output shape and parameters).
+with final metrics), metrics.json, history.csv (per epoch, with its image_size), steps.csv (per step), loss.png
+(training and validation loss; the epochs trained on smaller images greyed), architecture.txt (every layer, its output shape and parameters).
 Besides the running training loss (augmented batches, dropout if the net has it, label smoothing), every epoch
 measures train_eval_loss on a fixed subset of 5,000 training images exactly as the validation loss
 (eval mode, plain cross-entropy); metrics.json's loss_gap is val_loss - train_eval_loss.

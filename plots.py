@@ -83,6 +83,7 @@ def plot_loss(history: dict, title: str, eval_names=("val", "test"),
     ax.tick_params(labelsize=7)
     top = max(max(np.percentile(steps, 99), 0.5), *(max(v) for v in drawn[1:])) if len(steps) else 1.0
     ax.set_ylim(0, min(top * 1.1, 5))
+    shade_low_res(ax, epochs)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(-0.5 / axes_width, -0.38 / 1.45), frameon=False,
               borderaxespad=0, handlelength=1.5, labelspacing=0.25)
@@ -96,6 +97,19 @@ def plot_loss(history: dict, title: str, eval_names=("val", "test"),
         f"{subset}, like the {held_out} images: plain cross-entropy, no augmentation. {held_out.capitalize()} "
         "minus eval mode training loss is the overfitting gap.", 54)), fontsize=7, color="0.3", va="bottom")
     return fig
+
+
+def shade_low_res(ax, epochs: list):
+    """Grey the epochs trained on smaller images (progressive resizing, history rows' image_size):
+    their evaluation points, at full size, sit above the rest for that reason."""
+    sizes = [int(e["image_size"]) for e in epochs if "image_size" in e]
+    if len(sizes) != len(epochs) or not sizes or min(sizes) == max(sizes):
+        return
+    low = min(sizes)
+    n_low = sum(s == low for s in sizes)  # the first n_low epochs (training.fit puts them first)
+    ax.axvspan(0, n_low, color="0.92", zorder=0, lw=0)
+    ax.text(n_low / 2, 0.03 * ax.get_ylim()[1], f"trained at {low}×{low}", ha="center", va="bottom", fontsize=7,
+            color="0.3")
 
 
 def plot_confusion(cm: np.ndarray, classes, title: str):

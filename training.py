@@ -476,7 +476,7 @@ def write_history(out_dir, history: dict):
     """history.csv (one row per epoch) and steps.csv (loss and learning rate per step), atomically."""
     rows = history["epochs"]
     with atomic_path(Path(out_dir) / "history.csv") as tmp, open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer = csv.DictWriter(f, fieldnames=list(dict.fromkeys(k for row in rows for k in row)))  # every row's
         writer.writeheader()
         writer.writerows(rows)
     with atomic_path(Path(out_dir) / "steps.csv") as tmp, open(tmp, "w", newline="") as f:
@@ -544,6 +544,7 @@ def fit(model, x, y, cfg: TrainConfig, *, mean, std, device, evals=None, checkpo
     train_eval loss is an overfitting gap; train_loss is the running mean over the epoch's
     augmented batches, dropout on, with label smoothing. 5,000 images: about as many as a
     validation split, a mean loss to about 0.01-0.02, at the cost of one validation pass.
+    And image_size: the side length its training images had (cfg.low_res in progressive resizing).
 
     cfg.time_budget (seconds, --time-budget): before training, time a few steps and set
     cfg.epochs to as many epochs as fit in the budget (fit_epochs_to_budget; history["time_budget"]
@@ -591,7 +592,8 @@ def fit(model, x, y, cfg: TrainConfig, *, mean, std, device, evals=None, checkpo
                             mean=mean, std=std, device=device, desc=desc)
         history["step_loss"] += stats.pop("step_loss")
         history["step_lr"] += stats.pop("step_lr")
-        row = {"epoch": epoch + 1, **stats}
+        low_res = epoch < cfg.low_res_epochs
+        row = {"epoch": epoch + 1, "image_size": cfg.low_res if low_res else x.shape[-1], **stats}  # trained at
         _sync_buffers(model)  # every process evaluates (and keeps) rank 0's batch-norm statistics
         for name, (xe, ye) in {"train_eval": (x_train_eval, y_train_eval), **evals}.items():
             for key, value in evaluate(model, xe, ye, mean, std, device).items():
@@ -601,7 +603,7 @@ def fit(model, x, y, cfg: TrainConfig, *, mean, std, device, evals=None, checkpo
         history["epochs"].append(row)
         history["seconds"] = seconds_before + time.perf_counter() - t_fit  # training wall time, all sessions
         if rank == 0:
-            tqdm.write(format_epoch(row, cfg.epochs, cfg.low_res if epoch < cfg.low_res_epochs else None))
+            tqdm.write(format_epoch(row, cfg.epochs, cfg.low_res if low_res else None))
             if checkpoint:
                 save_checkpoint(checkpoint, {
                     **(meta or {}), "state_dict": unwrap(model).state_dict(), "epoch": epoch + 1,

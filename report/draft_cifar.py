@@ -98,12 +98,15 @@ def architecture_answer(arch: str, metrics: dict, architecture_text: str) -> lis
 
 def training_schedule(cfg: dict, metrics: dict) -> str:
     low = cfg.get("low_res") or 0
-    low_epochs = int(cfg["epochs"] * (cfg.get("low_res_fraction") or 0)) if low else 0
+    epochs = metrics.get("epochs") or cfg["epochs"]  # what the run did (--time-budget chooses after parsing)
+    low_epochs = metrics.get("low_res_epochs")  # older metrics.json lack it: TrainConfig.low_res_epochs's rule
+    if low_epochs is None:
+        low_epochs = int(epochs * (cfg.get("low_res_fraction") or 0)) if low else 0
     optimizer = ("SGD with Nesterov momentum {m:g}".format(m=cfg.get("momentum", 0.9)) if cfg["optimizer"] == "sgd"
                  else "AdamW")
     augment = [w for w, on in (("flipped left-right at random", cfg.get("flip")),
                                (f"shifted by up to {cfg.get('crop')} pixels", cfg.get("crop"))) if on]
-    text = (f"Training: {plural(cfg['epochs'], 'epoch')} over {metrics['train_images']:,} training images in batches "
+    text = (f"Training: {plural(epochs, 'epoch')} over {metrics['train_images']:,} training images in batches "
             f"of {cfg['batch_size']}, {optimizer}, the learning rate rising linearly to {cfg['lr']:g} over the "
             f"first {100 * cfg.get('warmup', 0.2):.0f}% of the steps and then falling linearly to near zero, weight "
             f"decay {cfg['weight_decay']:g}")

@@ -215,6 +215,7 @@ def test_dense_run_with_progressive_resizing_trains_small_then_full_size(tiny_da
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["config"]["low_res"] == 16 and len(list(csv.DictReader(open(out / "history.csv")))) == 2
     assert metrics["low_res_epochs"] == 1
+    assert [int(r["image_size"]) for r in csv.DictReader(open(out / "history.csv"))] == [16, 32]
     assert "| classifier.adaptive_pool | AdaptiveAvgPool2d to 4×4 | 32×4×4 | 0 |" in (out / "architecture.txt").read_text()
     model, _ = load_checkpoint(out / "model.pt")
     assert isinstance(model.classifier.adaptive_pool, nn.AdaptiveAvgPool2d)

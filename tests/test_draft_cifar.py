@@ -140,3 +140,14 @@ def test_a_variant_that_barely_learned_is_named_and_its_gap_not_read():
     both = text(draft_cifar.dropout_answer("dense", ablation({True: [0.42], False: [0.42]},
                                                              {True: [0.21], False: [0.14]}, seeds=(0,))))
     assert "The variant 'dropout, no batch norm' (21.00%, validation loss 0.70) and 'neither' (14.00%" in both
+
+
+def test_schedule_sentence_takes_the_low_res_epochs_the_run_recorded():
+    """metrics.json's low_res_epochs is what the run did (a --time-budget run sets its epochs after
+    parsing); only a metrics.json without it falls back to the config's epochs x fraction."""
+    cfg = {"epochs": 9, "low_res": 24, "low_res_fraction": 0.56, "optimizer": "sgd", "batch_size": 256, "lr": 0.2,
+           "weight_decay": 5e-4}
+    recorded = draft_cifar.training_schedule(cfg, {"train_images": 45000, "epochs": 4, "low_res_epochs": 2})
+    assert recorded.startswith("Training: four epochs over 45,000") and "The first two epochs see the images shrunk to 24×24" in recorded
+    assert "first five epochs" in draft_cifar.training_schedule(cfg, {"train_images": 45000})
+    assert "shrunk" not in draft_cifar.training_schedule(cfg, {"train_images": 45000, "low_res_epochs": 0})

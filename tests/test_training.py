@@ -344,6 +344,24 @@ def test_loss_plot_shows_the_eval_mode_training_loss_and_prints_legibly(fashion)
     assert plots.batch_conditions(False, 0, 0.0, 0.0) == "no augmentation, dropout or label smoothing"
 
 
+def test_loss_plot_greys_the_epochs_trained_on_smaller_images_and_only_those(fashion):
+    import matplotlib.pyplot as plt
+    import plots
+    _, history = tiny_fit(fashion, epochs=2)
+    assert [e["image_size"] for e in history["epochs"]] == [28, 28]
+    texts = lambda fig: [t.get_text() for t in fig.axes[0].texts]  # noqa: E731
+    fig = plots.plot_loss(history, "loss", eval_names=("val",))
+    assert not any("trained at" in t for t in texts(fig)) and not fig.axes[0].patches
+    plt.close(fig)
+    history["epochs"][0]["image_size"] = 20
+    fig = plots.plot_loss(history, "loss", eval_names=("val",))
+    assert "trained at 20×20" in texts(fig)
+    (span,) = fig.axes[0].patches
+    corners = fig.axes[0].transData.inverted().transform(span.get_window_extent().get_points())  # (2, 2)
+    assert corners[:, 0] == pytest.approx([0, 1], abs=1e-6)  # epoch 1 only: x from 0 to 1
+    plt.close(fig)
+
+
 def test_keep_freed_memory_takes_effect_on_glibc_and_training_still_runs():
     """mallopt answers 1 for each threshold it accepts; elsewhere (macOS, Windows, musl) the
     function is a no-op returning False. Either way, memory freed and allocated again is usable."""
