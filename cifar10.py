@@ -34,7 +34,7 @@ Writes to runs/cifar10-<arch>[-<preset>][-nobn][-nodrop|-drop]/ (or --out-dir): 
 with final metrics), metrics.json, history.csv (per epoch, with its image_size), steps.csv (per step), loss.png
 (training and validation loss; the epochs trained on smaller images greyed), architecture.txt (every layer, its output shape and parameters).
 Besides the running training loss (augmented batches, dropout if the net has it, label smoothing), every epoch
-measures train_eval_loss on a fixed subset of 5,000 training images exactly as the validation loss
+measures train_eval_loss on a fixed subset of 2,000 training images exactly as the validation loss
 (eval mode, plain cross-entropy); metrics.json's loss_gap is val_loss - train_eval_loss.
 --ablation writes runs/cifar10-<arch>[-<preset>]-ablation/: one run folder per variant (and seed),
 ablation.json ("setting": epochs, widths, learning rate, dropout rate and position, seeds, and the

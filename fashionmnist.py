@@ -28,7 +28,7 @@ from training import (build_model, choose_examples, config_from_args, count_para
 DEFAULTS = {
     "ffn": dict(epochs=22, batch_size=512, lr=3e-3, optimizer="adamw", weight_decay=5e-2,
                 label_smoothing=0.1, flip=True, crop=0,
-                hidden=[512, 512], dropout=0.0, tta=True),
+                hidden=[384, 384], dropout=0.0, tta=True),
     "cnn": dict(epochs=8, batch_size=256, lr=0.1, optimizer="sgd", weight_decay=5e-4,
                 label_smoothing=0.1, flip=True, crop=0,
                 channels=[32, 64], convs_per_block=2, kernel_size=3, pool="max", early_pool=True,
