@@ -7,7 +7,7 @@ batch norm and dropout do to each.
     python cifar10.py --arch gap --no-batchnorm --dropout 0
     python cifar10.py --arch dense --ablation       # batch norm on/off x dropout on/off, same everything else
     python cifar10.py --arch gap --ablation --seeds 3 --epochs 5
-    python cifar10.py --arch gap --preset quick     # 1-4 minutes on a 2-core CPU
+    python cifar10.py --arch gap --preset quick     # 1-2 minutes on a 2-core CPU
     python cifar10.py --arch gap --preset large     # 64-128-256 channels, 18 epochs: 2-3 points more, 3-4x the time
     python cifar10.py --arch gap --preset gpu       # wider and longer, for one CUDA GPU
     torchrun --nproc_per_node=4 cifar10.py --arch gap --preset gpu   # DistributedDataParallel
@@ -66,7 +66,8 @@ from training import (TrainingError, build_model, config_from_args, count_parame
 # an option given on the command line replaces its entry. SHARED holds what every row has (no row
 # overrides it); the rest differs by row. Chosen on the 5,000 validation images (the trials:
 # benchmarks/results/design_trials.json, docs/experiments.md); the test set played no part.
-# "default" takes 11-16 minutes on a 2-core AVX2 CPU in float32, "quick" 2-3; "large" fits
+# On 2 CPU cores in float32 (AVX2) "default" takes about 7.5 minutes (4 with native bfloat16), "quick"
+# 75 s (45 s; an AVX2-only CPU may take twice these); "large" fits
 # 20 minutes only where the CPU runs bfloat16 natively; "gpu" is for one CUDA GPU, a wider net at a
 # larger batch. low_res is progressive resizing (0 off; see training.py).
 SHARED = dict(optimizer="sgd", momentum=0.9, weight_decay=5e-4, label_smoothing=0.2, warmup=0.2, flip=True, crop=2,
@@ -131,7 +132,7 @@ def parse_args(argv=None):
                    help="dense: VGG-style convs + dense head; gap: residual stages + global average pooling "
                         "+ one linear layer")
     p.add_argument("--preset", choices=["default", "quick", "large", "gpu"], default="default",
-                   help="default: about 11-16 min on 2 CPU cores in float32; quick: about 2-3 min; large: 2-3 points more, 10-20 min "
+                   help="default: about 7.5 min on 2 CPU cores in float32, 4 with native bfloat16; quick: about 75 s (45 s); large: 2-3 points more, 10-20 min "
                         "where the CPU runs bfloat16 natively (AMX, AVX512-BF16), about 1 h in float32; "
                         "gpu: for a CUDA GPU")
     p.add_argument("--ablation", action="store_true",

@@ -62,7 +62,7 @@ def run_case(name, seed, data_dir, float32=False, from_runs=None) -> dict:
     case = CASES[name]
     argv = case.argv + (["--seed", str(seed)] if seed else [])
     if from_runs:
-        r = from_run("cifar10.py", argv, from_runs, f"cifar10-{name.split('-')[0]}")  # run_all's step name
+        r = from_run("cifar10.py", argv, from_runs, f"cifar10-{name.split('-')[0]}", float32)  # run_all's step name
     else:
         r = run_script("cifar10.py", argv, data_dir, float32=float32)
     m = r.pop("metrics")
@@ -91,7 +91,7 @@ def main(argv=None):
             continue
         for seed in args.seeds:
             r = run_case(name, seed, args.data_dir, args.float32, args.from_runs)
-            results[case_key(name, seed, args.float32 and not args.from_runs)] = r
+            results[case_key(name, seed, args.float32)] = r
             rule = "flip-averaged; plain" if r["tta"] else "plain; flip-averaged"
             other = r["test_accuracy_plain" if r["tta"] else "test_accuracy_tta"]
             print(f"{name} seed {seed} ({r['condition']}): test {100 * r['test_accuracy']:.2f}% "

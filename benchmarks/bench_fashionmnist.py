@@ -29,7 +29,7 @@ TARGETS = {"ffn": (0.905, 45), "cnn": (0.935, 3 * 60)}  # (test accuracy, wall s
 def run_case(model, seed, data_dir, float32=False, runs_dir=None, from_runs=None) -> dict:
     argv = ["--model", model] + (["--seed", str(seed)] if seed else [])
     if from_runs:
-        r = from_run("fashionmnist.py", argv, from_runs, f"fashionmnist-{model}")
+        r = from_run("fashionmnist.py", argv, from_runs, f"fashionmnist-{model}", float32)
     else:
         out_dir = Path(runs_dir) / (f"fashionmnist-{model}" + (f"-seed{seed}" if seed else "")) if runs_dir else None
         r = run_script("fashionmnist.py", argv, data_dir, out_dir, float32)
@@ -49,7 +49,7 @@ def main(argv=None):
     for model in args.only or list(TARGETS):
         for seed in args.seeds:
             r = run_case(model, seed, args.data_dir, args.float32, args.runs_dir, args.from_runs)
-            results[case_key(model, seed, args.float32 and not args.from_runs)] = r
+            results[case_key(model, seed, args.float32)] = r
             print(f"{model} seed {seed} ({r['condition']}): test {100 * r['test_accuracy']:.2f}%  "
                   f"wall {r['wall_seconds']:.0f}s  {r['parameters']:,} parameters  ({verdict(r)})", flush=True)
     finish(args.out, results)

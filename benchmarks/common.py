@@ -61,7 +61,8 @@ def add_bench_args(p, cases, out):
                    help="run under the float32 reference condition: " +
                         " ".join(f"{k}={v}" for k, v in FLOAT32_ENV.items()) + " and --no-cpu-bf16")
     p.add_argument("--from-runs", metavar="RUNS_DIR", help="read the default runs of report/run_all.py --preset full "
-                                                           "instead of training")
+                                                           "instead of training (with --float32: a run_all run "
+                                                           "under that condition's variables)")
     p.add_argument("--out", default=str(ROOT / "benchmarks/results" / out))
 
 
@@ -101,11 +102,13 @@ def _strip(argv: list, flags=("--out-dir", "--seed", "--data-dir")) -> list:
     return out
 
 
-def from_run(script: str, argv: list, runs_dir, step: str) -> dict:
+def from_run(script: str, argv: list, runs_dir, step: str, float32: bool = False) -> dict:
     """The same figures as run_script, read from a finished `report/run_all.py` step instead of
     training again: its stamp runs/logs/<step>.json must say it finished ("done") with exactly
     `python <script> <argv>` (plus --out-dir/--seed/--data-dir); wall time is the stamp's, the time
-    run_all measured around the whole process (with the time before an interruption, if resumed)."""
+    run_all measured around the whole process (with the time before an interruption, if resumed).
+    float32: run_all ran under the reference condition (FLOAT32_ENV set around it, which makes every
+    script train in float32); its runs must say they did not use bfloat16."""
     stamp_file = Path(runs_dir) / "logs" / f"{step}.json"
     wanted = f"`python {script} {' '.join(argv)}`"
     if not stamp_file.exists():
@@ -125,7 +128,12 @@ def from_run(script: str, argv: list, runs_dir, step: str) -> dict:
     if metrics_file.stat().st_mtime > stamp_file.stat().st_mtime:  # another run wrote there since
         raise cli.UserError(f"{metrics_file} is newer than {stamp_file}, so its numbers are not that run's; "
                             "rerun the step or drop --from-runs")
-    return {"command": f"python {script} " + " ".join(argv), "condition": condition(False), "metrics": metrics,
+    if float32 and metrics.get("cpu_bf16"):
+        raise cli.UserError(f"{metrics_file} trained with bfloat16 autocast, so it is not a float32 run; run "
+                            "run_all under " + " ".join(f"{k}={v}" for k, v in FLOAT32_ENV.items())
+                            + " for --float32 --from-runs, or drop --float32")
+    prefix = " ".join(f"{k}={v}" for k, v in FLOAT32_ENV.items()) + " " if float32 else ""
+    return {"command": f"{prefix}python {script} " + " ".join(argv), "condition": condition(float32), "metrics": metrics,
             "wall_seconds": stamp["seconds"], "source": str(stamp_file), "finished": stamp.get("finished"),
             "load_average_before": None, "load_average_after": None}
 

@@ -507,8 +507,9 @@ def own_draft(build, *args, needs: dict | None = None, inp=None) -> Draft:
 class Report:
     """Writes the items in order into a Doc; knows the student's answers and who wrote what."""
 
-    def __init__(self, doc: Doc, d: dict, inp: Inputs, own: dict):
+    def __init__(self, doc: Doc, d: dict, inp: Inputs, own: dict, answers: str = "report/answers.md"):
         self.doc, self.d, self.inp, self.own = doc, d, inp, own
+        self.answers = answers      # the answers file as the student would type it
         self.titles = {k: (t, lvl) for k, t, lvl, _ in ITEMS}
         self.provenance = {}       # item key -> "student" | "draft" | "none"
         self.appendix_figures = []  # (path, caption, label)
@@ -520,16 +521,16 @@ class Report:
         self.doc.heading(level, heading_text(key, title), label=label(key))
         if key in self.own:
             self.provenance[key] = "student"
-            self.doc.note("Written by the student (report/answers.md).")
+            self.doc.note(f"Written by the student ({self.answers}).")
             self.doc.para(*answers_md.paragraphs(self.own[key]))
         elif draft.paragraphs:
             self.provenance[key] = "draft"
             self.doc.note(f"Draft generated from this run's numbers; to replace it with your own words, write under "
-                          f"'## {key}' in report/answers.md.")
+                          f"'## {key}' in {self.answers}.")
             self.doc.para(*draft.paragraphs)
         else:
             self.provenance[key] = "none"
-            self.doc.note(f"No generated text: {draft.why}. Write your own under '## {key}' in report/answers.md.")
+            self.doc.note(f"No generated text: {draft.why}. Write your own under '## {key}' in {self.answers}.")
 
     def figure(self, path, caption, lbl):
         if path is not None:
@@ -752,10 +753,12 @@ def part_two(r: Report):
                                            needs={f"{folder}/metrics.json": met, f"{folder}/history.csv": c["history"]},
                                            inp=inp))
         if c["loss"]:
-            r.figure(c["loss"], f"The {name}: training loss per step as training sees it (augmented batches, dropout "
-                     "and label smoothing on) and, per epoch, the training loss measured like the validation loss "
-                     "(plain images, evaluation mode, plain cross-entropy on a fixed subset of training images) "
-                     "beside the validation loss; the gap between those two is the overfitting gap.",
+            on = "augmented batches, dropout and label smoothing on" if (met or {}).get("dropout") else \
+                "augmented batches, label smoothing on; this network has no dropout"
+            r.figure(c["loss"], f"The {name}: training loss per step as training sees it ({on}) and, per epoch, "
+                     "the training loss measured like the validation loss (plain images, evaluation mode, plain "
+                     "cross-entropy on a fixed subset of training images) beside the validation loss; the gap "
+                     "between those two is the overfitting gap.",
                      f"fig-loss-{arch}")
         else:
             r.missing_figure("loss curve", f"{folder}/loss.png")
@@ -1095,9 +1098,16 @@ def provenance_summary(r: Report) -> str:
             f"drafts generated from the run's numbers, and {counts['none']} have no text yet.")
 
 
-def document(d: dict, inp: Inputs, fields: dict, own: dict, author: str | None, typ_dir: Path) -> tuple[Doc, Report]:
+def shown_path(path: Path) -> str:
+    """path relative to the working folder where it lies below it (report/answers.md), else absolute."""
+    path = path.resolve()
+    return str(path.relative_to(Path.cwd())) if path.is_relative_to(Path.cwd()) else str(path)
+
+
+def document(d: dict, inp: Inputs, fields: dict, own: dict, author: str | None, typ_dir: Path,
+             answers: str = "report/answers.md") -> tuple[Doc, Report]:
     doc = Doc(typ_dir)
-    r = Report(doc, d, inp, own)
+    r = Report(doc, d, inp, own, answers)
     title_page(doc, d, fields, author)
     for build in (part_one, part_two):
         try:
@@ -1135,7 +1145,7 @@ def main(argv=None):
     d["runs_dir"] = str(args.runs_dir)
     out = args.out.resolve()
     typ = out.with_suffix(".typ")
-    doc, r = document(d, inp, fields, own, args.author, typ.parent)
+    doc, r = document(d, inp, fields, own, args.author, typ.parent, shown_path(args.answers))
     root = Path(os.path.commonpath([typ.parent, *[p.resolve() for p in doc.figures]]))
     author = args.author or fields.get("name") or ""
     header = typst_doc.PREAMBLE.format(root=root, name=typ.name, title="Image classification with neural networks",

@@ -160,6 +160,11 @@ def spread_sentence(method: str, m: dict, stats: dict, define: bool) -> str:
             f"{verdict}.")
 
 
+def p_value(p: float) -> str:
+    """A p-value as printed: three decimals, and "p < 0.001" where those would read 0.000."""
+    return "p < 0.001" if p < 0.001 else f"p = {p:.3f}"
+
+
 def right_wrong_sentence(method: str, m: dict) -> str:
     nr, nw = m["right"]["centre"]["n"], m["wrong"]["centre"]["n"]
     if min(nr, nw) < MIN_GROUP:
@@ -173,14 +178,15 @@ def right_wrong_sentence(method: str, m: dict) -> str:
         numbers = f"{pct(m['right'][key]['mean'])} against {pct(m['wrong'][key]['mean'])}"
         if significant(d["diff"], d["p"], MIN_DIFF):
             parts.append(f"{more if d['diff'] > 0 else less} on right answers than on wrong ones ({what} "
-                         f"{numbers}, Mann-Whitney test p = {d['p']:.3f})")
+                         f"{numbers}, Mann-Whitney test {p_value(d['p'])})")
         elif d["p"] is not None and d["p"] < ALPHA:  # a reliable difference, but too small to matter
-            same.append((what, share, f"{numbers}, p = {d['p']:.3f}",
+            same.append((what, share, f"{numbers}, {p_value(d['p'])}",
                          f"differs reliably but by less than {round(100 * MIN_DIFF)} points, too little to matter"))
         else:
             same.append((what, share, numbers, "does not differ reliably"))
     if not parts:
-        return f"Maps of right and wrong answers look alike (right against wrong: {', '.join(f'{w} {n}' for w, _, n, _ in same)})."
+        return ("Maps of right and wrong answers look alike (right against wrong): "
+                + "; ".join(f"the {w}, {n}, {why}" for w, _, n, why in same) + ".")
     return "The maps are " + " and ".join(parts) + (
         f"; the {same[0][1]} {same[0][3]} ({same[0][2]})." if same else ".")
 

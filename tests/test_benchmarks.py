@@ -36,6 +36,21 @@ def test_from_run_refuses_any_other_run(tmp_path, argv, state):
         from_run("fashionmnist.py", ["--model", "cnn"], tmp_path, "fashionmnist-cnn")
 
 
+@pytest.mark.parametrize("cpu_bf16", [False, True])
+def test_from_run_float32_takes_only_float32_runs(tmp_path, cpu_bf16):
+    out = tmp_path / "cifar10-gap"
+    out.mkdir()
+    (out / "metrics.json").write_text(json.dumps({"test_accuracy": 0.85, "cpu_bf16": cpu_bf16}))
+    stamp(tmp_path, "cifar10-gap", ["/x/cifar10.py", "--arch", "gap", "--out-dir", str(out)])
+    if cpu_bf16:
+        with pytest.raises(UserError, match="trained with bfloat16 autocast.*ONEDNN_MAX_CPU_ISA=AVX2"):
+            from_run("cifar10.py", ["--arch", "gap"], tmp_path, "cifar10-gap", float32=True)
+    else:
+        r = from_run("cifar10.py", ["--arch", "gap"], tmp_path, "cifar10-gap", float32=True)
+        assert r["condition"] == "float32" and r["command"].startswith("ATEN_CPU_CAPABILITY=avx2")
+        assert from_run("cifar10.py", ["--arch", "gap"], tmp_path, "cifar10-gap")["condition"] == "native"
+
+
 def test_from_run_without_runs_says_what_to_run(tmp_path):
     with pytest.raises(UserError, match="run_all.py --preset full"):
         from_run("cifar10.py", ["--arch", "gap"], tmp_path, "cifar10-gap")

@@ -29,6 +29,15 @@ def text(arch, trials):
     return " ".join(draft_design.design_answer(arch, trials))
 
 
+def test_a_tightened_budget_is_told_after_the_first():
+    trials = crafted()
+    trials["budget"]["later"] = "within 6 minutes on 2 cores held to AVX2"
+    out = text("gap", trials)
+    assert "at first one training run had to fit within 20 minutes" in out
+    assert "; later within 6 minutes on 2 cores held to AVX2, so each change" in out
+    assert "at first" not in text("gap", crafted())
+
+
 def test_differences_are_measured_and_small_ones_called_noise():
     out = text("gap", crafted())
     assert "Are the blocks worth it?" in out and "20 minutes on a 2-core CPU" in out

@@ -92,7 +92,8 @@ def test_right_and_wrong_differ_or_not():
     same = text(d.cam_answer("net", stats(cam=_method(top=0.6, wrong_top=0.3, p=0.4))))   # big but unreliable
     assert "look alike" in same and "more concentrated on right" not in same
     tiny = text(d.cam_answer("net", stats(cam=_method(top=0.6, wrong_top=0.59, p=0.001))))  # reliable but tiny
-    assert "look alike" in tiny
+    assert "look alike" in tiny and "differs reliably but by less than" in tiny  # says why, beside its p
+    assert "p < 0.001" in text(d.cam_answer("net", stats(cam=_method(top=0.6, wrong_top=0.59, p=0.0002))))
     few = stats()
     few["methods"]["CAM"]["wrong"] = _group(0.7, 0.5, 3)
     assert "too small" in text(d.cam_answer("net", few))

@@ -258,6 +258,8 @@ def test_answers_replace_the_draft_and_survive_a_rebuild(crafted, tmp_path):
         assert "the CNN beats the feed-forward network" not in body  # the draft of Q8 is replaced
         q8 = body[body.find(HEADINGS[7]):body.find(HEADINGS[8])]
         assert "Written by the student" in q8 and "Draft generated" not in q8
+        notes = out.with_suffix(".typ").read_text().split("\n", 1)[1].replace("\\", "")  # Typst escapes undone
+        assert "report/answers.md" not in notes and notes.count(str(answers.resolve())) >= 27  # the file it read
         assert "Grace Hopper" in pages[0]
     assert "Grace Hopper" in answers.read_text()
 
