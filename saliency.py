@@ -357,7 +357,7 @@ def load_examples(args) -> Examples:
 
 def titles(ex: Examples) -> tuple[list, list]:
     """Per example: test index and right/wrong, the predicted class and its probability, the true
-    class of a wrong one, and the explained class when --target differs from the prediction (by
+    class (for a right one too: a reader checks it, not infers it), and the explained class when --target differs from the prediction (by
     default the maps explain the prediction: for a wrong example, the evidence for the wrong
     class); green for right, red for wrong."""
     out, colors = [], []
@@ -365,8 +365,7 @@ def titles(ex: Examples) -> tuple[list, list]:
         ok = bool(ex.pred[i] == ex.y[i])
         lines = [f"#{int(ex.index[i])} {'right' if ok else 'wrong'}",
                  f"pred: {ex.classes[ex.pred[i]]} ({100 * ex.prob[i]:.0f}%)"]
-        if not ok:
-            lines.append(f"true: {ex.classes[ex.y[i]]}")
+        lines.append(f"true: {ex.classes[ex.y[i]]}")
         if ex.target is not None:
             lines.append(f"map for: {ex.classes[ex.target[i]]}")
         out.append("\n".join(lines))

@@ -267,7 +267,7 @@ def test_titles_name_predicted_true_and_explained_class():
     titles, colors = saliency.titles(_examples())
     assert colors == ["tab:green", "tab:red"]
     assert titles[1].splitlines() == ["#7 wrong", "pred: dog (69%)", "true: cat"]
-    assert titles[0].splitlines() == ["#4 right", "pred: ship (91%)"]
+    assert titles[0].splitlines() == ["#4 right", "pred: ship (91%)", "true: ship"]
     assert saliency.explained_class(_examples()) == "maps for the predicted class"
     titles, colors = saliency.titles(_examples(target=3))  # --target cat
     assert titles[1].splitlines()[-1] == "map for: cat" and titles[0].splitlines()[-1] == "map for: cat"
