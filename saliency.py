@@ -357,9 +357,9 @@ def load_examples(args) -> Examples:
 
 def titles(ex: Examples) -> tuple[list, list]:
     """Per example: test index and right/wrong, the predicted class and its probability, the true
-    class (for a right one too: a reader checks it, not infers it), and the explained class when --target differs from the prediction (by
-    default the maps explain the prediction: for a wrong example, the evidence for the wrong
-    class); green for right, red for wrong."""
+    class (for a right one too: a reader checks it, not infers it), and the explained class when
+    --target differs from the prediction (by default the maps explain the prediction: for a wrong
+    example, the evidence for the wrong class); green for right, red for wrong."""
     out, colors = [], []
     for i in range(len(ex.index)):
         ok = bool(ex.pred[i] == ex.y[i])

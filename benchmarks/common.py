@@ -21,6 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # convolutions), 2 threads, and the script is told not to use bfloat16 autocast.
 FLOAT32_ENV = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "OMP_NUM_THREADS": "2"}
 FLOAT32_ARGV = ["--no-cpu-bf16"]
+FLOAT32_VARS = " ".join(f"{k}={v}" for k, v in FLOAT32_ENV.items())  # as a shell command line starts with them
 
 
 def condition(float32: bool) -> str:
@@ -46,7 +47,7 @@ def run_script(script: str, argv: list, data_dir, out_dir=None, float32: bool = 
                                 "nothing was recorded for this case")
         wall = time.perf_counter() - t0
         metrics = json.loads((out / "metrics.json").read_text())
-    prefix = " ".join(f"{k}={v}" for k, v in FLOAT32_ENV.items()) + " " if float32 else ""
+    prefix = FLOAT32_VARS + " " if float32 else ""
     return {"command": f"{prefix}python {script} " + " ".join(argv + (FLOAT32_ARGV if float32 else [])),
             "condition": condition(float32), "metrics": metrics, "wall_seconds": round(wall, 1),
             "load_average_before": round(load_before, 2), "load_average_after": round(os.getloadavg()[0], 2)}
@@ -59,7 +60,7 @@ def add_bench_args(p, cases, out):
     p.add_argument("--seeds", type=int, nargs="+", default=[0], help="one run per seed (the targets hold for each)")
     p.add_argument("--float32", action="store_true",
                    help="run under the float32 reference condition: " +
-                        " ".join(f"{k}={v}" for k, v in FLOAT32_ENV.items()) + " and --no-cpu-bf16")
+                        FLOAT32_VARS + " and --no-cpu-bf16")
     p.add_argument("--from-runs", metavar="RUNS_DIR", help="read the default runs of report/run_all.py --preset full "
                                                            "instead of training (with --float32: a run_all run "
                                                            "under that condition's variables)")
@@ -130,9 +131,9 @@ def from_run(script: str, argv: list, runs_dir, step: str, float32: bool = False
                             "rerun the step or drop --from-runs")
     if float32 and metrics.get("cpu_bf16"):
         raise cli.UserError(f"{metrics_file} trained with bfloat16 autocast, so it is not a float32 run; run "
-                            "run_all under " + " ".join(f"{k}={v}" for k, v in FLOAT32_ENV.items())
+                            "run_all under " + FLOAT32_VARS
                             + " for --float32 --from-runs, or drop --float32")
-    prefix = " ".join(f"{k}={v}" for k, v in FLOAT32_ENV.items()) + " " if float32 else ""
+    prefix = FLOAT32_VARS + " " if float32 else ""
     return {"command": f"{prefix}python {script} " + " ".join(argv), "condition": condition(float32), "metrics": metrics,
             "wall_seconds": stamp["seconds"], "source": str(stamp_file), "finished": stamp.get("finished"),
             "load_average_before": None, "load_average_after": None}

@@ -273,9 +273,8 @@ def loss_answer(arch: str, metrics: dict, history: list) -> list[str]:
     rows = [{k: float(v) for k, v in r.items() if v not in (None, "")} for r in history]
     last = rows[-1]
     above = rows[-1]["train_loss"] > rows[-1]["val_loss"]
-    dropout = (metrics.get("config") or {}).get("dropout", metrics.get("dropout"))
     text = ["The figure shows two training losses. The running training loss is averaged over each step's batch "
-            "while training: augmented images" + (", dropout on" if dropout else "") + ", label smoothing included"
+            "while training: augmented images" + (", dropout on" if metrics.get("dropout") else "") + ", label smoothing included"
             + ("; it ends above the validation loss because training is made harder on purpose, so it cannot "
                "show overfitting. " if above else ". ") + "The eval-mode training loss measures a fixed subset of "
             f"{metrics.get('train_eval_images', 0):,} training images after each epoch exactly as the validation "

@@ -79,7 +79,7 @@ def test_loss_answer_reads_the_gap_from_eval_mode_losses():
     assert "no measurable overfitting" in out and "ends above" not in out
     assert "gap went from" not in out and "fell until" not in out  # one epoch: no trend to read
     assert "dropout on" not in out  # what the run trained with: no dropout recorded here
-    assert "dropout on" in text(draft_cifar.loss_answer("gap", {"config": {"dropout": 0.1}}, flat))
+    assert "dropout on" in text(draft_cifar.loss_answer("gap", {"dropout": 0.1}, flat))
 
 
 def test_architecture_and_validation_answers_use_plain_words(tmp_path):
