@@ -581,8 +581,10 @@ def plot_feature_path(image01, caption, path, network: str):
 
 
 BODY_CHANNELS = 32   # channels of a layer in the body figure; the rest go to its _all figure
-BODY_WIDTH_IN = 3.1  # a body grid: under half the text width (with the margin plots.save adds), so the
-                     # report sets the two networks' grids of one layer depth side by side
+BODY_WIDTH_IN = 3.1  # a body grid of filters: under half the text width (with the margin plots.save
+                     # adds), so the report sets the two networks' grids of one layer depth side by side
+MAPS_WIDTH_IN = plots.PRINT_WIDTH_IN - 0.1  # a body grid of feature maps: the text width (with the margin
+MAPS_COLS = 12  # plots.save adds), so 32 maps print about 0.55 in wide (at half the width, 0.33 in: too small)
 BODY_SUPTITLE_PT = 8
 
 
@@ -594,7 +596,7 @@ def plot_layer_maps(maps: torch.Tensor, description: str, network: str, shown: i
                     image01=None, caption: str = ""):
     """Feature maps (C, H, W) of one layer, channels 1..shown, of the input image01 (C, H, W) in
     [0, 1] named by caption. numbered (the body figure): the input first, then a number over each
-    panel, BODY_WIDTH_IN wide with the colour scale named in the title instead of a colour bar;
+    panel, MAPS_WIDTH_IN wide with the colour scale named in the title instead of a colour bar;
     else (the appendix grid of every channel) the text width, no numbers, a colour bar."""
     panels = [plots.minmax(m, (0, 1)).numpy() for m in maps[:shown]]
     zero = [bool(m.max() == m.min()) for m in maps[:shown]]
@@ -602,13 +604,13 @@ def plot_layer_maps(maps: torch.Tensor, description: str, network: str, shown: i
     of = f" of {caption.replace(chr(10), ', ')}" if caption else ""
     if numbered:
         titles = [f"{i + 1}" + ("(0)" if z else "") for i, z in enumerate(zero)]
-        if image01 is not None:  # 9 columns: the input and 8 channels on the first row
+        if image01 is not None:  # the input first, then the channels
             panels, titles = [image01] + panels, ["input"] + titles
         return plot_panels(panels, titles,
                            f"{network}: feature maps of {description}{of}, {channel_range(shown, len(maps))}, "
                            f"{size}, each scaled to [0, 1] on its own (yellow = strongest)"
                            + (", (0): all zero" if any(zero) else ""),
-                           cmap="viridis", max_cols=8 if image01 is None else 9, wide=True, width_in=BODY_WIDTH_IN,
+                           cmap="viridis", max_cols=MAPS_COLS, wide=True, width_in=MAPS_WIDTH_IN,
                            suptitle_size=BODY_SUPTITLE_PT, input_first=image01 is not None)
     return plot_panels(panels, None,
                        f"{network}: feature maps of {description}{of}, {channel_range(shown, len(maps))}, "

@@ -715,7 +715,7 @@ def part_two(r: Report):
     r.item("P1", own_draft(mytorch_text, m["check"], needs={"mytorch/check.json": m["check"]}, inp=inp))
     if m["tester"]:
         doc.note("Output of the Conv2D tester (the checks of Conv2DTester.ipynb), every case with its errors:")
-        doc.mono(m["tester"].rstrip(), size_pt=7, columns=2)  # a long line wraps within its column
+        doc.mono(m["tester"].rstrip(), size_pt=8, columns=2)  # a long line wraps within its column
 
     doc.heading(2, "Problem 2. CNNs on CIFAR-10", label="problem-2")
     doc.para("Two networks were trained on CIFAR-10 (50,000 training images of 32x32 pixels in 10 classes; part of "
@@ -774,8 +774,8 @@ def part_two(r: Report):
     doc.heading(2, "Problem 3. Feature maps and filters", label="problem-3")
     r.item("3(a)", own_draft(lambda: [
         "For each network, the feature maps (outputs after the activation) of three convolutional layers - the "
-        "first, one in the middle and the last - for one test image, one panel per output channel, numbered; each "
-        "row of figures sets the two networks' layers of the same depth side by side. Where a layer has more than "
+        "first, one in the middle and the last - for one test image, one panel per output channel, numbered; the "
+        "two networks' layers of the same depth follow each other. Where a layer has more than "
         "32 channels the body shows the first 32 and Appendix B shows every channel."]))
     grids(r, "feature_maps", "feature maps of")
     r.item("3(b)", gabor_drafts(r))
@@ -920,8 +920,8 @@ def gabor_drafts(r: Report) -> Draft:
 
 def grids(r: Report, kind: str, what: str):
     """Per depth (first, middle, last conv layer) one row: the two networks' grids side by side
-    (each is drawn half the text width), so both networks' three layers take three rows; every
-    channel of a wider layer goes to Appendix B."""
+    where they fit (filters are drawn half the text width, feature maps the whole: then one under
+    the other); every channel of a wider layer goes to Appendix B."""
     layers = {arch: r.d["cifar"][arch]["kernels"]["layers"] for arch in ("dense", "gap")}
     for arch, rows in layers.items():
         if not rows:
@@ -935,7 +935,9 @@ def grids(r: Report, kind: str, what: str):
             layer, tag = plain_layer(row["layer"]), f"{kind}-{arch}-{safe(row['layer'])}"
             if row[kind] is not None:
                 more = " All channels: Appendix B." if row[kind + "_appendix"] else ""
-                row_figures.append((row[kind], f"The {ARCH_NAMES[arch]}: {what} {layer}.{more}", f"fig-{tag}"))
+                which = (", after its activation (its title names each step)" if kind == "feature_maps" else
+                         ", the weights from its first input channel" if depth else "")
+                row_figures.append((row[kind], f"The {ARCH_NAMES[arch]}: {what} {layer}{which}.{more}", f"fig-{tag}"))
             for i, extra in enumerate(row[kind + "_appendix"]):
                 r.appendix_figures.append((extra, f"The {ARCH_NAMES[arch]}: {what} {layer}, every channel.",
                                            f"fig-{tag}-all{i}"))
@@ -1064,8 +1066,7 @@ def settings(doc: Doc, d: dict):
     doc.para("Total compute: " + total_time(d))
     if s:
         doc.table(["Step", "Status", "Seconds", "Result"],
-                  [[r["step"], r["status"], f"{r.get('made_seconds', r.get('seconds', 0)) or 0:.1f}",
-                    (r.get("key") or r.get("reason") or "")[:70]] for r in s["steps"]],
+                  [step_row(r) for r in s["steps"]],
                   align="(left, left, right, left)", size_pt=7.5)
     for a in ("dense", "gap"):
         m = d["cifar"][a]["metrics"]
@@ -1080,12 +1081,25 @@ def settings(doc: Doc, d: dict):
                                     f"{m['train_seconds']:.0f} s on {m['device']}"]) + ".")
 
 
+def step_row(r: dict) -> list:
+    """[step, status, seconds, result] of one run_all.py step; the report step is still pending
+    while run_all.py builds this PDF, and a pending step has no time yet. A skipped step was up to
+    date: its seconds are those of the earlier run that made its outputs."""
+    if r["status"] == "pending":
+        return [r["step"], "this PDF" if r["step"] == "report" else "not run", "-", ""]
+    status = "made earlier" if r["status"] == "skipped" else r["status"]
+    return [r["step"], status, f"{r.get('made_seconds', r.get('seconds', 0)) or 0:.1f}",
+            (r.get("key") or r.get("reason") or "")[:70]]
+
+
 def total_time(d) -> str:
     s = d["summary"]
     if s and "total_seconds" in s and "steps" in s:
         return (f"{fmt_time(s['total_seconds'])} for the results in this report: the sum of the wall times of the "
                 f"{sum(r.get('status') in ('ran', 'skipped') for r in s['steps'])} run_all.py steps that made them"
-                + (f" (--limit {s['limit']})." if s.get("limit") else "."))
+                + (f" (--limit {s['limit']})" if s.get("limit") else "")
+                + ("; a step 'made earlier' was up to date, its time that of the earlier run_all.py call that ran it."
+                   if any(r.get("status") == "skipped" for r in s["steps"]) else "."))
     seconds = sum(m.get("wall_seconds", m.get("train_seconds", 0)) for m in all_metrics(d))
     if not seconds:
         return "unknown: neither run_all.json nor any training run's metrics.json was found."
@@ -1148,7 +1162,8 @@ def main(argv=None):
     doc, r = document(d, inp, fields, own, args.author, typ.parent, shown_path(args.answers))
     root = Path(os.path.commonpath([typ.parent, *[p.resolve() for p in doc.figures]]))
     author = args.author or fields.get("name") or ""
-    header = typst_doc.PREAMBLE.format(root=root, name=typ.name, title="Image classification with neural networks",
+    header = typst_doc.PREAMBLE.format(root=root, name=typ.name, answers=shown_path(args.answers),
+                                       title="Image classification with neural networks",
                                        author=author.replace("\\", "").replace('"', "'"))
     files.make_dirs(out.parent)
     files.write_text(typ, header + "\n" + doc.source())

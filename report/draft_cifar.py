@@ -136,14 +136,31 @@ def setting_sentence(arch: str, ablation: dict, final: dict | None = None) -> st
             + f", at {run(s['epochs'], s['channels'], s['lr'])}"
             + (f", on {s['train_images']:,} training images" if final and s.get("train_images", 0) < final.get(
                 "train_images", 0) else "") + ".")
-    f = final["config"] if final else s["default_network"]
-    if (f["epochs"], list(f["channels"]), f["lr"]) != (s["epochs"], list(s["channels"]), s["lr"]):
+    f = final_setting(ablation, final)
+    if not same_setting(s, f):
         shorter = [w for w, yes in (("shorter", s["epochs"] < f["epochs"]),
                                     ("narrower", sum(s["channels"]) < sum(f["channels"]))) if yes]
+        differs = [w for w, yes in (("length", s["epochs"] != f["epochs"]),
+                                    ("width", list(s["channels"]) != list(f["channels"])),
+                                    ("learning rate", s["lr"] != f["lr"])) if yes]
         text += (f" That is {' and '.join(shorter) or 'a different setting'} than the final network "
                  f"({run(f['epochs'], f['channels'], f['lr'])}), to pay for {plural(4 * len(seeds), 'training run')}; "
-                 "the effects may differ at the final network's length and width.")
+                 f"the effects may differ at the final network's {' and '.join(differs)}.")
     return text
+
+
+# A difference in validation accuracy (a fraction) under which one run or a few seeds cannot tell two
+# settings apart (5,000 validation images; as report/draft_design.py's SPREAD_POINTS).
+CLEAR_EFFECT = 0.005
+
+
+def final_setting(ablation: dict, final: dict | None) -> dict:
+    """The final network's epochs, channels and lr: its metrics.json's config, else the ablation's record."""
+    return final["config"] if final else ablation["setting"]["default_network"]
+
+
+def same_setting(s: dict, f: dict) -> bool:
+    return (f["epochs"], list(f["channels"]), f["lr"]) == (s["epochs"], list(s["channels"]), s["lr"])
 
 
 def variant(ablation: dict, name: str) -> dict:
@@ -262,9 +279,23 @@ def dropout_answer(arch: str, ablation: dict, final: dict | None = None) -> list
                     "mode, on a fixed subset of training images, without augmentation or label smoothing): "
                     + "; ".join(gaps) + ".")
     used = final["dropout"] if final else s["default_network"]["dropout"]
-    text.append(f"The final network uses dropout p = {used:g}." if used else
-                "The final network uses no dropout.")
+    text.append((f"The final network uses dropout p = {used:g}" if used else "The final network uses no dropout")
+                + disagreement(ablation, used, final) + ".")
     return text
+
+
+def disagreement(ablation: dict, used: float, final: dict | None = None) -> str:
+    """Where the ablation (with batch norm, as the final network) leans the other way than the
+    final network's choice, say so, and, where they ran different settings, that both can stand."""
+    e = ablation["effects"]["dropout"]["with_batchnorm"]["val_accuracy"]
+    if not e["seeds"] or (used > 0) == (e["mean"] > 0) or abs(e["mean"]) < CLEAR_EFFECT or within_spread(e, ablation):
+        return ""  # no lean, or one that seeds or one run cannot tell from chance
+    text = (f", although in the ablation, with batch normalization, the variants {'without' if used else 'with'} "
+            "dropout reached the higher validation accuracy")
+    if same_setting(ablation["setting"], final_setting(ablation, final)):
+        return text
+    return text + ("; the ablation ran a different setting (item (c)), and what dropout does there need not hold "
+                   "for the final network")
 
 
 # ---- (e) the loss curves, (f) validation accuracy ------------------------------------------------

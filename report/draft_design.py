@@ -103,6 +103,10 @@ def timed_alike(trial: dict, base: dict) -> bool:
 
 
 def label(trial: dict) -> str:
+    """How a compared-to trial is named: its "label" if it has one, else the starting network for a
+    baseline, else its change up to any colon."""
+    if trial.get("label"):
+        return trial["label"]
     return "the starting network" if trial["decision"] == "baseline" else trial["change"].split(":")[0]
 
 

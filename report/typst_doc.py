@@ -112,9 +112,10 @@ class Doc:
         self.raw(f"#note[{escape(text)}]")
 
     def mono(self, text: str, size_pt: float = 7.5, columns: int = 1):
-        """A monospace block that wraps long lines instead of running off the page; columns > 1
-        sets it in that many columns (long program output in less of a page)."""
-        body = f"#set text(size: {size_pt}pt); #raw(block: true, {string(text)})"
+        """A monospace block that wraps long lines instead of running off the page, printed at
+        size_pt (Typst otherwise sets raw text at 0.8 of the size around it); columns > 1 sets it in
+        that many columns (long program output in less of a page)."""
+        body = f"#show raw: set text(size: {size_pt}pt); #raw(block: true, {string(text)})"
         if columns > 1:
             body = f"#columns({columns}, gutter: 10pt)[{body}]"
         self.raw(f"#block(width: 100%, fill: luma(245), inset: 6pt, breakable: true)[{body}]")
@@ -196,7 +197,7 @@ def ref(label: str) -> str:
     return f"{REF}{label}{REF}"
 
 
-PREAMBLE = r"""// The convlens report. Made by report/build.py from a runs folder; edit report/answers.md, not this file.
+PREAMBLE = r"""// The convlens report. Made by report/build.py from a runs folder; edit {answers}, not this file.
 // Compile on its own:  typst compile --root {root} {name}
 #set document(title: "{title}", author: "{author}")
 #set page(paper: "us-letter", margin: 1in, numbering: "1",

@@ -38,7 +38,14 @@ def test_dropout_helps_with_batch_norm_and_hurts_without():
     setting = text(draft_cifar.batchnorm_answer("dense", a))
     assert "three random seeds" in setting and "mean ± the standard deviation" in setting
     assert "shorter and narrower than the final network (nine epochs, 48-96-192 channels" in setting
-    assert "The final network uses no dropout." in out
+    # the ablation (its own shorter setting) favoured dropout, the final network has none: said and explained
+    assert ("The final network uses no dropout, although in the ablation, with batch normalization, the variants "
+            "with dropout reached the higher validation accuracy; the ablation ran a different setting (item (c))") in out
+    same = {"config": {"epochs": 5, "channels": [24, 48, 96], "lr": 0.1}, "dropout": 0.0}  # the ablation's own
+    assert text(draft_cifar.dropout_answer("dense", a, same)).endswith("reached the higher validation accuracy.")
+    # a lean within the seeds' spread is no lean: nothing to explain
+    close = ablation({True: [0.80, 0.84, 0.82], False: [0.81, 0.82, 0.83]}, {True: [0.5] * 3, False: [0.6] * 3})
+    assert text(draft_cifar.dropout_answer("dense", close)).endswith("The final network uses no dropout.")
     assert "dropout widened it by 0.100" in out  # the crafted gaps: 0.2 with dropout, 0.1 without
 
 
@@ -62,7 +69,7 @@ def test_batch_norm_answer_per_dropout_setting_and_the_final_setting_named():
            "81.00% ± 1.00 with it, +23.00 points" in out
     assert "With dropout (p = 0.2), batch normalization raised validation accuracy (from 52.00% ± 2.00" in out
     assert "(12 epochs, 40-80-160 channels, peak learning rate 0.2)" in out
-    assert "dropout p = 0.1" in text(draft_cifar.dropout_answer("gap", a, {**final}))
+    assert "The final network uses dropout p = 0.1." in text(draft_cifar.dropout_answer("gap", a, {**final}))  # agrees
 
 
 def test_loss_answer_reads_the_gap_from_eval_mode_losses():

@@ -117,3 +117,10 @@ def test_the_closing_note_is_not_counted_as_a_group_of_trials():
     out = draft_design.design_answer("dense", trials)
     assert out[-1].startswith(draft_design.SEED_NOTE)
     assert sum(not p.startswith(draft_design.SEED_NOTE) for p in out[2:]) == 1  # group "h" alone
+
+
+def test_a_baseline_with_a_label_is_named_by_it():
+    trials = crafted()
+    trials["trials"][0]["label"] = "the default rerun"
+    out = text("gap", trials)
+    assert "against 80.00% for the default rerun (0.30 points higher" in out and "starting network" not in out

@@ -302,9 +302,14 @@ def test_wide_layers_get_a_numbered_body_subset_and_a_full_appendix_grid():
     assert not any(ax.get_title() for ax in full.axes)            # no per-panel text
     assert "all 96 channels" in full._suptitle.get_text().replace("\n", " ")
     assert "channels 1-32 of 96" in figs["filters_conv3.png"]._suptitle.get_text().replace("\n", " ")
-    # the body grids are half the text width, so the report sets a layer's maps and filters side by side
+    # the body filters are half the text width, so the report sets both networks' side by side; the
+    # feature maps take the text width, each map at least half an inch wide in print
+    assert figs["filters_conv3.png"].get_size_inches()[0] <= kv.BODY_WIDTH_IN <= plots.PRINT_WIDTH_IN / 2
+    maps = figs["feature_maps_conv3.png"]
+    assert maps.get_size_inches()[0] <= plots.PRINT_WIDTH_IN
+    maps.canvas.draw()  # the constrained layout places the axes
+    assert all(ax.get_position().width * maps.get_size_inches()[0] >= 0.45 for ax in maps.axes if ax.get_images())
     for name in ("feature_maps_conv3.png", "filters_conv3.png"):
-        assert figs[name].get_size_inches()[0] <= kv.BODY_WIDTH_IN <= plots.PRINT_WIDTH_IN / 2
         assert min(plots.font_sizes(figs[name])) >= plots.MIN_FONT_PT
     capped = dict(kv.figures(result, "net", np.zeros((1, 8, 8)), "x", 8))  # --max-channels 8: no appendix
     assert "feature_maps_conv3_all.png" not in capped and "filters_conv3_all.png" not in capped
