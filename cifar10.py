@@ -66,7 +66,7 @@ from training import (TrainingError, build_model, config_from_args, count_parame
 # an option given on the command line replaces its entry. SHARED holds what every row has (no row
 # overrides it); the rest differs by row. Chosen on the 5,000 validation images (the trials:
 # benchmarks/results/design_trials.json, docs/experiments.md); the test set played no part.
-# On 2 CPU cores in float32 (AVX2) "default" takes about 7.5 minutes (4 with native bfloat16), "quick"
+# On 2 CPU cores in float32 (AVX2) "default" takes 6.5-7.5 minutes (4 with native bfloat16), "quick"
 # 75 s (45 s; an AVX2-only CPU may take twice these); "large" fits
 # 20 minutes only where the CPU runs bfloat16 natively; "gpu" is for one CUDA GPU, a wider net at a
 # larger batch. low_res is progressive resizing (0 off; see training.py).
@@ -132,7 +132,7 @@ def parse_args(argv=None):
                    help="dense: VGG-style convs + dense head; gap: residual stages + global average pooling "
                         "+ one linear layer")
     p.add_argument("--preset", choices=["default", "quick", "large", "gpu"], default="default",
-                   help="default: about 7.5 min on 2 CPU cores in float32, 4 with native bfloat16; quick: about 75 s (45 s); large: 2-3 points more, 10-20 min "
+                   help="default: 6.5-7.5 min on 2 CPU cores in float32, 4 with native bfloat16; quick: about 75 s (45 s); large: 2-3 points more, 10-20 min "
                         "where the CPU runs bfloat16 natively (AMX, AVX512-BF16), about 1 h in float32; "
                         "gpu: for a CUDA GPU")
     p.add_argument("--ablation", action="store_true",
