@@ -269,9 +269,10 @@ def dropout_answer(arch: str, ablation: dict, final: dict | None = None) -> list
         if barely_learned(on) or barely_learned(off):
             gaps.append(f"{words}, not read (a variant barely learned, see above)")
             continue
-        change = "narrowed" if e["mean"] < 0 else "widened"
+        shown = round(on["loss_gap"], 3) - round(off["loss_gap"], 3)  # as printed: a reader's subtraction agrees
+        change = "narrowed" if shown < 0 else "widened"
         inside = within_spread(e, ablation)
-        effect = (f"{change} it by {abs(e['mean']):.3f}" if round(abs(e["mean"]), 3) else "left it unchanged")
+        effect = f"{change} it by {abs(shown):.3f}" if round(abs(shown), 3) else "left it unchanged"
         gaps.append(f"{words}, {signed(off['loss_gap'])} without dropout and {signed(on['loss_gap'])} with it (dropout "
                     f"{effect}" + (", within the seed spread" if inside else "") + ")")
     if gaps:

@@ -160,3 +160,13 @@ def test_schedule_sentence_takes_the_low_res_epochs_the_run_recorded():
     assert recorded.startswith("Training: four epochs over 45,000") and "The first two epochs see the images shrunk to 24×24" in recorded
     assert "first five epochs" in draft_cifar.training_schedule(cfg, {"train_images": 45000})
     assert "shrunk" not in draft_cifar.training_schedule(cfg, {"train_images": 45000, "low_res_epochs": 0})
+
+
+def test_the_gap_change_is_the_difference_of_the_printed_gaps():
+    a = ablation({True: [0.82, 0.83, 0.84], False: [0.80, 0.81, 0.82]},
+                 {True: [0.50, 0.52, 0.54], False: [0.56, 0.58, 0.60]})
+    for row in a["variants"]:
+        row["loss_gap"] = {"bn-drop": 0.0384, "bn-nodrop": 0.0246}.get(row["variant"], row["loss_gap"])
+    a["effects"]["dropout"]["with_batchnorm"]["loss_gap"]["mean"] = 0.0138  # unrounded: would print 0.014
+    out = text(draft_cifar.dropout_answer("dense", a))
+    assert "+0.025 without dropout and +0.038 with it (dropout widened it by 0.013" in out  # 0.038 - 0.025
