@@ -1081,13 +1081,16 @@ def settings(doc: Doc, d: dict):
                                     f"{m['train_seconds']:.0f} s on {m['device']}"]) + ".")
 
 
+MADE_EARLIER = "made earlier"  # the steps table's status for a step run_all.py skipped as up to date
+
+
 def step_row(r: dict) -> list:
     """[step, status, seconds, result] of one run_all.py step; the report step is still pending
     while run_all.py builds this PDF, and a pending step has no time yet. A skipped step was up to
     date: its seconds are those of the earlier run that made its outputs."""
     if r["status"] == "pending":
         return [r["step"], "this PDF" if r["step"] == "report" else "not run", "-", ""]
-    status = "made earlier" if r["status"] == "skipped" else r["status"]
+    status = MADE_EARLIER if r["status"] == "skipped" else r["status"]
     return [r["step"], status, f"{r.get('made_seconds', r.get('seconds', 0)) or 0:.1f}",
             (r.get("key") or r.get("reason") or "")[:70]]
 
@@ -1098,7 +1101,7 @@ def total_time(d) -> str:
         return (f"{fmt_time(s['total_seconds'])} for the results in this report: the sum of the wall times of the "
                 f"{sum(r.get('status') in ('ran', 'skipped') for r in s['steps'])} run_all.py steps that made them"
                 + (f" (--limit {s['limit']})" if s.get("limit") else "")
-                + ("; a step 'made earlier' was up to date, its time that of the earlier run_all.py call that ran it."
+                + (f"; a step '{MADE_EARLIER}' was up to date, its time that of the earlier run_all.py call that ran it."
                    if any(r.get("status") == "skipped" for r in s["steps"]) else "."))
     seconds = sum(m.get("wall_seconds", m.get("train_seconds", 0)) for m in all_metrics(d))
     if not seconds:

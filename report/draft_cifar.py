@@ -16,7 +16,7 @@ Files read (paths relative to runs/), by the caller (report/build.py), and passe
 import math
 import re
 
-from words import pct, plural, points  # report/words.py: report/ is on the path of its callers
+from words import SPREAD_POINTS, pct, plural, points  # report/words.py: report/ is on the path of its callers
 
 NETWORK = {"dense": "the VGG-style network with a dense head", "gap": "the ResNet-style network with global "
            "average pooling"}
@@ -147,11 +147,6 @@ def setting_sentence(arch: str, ablation: dict, final: dict | None = None) -> st
                  f"({run(f['epochs'], f['channels'], f['lr'])}), to pay for {plural(4 * len(seeds), 'training run')}; "
                  f"the effects may differ at the final network's {' and '.join(differs)}.")
     return text
-
-
-# A difference in validation accuracy (a fraction) under which one run or a few seeds cannot tell two
-# settings apart (5,000 validation images; as report/draft_design.py's SPREAD_POINTS).
-CLEAR_EFFECT = 0.005
 
 
 def final_setting(ablation: dict, final: dict | None) -> dict:
@@ -289,7 +284,8 @@ def disagreement(ablation: dict, used: float, final: dict | None = None) -> str:
     """Where the ablation (with batch norm, as the final network) leans the other way than the
     final network's choice, say so, and, where they ran different settings, that both can stand."""
     e = ablation["effects"]["dropout"]["with_batchnorm"]["val_accuracy"]
-    if not e["seeds"] or (used > 0) == (e["mean"] > 0) or abs(e["mean"]) < CLEAR_EFFECT or within_spread(e, ablation):
+    if (not e["seeds"] or (used > 0) == (e["mean"] > 0) or 100 * abs(e["mean"]) < SPREAD_POINTS
+            or within_spread(e, ablation)):
         return ""  # no lean, or one that seeds or one run cannot tell from chance
     text = (f", although in the ablation, with batch normalization, the variants {'without' if used else 'with'} "
             "dropout reached the higher validation accuracy")

@@ -12,10 +12,9 @@ Reads benchmarks/results/design_trials.json (repository root, not a run folder; 
 import json
 from pathlib import Path
 
+from words import SPREAD_POINTS  # report/words.py: report/ is on the path of its callers
+
 TRIALS = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "design_trials.json"
-# Below this many points, one or two seeds cannot tell two settings apart: CIFAR-10 validation
-# accuracy on 5,000 images moves by a few tenths of a point from seed to seed.
-SPREAD_POINTS = 0.5
 
 START = {
     "dense": ("The network follows the VGG design (Simonyan and Zisserman, 2015): blocks of 3x3 "
