@@ -20,12 +20,15 @@ image's (flip test-time augmentation, --tta; --no-tta: plain); metrics.json has 
 
 Model: see cnn.CNN / cnn.GAPNet and architecture.txt. Training: SGD with Nesterov momentum, a
 one-cycle linear schedule, label smoothing 0.2, random flips and 2-pixel shifts, channels-last
-layout, and bfloat16 autocast where the CPU runs it natively (AMX/AVX512-BF16).
-Both nets also resize progressively in the default and quick presets: their first 5 of 9 epochs
-(quick: 2 of 4) see images downsampled to 24x24, whose steps cost about (24/32)^2 of a full-size
+layout, and bfloat16 autocast where the CPU runs it natively (AMX/AVX512-BF16). The default
+preset trains the conv filters with Muon instead (training.Muon: each step the momentum made
+orthogonal, Jordan et al. 2024), which reached higher validation accuracy in 6-7 epochs than
+SGD in 9 (docs/experiments.md); the other presets keep SGD.
+Both nets also resize progressively in the default and quick presets: the first 4 of 7 epochs
+(gap: 3 of 6; quick: 2 of 4) see images downsampled to 24x24, whose steps cost about (24/32)^2 of a full-size
 one (the dense net's head then starts with adaptive average pooling, the identity at 32x32). Networks without
-batch norm start from He initialization (see he_init). The default dense net has no dropout (in 9
-epochs it does not overfit, so dropout only slowed the fit: docs/experiments.md), so its --ablation turns dropout on at
+batch norm start from He initialization (see he_init). The default dense net has no dropout (in its
+short training it does not overfit, so dropout only slowed the fit: docs/experiments.md), so its --ablation turns dropout on at
 ABLATION_DROPOUT for the "dropout on" variants. The ablation keeps everything else,
 the learning rate included, equal: at a peak --lr of 0.4 (the quick preset's) the networks without
 batch norm do not train at all; add --lr 0.1 to compare at a rate all four can use.
@@ -66,30 +69,34 @@ from training import (TrainingError, build_model, config_from_args, count_parame
 # an option given on the command line replaces its entry. SHARED holds what every row has (no row
 # overrides it); the rest differs by row. Chosen on the 5,000 validation images (the trials:
 # benchmarks/results/design_trials.json, docs/experiments.md); the test set played no part.
-# On 2 CPU cores in float32 (AVX2) "default" takes 6.5-7.5 minutes (4 with native bfloat16), "quick"
+# On 2 CPU cores in float32 (AVX2) "default" takes 6-7 minutes (3 with native bfloat16), "quick"
 # 75 s (45 s; an AVX2-only CPU may take twice these); "large" fits
 # 20 minutes only where the CPU runs bfloat16 natively; "gpu" is for one CUDA GPU, a wider net at a
 # larger batch. low_res is progressive resizing (0 off; see training.py).
-SHARED = dict(optimizer="sgd", momentum=0.9, weight_decay=5e-4, label_smoothing=0.2, warmup=0.2, flip=True, crop=2,
+SHARED = dict(momentum=0.9, muon_lr=0.1, weight_decay=5e-4, label_smoothing=0.2, warmup=0.2, flip=True, crop=2,
               tta=True)
 DEFAULTS = {
-    ("dense", "default"): dict(SHARED, batch_size=256, epochs=9, lr=0.2, channels=[48, 96, 192],
-                               convs_per_block=2, hidden=[256], dropout=0.0,  # dropout 0.2 lowered val accuracy on 2 seeds
-                               low_res=24, low_res_fraction=0.56),  # 5 of 9 epochs at 24x24
-    ("gap", "default"): dict(SHARED, batch_size=256, epochs=9, lr=0.2, channels=[40, 80, 160], blocks=[1, 1, 1],
-                             stem=0, dropout=0.1, low_res=24, low_res_fraction=0.56),  # 5 of 9 epochs at 24x24
-    ("dense", "large"): dict(SHARED, batch_size=512, epochs=18, lr=0.4, channels=[64, 128, 256],
-                             convs_per_block=2, hidden=[256], dropout=0.2, low_res=0),
-    ("gap", "large"): dict(SHARED, batch_size=512, epochs=18, lr=0.4, channels=[64, 128, 256], blocks=[0, 1, 1],
-                           stem=0, dropout=0.1, low_res=0),
-    ("dense", "quick"): dict(SHARED, batch_size=512, epochs=4, lr=0.4, channels=[24, 48, 96], convs_per_block=2,
-                             hidden=[256], dropout=0.2, low_res=24, low_res_fraction=0.5),  # 2 epochs at 24x24
-    ("gap", "quick"): dict(SHARED, batch_size=512, epochs=4, lr=0.4, channels=[24, 48, 96], blocks=[0, 1, 1],
-                           stem=0, dropout=0.1, low_res=24, low_res_fraction=0.5),  # 2 epochs at 24x24
-    ("dense", "gpu"): dict(SHARED, batch_size=1024, epochs=16, lr=0.4, channels=[64, 256, 256],
+    ("dense", "default"): dict(SHARED, batch_size=256, epochs=7, lr=0.2, optimizer="muon",
+                               channels=[48, 96, 192], convs_per_block=2, hidden=[256],
+                               dropout=0.0,  # dropout 0.2 lowered val accuracy on 2 seeds
+                               low_res=24, low_res_fraction=0.58),  # 4 of 7 epochs at 24x24
+    ("gap", "default"): dict(SHARED, batch_size=256, epochs=6, lr=0.2, optimizer="muon",
+                             channels=[40, 80, 160], blocks=[1, 1, 1], stem=0, dropout=0.1,
+                             low_res=24, low_res_fraction=0.5),  # 3 of 6 epochs at 24x24
+    ("dense", "large"): dict(SHARED, batch_size=512, epochs=18, lr=0.4, optimizer="sgd",
+                             channels=[64, 128, 256], convs_per_block=2, hidden=[256], dropout=0.2, low_res=0),
+    ("gap", "large"): dict(SHARED, batch_size=512, epochs=18, lr=0.4, optimizer="sgd", channels=[64, 128, 256],
+                           blocks=[0, 1, 1], stem=0, dropout=0.1, low_res=0),
+    ("dense", "quick"): dict(SHARED, batch_size=512, epochs=4, lr=0.4, optimizer="sgd", channels=[24, 48, 96],
+                             convs_per_block=2, hidden=[256], dropout=0.2,
+                             low_res=24, low_res_fraction=0.5),  # 2 epochs at 24x24
+    ("gap", "quick"): dict(SHARED, batch_size=512, epochs=4, lr=0.4, optimizer="sgd", channels=[24, 48, 96],
+                           blocks=[0, 1, 1], stem=0, dropout=0.1,
+                           low_res=24, low_res_fraction=0.5),  # 2 epochs at 24x24
+    ("dense", "gpu"): dict(SHARED, batch_size=1024, epochs=16, lr=0.4, optimizer="sgd", channels=[64, 256, 256],
                            convs_per_block=2, hidden=[512], dropout=0.2, low_res=0),
-    ("gap", "gpu"): dict(SHARED, batch_size=1024, epochs=18, lr=0.4, channels=[64, 256, 512], blocks=[1, 1, 1],
-                         stem=32, dropout=0.1, low_res=0),
+    ("gap", "gpu"): dict(SHARED, batch_size=1024, epochs=18, lr=0.4, optimizer="sgd", channels=[64, 256, 512],
+                         blocks=[1, 1, 1], stem=32, dropout=0.1, low_res=0),
 }
 
 
@@ -132,7 +139,7 @@ def parse_args(argv=None):
                    help="dense: VGG-style convs + dense head; gap: residual stages + global average pooling "
                         "+ one linear layer")
     p.add_argument("--preset", choices=["default", "quick", "large", "gpu"], default="default",
-                   help="default: 6.5-7.5 min on 2 CPU cores in float32, 4 with native bfloat16; quick: about 75 s (45 s); large: 2-3 points more, 10-20 min "
+                   help="default: 6-7 min on 2 CPU cores in float32, 3 with native bfloat16; quick: about 75 s (45 s); large: 2-3 points more, 10-20 min "
                         "where the CPU runs bfloat16 natively (AMX, AVX512-BF16), about 1 h in float32; "
                         "gpu: for a CUDA GPU")
     p.add_argument("--ablation", action="store_true",
@@ -478,21 +485,25 @@ def ablation_setting(args, splits) -> dict:
             "seeds": list(range(args.seed, args.seed + args.seeds)), "split_seed": args.seed,
             "train_images": len(splits["train"][0]), "val_images": len(splits["val"][0]),
             "test_images": len(splits["test"][0]),
-            "default_network": {k: final[k] for k in ["epochs", "lr", "batch_size", "channels", "dropout",
+            "default_network": {k: final[k] for k in ["epochs", "lr", "optimizer", "batch_size", "channels", "dropout",
                                                       *[k for k in ARCH_ONLY[args.arch] if k in final]]}}
 
 
 def setting_text(arch: str, setting: dict) -> str:
     """One sentence: the ablation's setting and, if they differ, the default network's."""
+    def optimizer(s):
+        return s.get("optimizer", "sgd")  # records from before the optimizer was recorded: SGD
+
     def describe_run(s):
         return (f"{s['epochs']} epoch{'s' if s['epochs'] > 1 else ''}, channels {'-'.join(map(str, s['channels']))}, peak learning rate "
-                f"{s['lr']:g}, batch {s['batch_size']}")
+                f"{s['lr']:g}, batch {s['batch_size']}, optimizer {optimizer(s)}")
     seeds = setting["seeds"]
     text = (f"Setting: {describe_run(setting)}, {len(seeds)} seed{'s' if len(seeds) > 1 else ''} "
             f"({', '.join(map(str, seeds))}) per variant; {setting['train_images']:,} training and "
             f"{setting['val_images']:,} validation images.")
     final = setting["default_network"]
-    if any(final[k] != setting[k] for k in ("epochs", "channels", "lr", "batch_size")):
+    if optimizer(final) != optimizer(setting) or any(final[k] != setting[k] for k in ("epochs", "channels", "lr",
+                                                                                      "batch_size")):
         text += f" The default {arch} network trains with {describe_run(final)}."
     return text
 

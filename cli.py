@@ -101,7 +101,9 @@ def add_training_args(parser: argparse.ArgumentParser, batch_help: str = "images
     t.add_argument("--epochs", type=positive_int)
     t.add_argument("--batch-size", type=positive_int, help=batch_help)
     t.add_argument("--lr", type=finite_float, help="peak learning rate of the one-cycle schedule")
-    t.add_argument("--optimizer", choices=["sgd", "adamw"])
+    t.add_argument("--optimizer", choices=["sgd", "adamw", "muon"],
+                   help="muon: Muon (orthogonalized momentum) on the conv filters, Nesterov SGD on the rest")
+    t.add_argument("--muon-lr", type=finite_float, help="peak learning rate of the conv filters under --optimizer muon")
     t.add_argument("--weight-decay", type=finite_float)
     t.add_argument("--label-smoothing", type=finite_float)
     t.add_argument("--flip", action=argparse.BooleanOptionalAction, help="random horizontal flips")
@@ -130,8 +132,9 @@ def check_training_args(parser: argparse.ArgumentParser, args):
     """Range checks of the shared training options, after the script's DEFAULTS are filled in."""
     if not 0 <= args.dropout < 1:
         parser.error(f"--dropout must be in [0, 1), got {args.dropout}")
-    if not args.lr > 0:
-        parser.error(f"--lr must be positive, got {args.lr}")
+    for key in ("lr", "muon_lr"):
+        if getattr(args, key, None) is not None and not getattr(args, key) > 0:
+            parser.error(f"--{key.replace('_', '-')} must be positive, got {getattr(args, key)}")
     for key in ("crop", "weight_decay"):
         if getattr(args, key) < 0:
             parser.error(f"--{key.replace('_', '-')} must be >= 0, got {getattr(args, key)}")

@@ -1072,8 +1072,10 @@ def settings(doc: Doc, d: dict):
         m = d["cifar"][a]["metrics"]
         if m and m.get("config"):
             c = m["config"]
+            muon = (f"; the convolution filters Muon at peak {c.get('muon_lr')}" if c.get("optimizer") == "muon"
+                    else "")
             known = [(f"batch size {c['batch_size']}", "batch_size"), (f"peak learning rate {c.get('lr')} (SGD with "
-                     "Nesterov momentum, one-cycle schedule)", "lr"), (f"label smoothing {c.get('label_smoothing')}",
+                     f"Nesterov momentum, one-cycle schedule{muon})", "lr"), (f"label smoothing {c.get('label_smoothing')}",
                      "label_smoothing"), (f"random flips and shifts of up to {c.get('crop')} pixels", "crop")]
             doc.para(f"Training settings of the {ARCH_NAMES[a]}: "
                      + ", ".join([text for text, key in known if c.get(key) is not None]

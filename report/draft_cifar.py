@@ -102,14 +102,20 @@ def training_schedule(cfg: dict, metrics: dict) -> str:
     low_epochs = metrics.get("low_res_epochs")  # older metrics.json lack it: TrainConfig.low_res_epochs's rule
     if low_epochs is None:
         low_epochs = int(epochs * (cfg.get("low_res_fraction") or 0)) if low else 0
-    optimizer = ("SGD with Nesterov momentum {m:g}".format(m=cfg.get("momentum", 0.9)) if cfg["optimizer"] == "sgd"
+    optimizer = ("SGD with Nesterov momentum {m:g}".format(m=cfg.get("momentum", 0.9)) if cfg["optimizer"] != "adamw"
                  else "AdamW")
+    decay = f"weight decay {cfg['weight_decay']:g}"
+    if cfg["optimizer"] == "muon":
+        optimizer = (f"Muon (Jordan et al. 2024) for the convolution filters (each step is the filters' Nesterov "
+                     f"momentum made orthogonal, at a peak learning rate of {cfg['muon_lr']:g}) and {optimizer} "
+                     "for the other parameters")
+        decay += " on the dense weights"
     augment = [w for w, on in (("flipped left-right at random", cfg.get("flip")),
                                (f"shifted by up to {cfg.get('crop')} pixels", cfg.get("crop"))) if on]
     text = (f"Training: {plural(epochs, 'epoch')} over {metrics['train_images']:,} training images in batches "
             f"of {cfg['batch_size']}, {optimizer}, the learning rate rising linearly to {cfg['lr']:g} over the "
-            f"first {100 * cfg.get('warmup', 0.2):.0f}% of the steps and then falling linearly to near zero, weight "
-            f"decay {cfg['weight_decay']:g}")
+            f"first {100 * cfg.get('warmup', 0.2):.0f}% of the steps and then falling linearly to near zero, "
+            f"{decay}")
     if cfg.get("label_smoothing"):
         text += (f", and label smoothing {cfg['label_smoothing']:g} (the target puts {cfg['label_smoothing']:g} "
                  "of its probability evenly on all classes)")
@@ -140,13 +146,23 @@ def setting_sentence(arch: str, ablation: dict, final: dict | None = None) -> st
     if not same_setting(s, f):
         shorter = [w for w, yes in (("shorter", s["epochs"] < f["epochs"]),
                                     ("narrower", sum(s["channels"]) < sum(f["channels"]))) if yes]
+        other_optimizer = optimizer_of(s) != optimizer_of(f)
         differs = [w for w, yes in (("length", s["epochs"] != f["epochs"]),
                                     ("width", list(s["channels"]) != list(f["channels"])),
-                                    ("learning rate", s["lr"] != f["lr"])) if yes]
+                                    ("learning rate", s["lr"] != f["lr"]),
+                                    ("optimizer", other_optimizer)) if yes]
+        final_run = run(f["epochs"], f["channels"], f["lr"]) + (f", {OPTIMIZERS[optimizer_of(f)]}" if other_optimizer else "")
         text += (f" That is {' and '.join(shorter) or 'a different setting'} than the final network "
-                 f"({run(f['epochs'], f['channels'], f['lr'])}), to pay for {plural(4 * len(seeds), 'training run')}; "
+                 f"({final_run}), to pay for {plural(4 * len(seeds), 'training run')}; "
                  f"the effects may differ at the final network's {' and '.join(differs)}.")
     return text
+
+
+OPTIMIZERS = {"sgd": "SGD", "adamw": "AdamW", "muon": "Muon for the convolution filters"}
+
+
+def optimizer_of(setting: dict) -> str:
+    return setting.get("optimizer", "sgd")  # records from before the optimizer was recorded were SGD
 
 
 def final_setting(ablation: dict, final: dict | None) -> dict:
@@ -155,7 +171,8 @@ def final_setting(ablation: dict, final: dict | None) -> dict:
 
 
 def same_setting(s: dict, f: dict) -> bool:
-    return (f["epochs"], list(f["channels"]), f["lr"]) == (s["epochs"], list(s["channels"]), s["lr"])
+    return ((f["epochs"], list(f["channels"]), f["lr"], optimizer_of(f))
+            == (s["epochs"], list(s["channels"]), s["lr"], optimizer_of(s)))
 
 
 def variant(ablation: dict, name: str) -> dict:

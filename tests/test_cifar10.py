@@ -279,8 +279,9 @@ def test_ablation_writes_four_variants(tiny_data_dir, tmp_path):
     table = [line for line in text.splitlines() if line.startswith("| ")]
     assert len(table) == 1 + 4  # header + four variants
     assert "Dropout: p=0.2 in the dense head, before each of its 2 linear layers" in text
-    assert "Setting: 1 epoch, channels 8-16-32, peak learning rate 0.05, batch 64, 1 seed (0)" in text
-    assert "The default dense network trains with 9 epochs, channels 48-96-192" in text
+    assert "Setting: 1 epoch, channels 8-16-32, peak learning rate 0.05, batch 64, optimizer muon, 1 seed (0)" in text
+    default = cifar10.DEFAULTS["dense", "default"]
+    assert f"The default dense network trains with {default['epochs']} epochs, channels 48-96-192" in text
     ablation = json.loads((tmp_path / "ablation.json").read_text())
     assert ablation["setting"]["dropout"] == 0.2 and ablation["setting"]["seeds"] == [0]
     assert set(ablation["effects"]["dropout"]) == {"with_batchnorm", "without_batchnorm"}

@@ -72,6 +72,15 @@ def test_batch_norm_answer_per_dropout_setting_and_the_final_setting_named():
     assert "The final network uses dropout p = 0.1." in text(draft_cifar.dropout_answer("gap", a, {**final}))  # agrees
 
 
+def test_the_setting_sentence_names_another_optimizer_as_a_difference():
+    a = ablation({True: [0.82], False: [0.80]}, {True: [0.50], False: [0.56]})
+    same = {"config": {**a["setting"], "optimizer": "sgd"}, "dropout": 0.1}
+    assert "That is" not in draft_cifar.setting_sentence("gap", a, same)
+    muon = {"config": {**a["setting"], "optimizer": "muon"}, "dropout": 0.1}
+    out = draft_cifar.setting_sentence("gap", a, muon)
+    assert "Muon for the convolution filters)" in out and "differ at the final network's optimizer." in out
+
+
 def test_loss_answer_reads_the_gap_from_eval_mode_losses():
     history = [{"epoch": "1", "train_loss": "1.9", "train_eval_loss": "1.2", "val_loss": "1.25"},
                {"epoch": "2", "train_loss": "1.4", "train_eval_loss": "0.6", "val_loss": "0.85"},
@@ -104,7 +113,7 @@ def test_architecture_and_validation_answers_use_plain_words(tmp_path):
     assert "three stages with 8-16-32 channels" in out and "two residual blocks" in out
     assert "global average pooling turns the 32×4×4 feature maps into 32 numbers" in out
     assert f"{metrics['parameters']:,} trainable parameters" in out and "p = 0.1" in out
-    assert "first five epochs see the images shrunk to 24×24" in out  # 5 of the default 9
+    assert "first three epochs see the images shrunk to 24×24" in out  # 3 of the default 6
     assert "GAPNet" not in out and "preset" not in out and torch is not None
     v = text(draft_cifar.validation_answer("gap", {"val_accuracy": 0.8512, "val_images": 5000, "test_accuracy": 0.8401,
                                                    "test_images": 10000, "test_accuracy_tta": 0.85}))
@@ -129,7 +138,7 @@ def test_dense_architecture_answer_explains_the_adaptive_pooling_only_where_the_
         out = text(draft_cifar.architecture_answer("dense", metrics, cifar10.architecture_text(model, name, margs)))
         assert ("Adaptive average pooling to 4×4 comes before the flattening: it changes nothing on 32×32 "
                 "images" in out) == has_it
-        assert ("first five epochs see the images shrunk to 24×24" in out) == has_it
+        assert ("first four epochs see the images shrunk to 24×24" in out) == has_it
         assert "32×4×4 feature maps are flattened into 512 numbers" in out
 
 
@@ -160,6 +169,17 @@ def test_schedule_sentence_takes_the_low_res_epochs_the_run_recorded():
     assert recorded.startswith("Training: four epochs over 45,000") and "The first two epochs see the images shrunk to 24×24" in recorded
     assert "first five epochs" in draft_cifar.training_schedule(cfg, {"train_images": 45000})
     assert "shrunk" not in draft_cifar.training_schedule(cfg, {"train_images": 45000, "low_res_epochs": 0})
+
+
+def test_schedule_sentence_names_muons_filters_and_where_weight_decay_applies():
+    cfg = {"epochs": 7, "low_res": 24, "low_res_fraction": 0.58, "optimizer": "muon", "muon_lr": 0.1,
+           "momentum": 0.9, "batch_size": 256, "lr": 0.2, "weight_decay": 5e-4}
+    text = draft_cifar.training_schedule(cfg, {"train_images": 45000, "low_res_epochs": 4})
+    assert "Muon (Jordan et al. 2024) for the convolution filters" in text and "learning rate of 0.1)" in text
+    assert "SGD with Nesterov momentum 0.9 for the other parameters" in text
+    assert "weight decay 0.0005 on the dense weights" in text
+    sgd = draft_cifar.training_schedule({**cfg, "optimizer": "sgd"}, {"train_images": 45000})
+    assert "Muon" not in sgd and "weight decay 0.0005." in sgd
 
 
 def test_the_gap_change_is_the_difference_of_the_printed_gaps():

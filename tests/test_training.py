@@ -12,10 +12,10 @@ SPEC = {"name": "CNN", "args": dict(in_channels=1, num_classes=10, image_size=28
                                    hidden=[16], dropout=0.2)}
 
 
-def tiny_fit(ds, tmp_path=None, epochs=2, resume=False, name="model.pt", device="cpu"):
+def tiny_fit(ds, tmp_path=None, epochs=2, resume=False, name="model.pt", device="cpu", optimizer="sgd"):
     training.seed_everything(0)
     model = build_model(SPEC["name"], SPEC["args"])
-    cfg = TrainConfig(epochs=epochs, batch_size=64, lr=0.05, flip=True, crop=2, seed=1)
+    cfg = TrainConfig(epochs=epochs, batch_size=64, lr=0.05, flip=True, crop=2, seed=1, optimizer=optimizer)
     meta = {"model": SPEC, "dataset": ds.name, "classes": ds.classes, "mean": ds.mean, "std": ds.std}
     history = fit(model.to(device), ds.x_train, ds.y_train, cfg, mean=ds.mean, std=ds.std, device=torch.device(device),
                   evals={"val": (ds.x_test, ds.y_test)}, checkpoint=tmp_path / name if tmp_path else None,
@@ -37,6 +37,71 @@ def test_training_learns_and_records_history(fashion):
     assert epochs[-1]["samples"] == 256 and "val_accuracy" in epochs[-1]
     lrs = history["step_lr"]  # one-cycle: up to the peak, then down to ~0
     assert 0.04 < max(lrs) <= 0.05 and lrs[0] < max(lrs) and lrs[-1] < 0.002
+
+
+def test_muon_learns_with_its_own_peak_learning_rate_for_the_filters(fashion):
+    model, history = tiny_fit(fashion, epochs=3, optimizer="muon")
+    epochs = history["epochs"]
+    assert epochs[-1]["train_loss"] < epochs[0]["train_loss"] < 2.3
+    lrs = history["step_lr"]  # the first group's: the dense weights at cfg.lr
+    assert 0.04 < max(lrs) <= 0.05
+
+
+def newton_schulz(m, steps=5):
+    """Jordan et al.'s iteration as written, on X itself: the reference for training.orthogonalize."""
+    a, b, c = 3.4445, -4.7750, 2.0315
+    x = m / (m.norm() + 1e-7)
+    x = x.T if len(x) > x.size(1) else x
+    for _ in range(steps):
+        A = x @ x.T
+        x = a * x + (b * A + c * A @ A) @ x
+    return x.T if len(m) > m.size(1) else x
+
+
+def test_orthogonalize_on_the_gram_matrix_is_the_newton_schulz_iteration():
+    torch.manual_seed(0)
+    for shape in [(192, 1728), (1728, 192), (48, 27)]:
+        m = torch.randn(shape, dtype=torch.float64)
+        assert torch.allclose(training.orthogonalize(m), newton_schulz(m), atol=1e-12), shape
+
+
+def test_orthogonalize_sets_every_singular_value_near_one():
+    for shape in [(40, 360), (360, 40), (10, 30)]:
+        m = torch.randn(shape) * torch.logspace(-1, 1, shape[1])  # singular values spread over 2 decades
+        s = torch.linalg.svdvals(training.orthogonalize(m))
+        assert 0.6 < s.min() and s.max() < 1.25, (shape, s)
+
+
+def test_muon_orthogonalizes_the_filters_step_and_leaves_the_rest_to_sgd():
+    torch.manual_seed(0)
+    model = build_model(SPEC["name"], SPEC["args"])
+    sgd_model = build_model(SPEC["name"], SPEC["args"])
+    sgd_model.load_state_dict(model.state_dict())
+    for a, b in zip(model.parameters(), sgd_model.parameters()):
+        a.grad = torch.randn_like(a)
+        b.grad = a.grad.clone()
+    cfg = TrainConfig(lr=0.05, optimizer="muon", muon_lr=0.1, weight_decay=5e-4)
+    muon = training.make_optimizer(model, cfg)
+    filters = muon.param_groups[-1]
+    assert filters["renormalize"] and {id(p) for p in filters["params"]} == {
+        id(m.weight) for m in model.modules() if isinstance(m, nn.Conv2d)}
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    muon.step()
+    training.make_optimizer(sgd_model, TrainConfig(lr=0.05, optimizer="sgd", weight_decay=5e-4)).step()
+    for (name, p), q in zip(model.named_parameters(), sgd_model.parameters()):
+        if p.ndim != 4:  # torch's Nesterov SGD exactly
+            assert torch.allclose(p, q), name
+            continue
+        w = before[name] * len(p) ** 0.5 / before[name].norm()  # rescaled to norm sqrt(C_out)
+        g = p.grad * (1 + training.MUON_MOMENTUM)  # first Nesterov step: grad + momentum * grad
+        expected = w - 0.1 * training.orthogonalize(g.reshape(len(p), -1)).view_as(p)
+        assert torch.allclose(p, expected, atol=1e-6), name
+
+
+def test_muon_leaves_the_filters_scale_alone_without_batch_norm():
+    model = build_model(SPEC["name"], {**SPEC["args"], "batchnorm": False})
+    groups = training.make_optimizer(model, TrainConfig(optimizer="muon")).param_groups
+    assert groups[-1]["orthogonalize"] and not groups[-1]["renormalize"]
 
 
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
@@ -80,8 +145,9 @@ def test_checkpoint_round_trips_to_identical_model(fashion, tmp_path):
     assert not loaded.training
 
 
-def test_resume_continues_exactly_where_it_stopped(fashion, tmp_path, monkeypatch):
-    full, full_history = tiny_fit(fashion, tmp_path, name="full.pt")
+@pytest.mark.parametrize("optimizer", ["sgd", "muon"])
+def test_resume_continues_exactly_where_it_stopped(fashion, tmp_path, monkeypatch, optimizer):
+    full, full_history = tiny_fit(fashion, tmp_path, name="full.pt", optimizer=optimizer)
     real_epoch = training.train_epoch
 
     def crash_in_second_epoch(*args, **kwargs):
@@ -90,10 +156,10 @@ def test_resume_continues_exactly_where_it_stopped(fashion, tmp_path, monkeypatc
         return real_epoch(*args, **kwargs)
     monkeypatch.setattr(training, "train_epoch", crash_in_second_epoch)
     with pytest.raises(KeyboardInterrupt):
-        tiny_fit(fashion, tmp_path, name="cut.pt")
+        tiny_fit(fashion, tmp_path, name="cut.pt", optimizer=optimizer)
     assert read_checkpoint(tmp_path / "cut.pt")["epoch"] == 1  # the completed epoch was saved
     monkeypatch.setattr(training, "train_epoch", real_epoch)
-    resumed, history = tiny_fit(fashion, tmp_path, resume=True, name="cut.pt")
+    resumed, history = tiny_fit(fashion, tmp_path, resume=True, name="cut.pt", optimizer=optimizer)
     assert history["step_loss"] == full_history["step_loss"]
     assert history["seconds"] >= sum(r["seconds"] for r in history["epochs"])  # both sessions' time
     for pa, pb in zip(full.state_dict().values(), resumed.state_dict().values()):
