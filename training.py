@@ -516,6 +516,9 @@ def make_optimizer(model, cfg: TrainConfig):
     if cfg.optimizer == "adamw":
         return torch.optim.AdamW(groups, lr=cfg.lr)
     if cfg.optimizer == "muon":
+        if not filters:
+            raise UserError("--optimizer muon trains convolution filters and this network has none; "
+                            "use --optimizer sgd or adamw")
         renormalize = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
         groups.append({"params": filters, "lr": cfg.muon_lr, "momentum": MUON_MOMENTUM, "weight_decay": 0.0,
                        "orthogonalize": True, "renormalize": renormalize})
@@ -548,7 +551,10 @@ class Muon(torch.optim.Optimizer):
                 if p.grad is None:
                     continue
                 grad = p.grad.add(p, alpha=group["weight_decay"]) if group["weight_decay"] else p.grad
-                buf = self.state[p].setdefault("momentum_buffer", torch.zeros_like(p))
+                state = self.state[p]
+                if "momentum_buffer" not in state:  # made once, not a zeros_like each step
+                    state["momentum_buffer"] = torch.zeros_like(p)
+                buf = state["momentum_buffer"]
                 buf.mul_(group["momentum"]).add_(grad)
                 update = grad.add(buf, alpha=group["momentum"])  # Nesterov
                 if group["orthogonalize"]:

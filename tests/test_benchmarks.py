@@ -214,3 +214,13 @@ def test_time_to_accuracy_leaves_out_results_of_former_defaults(tmp_path, monkey
     monkeypatch.setattr(time_to_accuracy, "RESULTS", tmp_path)
     out, _ = time_to_accuracy.points()
     assert [p[0] for p in out["dense"]] == [600.0]
+    assert out["dense"][0][3] == "float32"
+
+
+def test_time_to_accuracy_marks_float32_runs_on_a_cpu_without_avx512_apart():
+    """The float32 targets are set for an AVX512 CPU held to AVX2; a CPU with AVX2 only takes about
+    twice as long, and its runs are drawn with their own marker."""
+    from benchmarks import time_to_accuracy
+    assert time_to_accuracy.precision(False, {"cpu_bf16": False}) == "float32-avx2"
+    assert time_to_accuracy.precision(False, {"cpu_bf16": True}) == "float32"
+    assert time_to_accuracy.precision(True, {"cpu_bf16": True}) == "bf16"

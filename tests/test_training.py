@@ -98,10 +98,37 @@ def test_muon_orthogonalizes_the_filters_step_and_leaves_the_rest_to_sgd():
         assert torch.allclose(p, expected, atol=1e-6), name
 
 
+def test_muon_keeps_one_momentum_buffer_per_parameter_across_steps(monkeypatch):
+    """The buffer is made on the first step only (no zeros_like after it) and then updated in
+    place: M <- m M + g."""
+    model = build_model(SPEC["name"], SPEC["args"])
+    for p in model.parameters():
+        p.grad = torch.ones_like(p)
+    muon = training.make_optimizer(model, TrainConfig(optimizer="muon", weight_decay=0.0))
+    muon.step()
+    first = {id(p): muon.state[p]["momentum_buffer"] for p in model.parameters()}
+    made = []
+    monkeypatch.setattr(torch, "zeros_like", lambda *a, **k: made.append(1) or torch.empty(0))
+    muon.step()
+    monkeypatch.undo()
+    assert not made
+    for group in muon.param_groups:  # filters: Muon's momentum; the rest: SGD's
+        for p in group["params"]:
+            buf = muon.state[p]["momentum_buffer"]
+            assert buf is first[id(p)]
+            assert torch.allclose(buf, torch.full_like(p, 1 + group["momentum"]))
+
+
 def test_muon_leaves_the_filters_scale_alone_without_batch_norm():
     model = build_model(SPEC["name"], {**SPEC["args"], "batchnorm": False})
     groups = training.make_optimizer(model, TrainConfig(optimizer="muon")).param_groups
     assert groups[-1]["orthogonalize"] and not groups[-1]["renormalize"]
+
+
+def test_muon_on_a_network_without_conv_filters_is_a_clear_error():
+    ffn = build_model("FFN", dict(in_shape=[1, 28, 28], num_classes=10, hidden=[16], dropout=0.0, batchnorm=False))
+    with pytest.raises(UserError, match="has none; use --optimizer sgd or adamw"):
+        training.make_optimizer(ffn, TrainConfig(optimizer="muon"))
 
 
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
