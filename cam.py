@@ -62,6 +62,13 @@ def choose_method(model, method: str) -> str:
     return method
 
 
+def check_method(model, args):
+    """--method and --layer against the network, before any image is predicted."""
+    if choose_method(model, args.method) == "cam" and args.layer:  # --method cam on a dense net raises
+        raise cli.UserError("--layer applies to Grad-CAM only (CAM uses the maps that enter global average "
+                            "pooling); add --method gradcam")
+
+
 def compute_maps(model, x, method, target=None, layer=None):
     """(N, H, W) maps in [0, 1] for display: CAM min-max scaled per image as Zhou et al.;
     Grad-CAM (>= 0) likewise, so 0 is the weakest and 1 the strongest evidence."""
@@ -74,11 +81,8 @@ def compute_maps(model, x, method, target=None, layer=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    ex = saliency.load_examples(args)
+    ex = saliency.load_examples(args, check=lambda model: check_method(model, args))
     method = choose_method(ex.model, args.method)
-    if args.layer and method == "cam":
-        raise cli.UserError("--layer applies to Grad-CAM only (CAM uses the maps that enter global average "
-                            "pooling); add --method gradcam")
     network = type(ex.model).__name__
     layer = args.layer or (saliency.default_layer(ex.model, ex.x) if method == "gradcam" else None)
     maps = compute_maps(ex.model, ex.x, method, ex.target, layer)    # (N, H, W)

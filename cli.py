@@ -217,8 +217,15 @@ def _number_type(convert, what: str, ok, expected: str):
 
 
 positive_int = _number_type(int, "a whole number", lambda v: v >= 1, "a number >= 1")
-# nan or inf would only show up later, as a diverged run
-finite_float = _number_type(float, "a number", math.isfinite, "a finite number")
+
+
+def bounded_int(low: int, high: int):
+    return _number_type(int, "a whole number", lambda v: low <= v <= high, f"a number from {low} to {high}")
+# nan, inf or a value past float32's range (torch's optimizers hold lr and weight decay as float32)
+# would only show up later, as a diverged run or an overflow deep inside torch
+FLOAT32_MAX = 3.4028234663852886e38
+finite_float = _number_type(float, "a number", lambda v: math.isfinite(v) and abs(v) <= FLOAT32_MAX,
+                            f"a finite number within float32's range (at most {FLOAT32_MAX:.3g} in size)")
 # torch, NumPy and the seeds training derives from it (seed * 100_003 + ...) all accept [0, 2**32)
 positive_seconds = _number_type(float, "a number of seconds", lambda v: math.isfinite(v) and v > 0,
                                 "a positive, finite number of seconds")

@@ -26,6 +26,12 @@ DATASETS = {
 N_CLASSES = 10  # both datasets; the models' output layers are sized for it
 
 
+def image_shape(name: str) -> tuple[int, int, int]:
+    """(C, H, W) of the dataset's images as the models take them."""
+    shape = DATASETS[name][2]  # (H, W) or (H, W, C)
+    return (shape[2] if len(shape) == 3 else 1, shape[0], shape[1])
+
+
 KEYS = ("x_train", "y_train", "x_test", "y_test", "classes")
 
 

@@ -2,6 +2,7 @@
 returns a matplotlib Figure; `save` writes it atomically and closes it; `minmax` scales maps
 to [0, 1] for display (kernel_vis.py, cam.py, guided_backprop.py)."""
 import textwrap
+from pathlib import Path
 
 import matplotlib
 
@@ -9,6 +10,7 @@ matplotlib.use("Agg")  # files only, no display needed
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from cli import UserError  # noqa: E402
 from files import atomic_path  # noqa: E402
 
 # The report (report/build.py) prints every figure at its own size, capped at the text width, so a
@@ -17,6 +19,16 @@ from files import atomic_path  # noqa: E402
 PRINT_WIDTH_IN = 6.5
 MIN_FONT_PT = 7
 DPI = 200
+
+
+def check_format(path):
+    """A one-line error, before any work, for a figure path whose ending matplotlib cannot write."""
+    kinds = plt.figure().canvas.get_supported_filetypes()  # {"png": "Portable Network Graphics", ...}
+    plt.close("all")
+    suffix = Path(path).suffix.lower().lstrip(".")
+    if suffix not in kinds:
+        raise UserError(f"cannot write a figure as {str(path)!r}: end the name in one of "
+                        f".{', .'.join(sorted(kinds))} (e.g. .png or .pdf)")
 
 
 def save(fig, path, dpi=DPI):

@@ -281,12 +281,16 @@ def magnitude(grad: torch.Tensor) -> torch.Tensor:
 
 # ---- what both scripts do ----------------------------------------------------------------------
 
+MAX_EXAMPLES = 64  # images in one figure (--n, --index): a column each
+
+
 def add_args(parser: argparse.ArgumentParser):
     """Arguments shared by cam.py and guided_backprop.py."""
     parser.add_argument("--checkpoint", required=True, help="model.pt written by fashionmnist.py or cifar10.py")
     cli.add_common_args(parser)
-    parser.add_argument("--n", type=cli.positive_int, default=8,
-                        help="test images to show: half correctly, half wrongly classified (drawn with --seed)")
+    parser.add_argument("--n", type=cli.bounded_int(1, MAX_EXAMPLES), default=8,
+                        help="test images to show: half correctly, half wrongly classified (drawn with --seed; "
+                             f"at most {MAX_EXAMPLES}, the columns one figure can show legibly)")
     parser.add_argument("--index", type=int, nargs="+", help="show these test images instead")
     parser.add_argument("--target", help="explain this class (name or number) instead of each prediction")
     parser.add_argument("--sanity", action="store_true",
@@ -329,14 +333,22 @@ def parse_target(text, classes):
                         f"classes: {', '.join(classes)}")
 
 
-def load_examples(args) -> Examples:
-    """Checkpoint, test set, and the images to explain (--index, or --n chosen with --seed)."""
+def load_examples(args, check=None) -> Examples:
+    """Checkpoint, test set, and the images to explain (--index, or --n chosen with --seed).
+    check(model): the caller's checks of its options against the network, run before the
+    predictions on the test set, so that a bad option fails at once."""
     seed_everything(args.seed)
     device = pick_device(args.device)
     model, ckpt = load_checkpoint(args.checkpoint, device)
+    if args.layer:
+        check_layer(model, args.layer)
+    if check:
+        check(model)
     ds = load_dataset(ckpt["dataset"], args.data_dir)
     classes, n_test = ckpt["classes"], len(ds.x_test)
     target = parse_target(args.target, classes)
+    if args.index and len(args.index) > MAX_EXAMPLES:
+        raise cli.UserError(f"--index names {len(args.index)} images; one figure shows at most {MAX_EXAMPLES}")
     if args.index:
         bad = [i for i in args.index if not 0 <= i < n_test]
         if bad:

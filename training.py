@@ -190,7 +190,7 @@ def build_model(name: str, args: dict) -> nn.Module:
     try:
         with torch.device("meta"):
             meta = MODELS[name](**args)
-    except (TypeError, ValueError) as err:  # an unknown or bad constructor argument
+    except (TypeError, ValueError, RuntimeError) as err:  # an unknown or bad argument (RuntimeError: a size < 0)
         raise UserError(f"cannot build a {name} with {args}: {err}; check the model options "
                         "(or the checkpoint was written by other code: retrain it)") from None
     need = 4 * count_parameters(meta)  # float32 weights
@@ -347,7 +347,7 @@ def _check_schema(path, ckpt: dict, schema: dict):
         refuse(f"unknown model {model['name']!r}")
     if "classes" in schema and (len(ckpt["classes"]) != data.N_CLASSES
                                 or not all(isinstance(c, str) for c in ckpt["classes"])):
-        refuse(f"{len(ckpt['classes'])} class names, not {data.N_CLASSES}")
+        refuse(f"'classes' is not {data.N_CLASSES} class names (it has {len(ckpt['classes'])} entries)")
     if "mean" in schema and not (len(ckpt["mean"]) == len(ckpt["std"]) >= 1 and all(isinstance(v, (int, float)) and math.isfinite(v)
                                                              for v in ckpt["mean"] + ckpt["std"])
             and min(ckpt["std"]) > 0):
@@ -372,7 +372,25 @@ def load_checkpoint(path, device="cpu"):
         raise UserError(f"{path}: weights do not fit a {ckpt['model']['name']} with the saved arguments "
                         f"({str(err).splitlines()[0]}); the file {DAMAGED}") from None
     _check_schema(path, ckpt, DESCRIBED)
+    _check_takes_its_images(path, model, ckpt)
     return model.to(device).eval(), ckpt
+
+
+def _check_takes_its_images(path, model, ckpt):
+    """The network takes images of its checkpoint's dataset, one normalization value per channel:
+    a mismatch (a hand-edited or mixed-up file) is a one-line error, not a failure deep in a conv."""
+    if ckpt["dataset"] not in data.DATASETS:
+        return
+    shape = data.image_shape(ckpt["dataset"])  # (C, H, W)
+    if len(ckpt["mean"]) != shape[0]:
+        raise UserError(f"{path} {DAMAGED} ({len(ckpt['mean'])} normalization values for "
+                        f"{shape[0]}-channel {ckpt['dataset']} images)")
+    try:
+        with torch.no_grad():
+            model.eval()(torch.zeros(1, *shape))  # (1, C, H, W)
+    except RuntimeError:
+        raise UserError(f"{path} {DAMAGED} (its {ckpt['model']['name']} does not take the {shape[1]}x{shape[2]} "
+                        f"{shape[0]}-channel images of {ckpt['dataset']}, the dataset it names)") from None
 
 
 # ---- evaluation -------------------------------------------------------------------------------

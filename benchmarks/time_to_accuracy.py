@@ -140,6 +140,7 @@ def main(argv=None):
     p.add_argument("--out", default=str(RESULTS / "time_to_accuracy.png"), help="the figure to write")
     args = p.parse_args(argv)
     import plots
+    plots.check_format(args.out)
     plots.save(plot(*points()), args.out)
     print(f"-> {args.out}")
 

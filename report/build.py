@@ -1155,11 +1155,20 @@ def compile_pdf(typ: Path, out: Path, root: Path):
                                 "the source is kept for inspection") from None
 
 
+def read_answers(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise cli.UserError(f"{path} is not UTF-8 text; open it in a text editor and save it as UTF-8") from None
+    except OSError as err:
+        raise cli.UserError(f"cannot read {path}: {err.strerror or err}; check the file (--answers)") from None
+
+
 def main(argv=None):
     args = parse_args(argv)
     if answers_md.ensure(args.answers, [(k, t, g) for k, t, _, g in ITEMS]):
         print(f"wrote {args.answers}: your name, declarations and own words go there (never overwritten)")
-    fields, own = answers_md.parse(args.answers.read_text(), ITEM_KEYS)
+    fields, own = answers_md.parse(read_answers(args.answers), ITEM_KEYS)
     d, inp = collect(args.runs_dir)
     d["runs_dir"] = str(args.runs_dir)
     out = args.out.resolve()

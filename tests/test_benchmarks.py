@@ -224,3 +224,10 @@ def test_time_to_accuracy_marks_float32_runs_on_a_cpu_without_avx512_apart():
     assert time_to_accuracy.precision(False, {"cpu_bf16": False}) == "float32-avx2"
     assert time_to_accuracy.precision(False, {"cpu_bf16": True}) == "float32"
     assert time_to_accuracy.precision(True, {"cpu_bf16": True}) == "bf16"
+
+
+def test_time_to_accuracy_refuses_an_ending_it_cannot_draw(tmp_path):
+    from benchmarks import time_to_accuracy
+    with pytest.raises(UserError, match=r"cannot write a figure as .*plot\.txt.*\.png"):
+        time_to_accuracy.main(["--out", str(tmp_path / "plot.txt")])
+    assert not any(tmp_path.iterdir())

@@ -432,8 +432,9 @@ def main_exit(argv, capsys):
     (["--channels", "8", "8", "8", "8", "8", "8"], "use at most 5"),
     (["--seed", "-1"], "expected a seed from 0 to 4294967295, got -1"),
     (["--seed", str(2**40)], "expected a seed from 0 to 4294967295"),
-    (["--lr", "nan"], "--lr: expected a finite number, got nan"),
-    (["--weight-decay", "inf"], "--weight-decay: expected a finite number, got inf"),
+    (["--lr", "nan"], "--lr: expected a finite number within float32's range"),
+    (["--weight-decay", "inf"], "--weight-decay: expected a finite number within float32's range"),
+    (["--muon-lr", "1e300"], "(at most 3.4e+38 in size), got 1e+300"),  # torch would overflow
 ])
 def test_bad_arguments_give_one_line_errors(argv, message, capsys):
     code, last = main_exit(argv, capsys)

@@ -649,3 +649,11 @@ def test_a_float_with_nothing_after_it_in_its_item_is_set_in_place(tmp_path):
     assert "placement: auto" in a and "placement: auto" not in b
     assert "#place(auto, float: true" not in source and "\n#grid(columns: (" in source
     assert source.index("<fig-d>") < source.index("Problem 5")
+
+
+def test_answers_not_in_utf8_are_a_one_line_error(crafted, tmp_path):
+    runs, _, _ = crafted
+    answers = tmp_path / "answers.md"
+    answers.write_bytes("name: José\n".encode("latin-1"))  # an editor's Latin-1 save
+    with pytest.raises(cli.UserError, match="is not UTF-8 text; .* save it as UTF-8"):
+        build.main(["--runs-dir", str(runs), "--out", str(tmp_path / "report.pdf"), "--answers", str(answers)])

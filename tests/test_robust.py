@@ -321,8 +321,12 @@ def test_impossible_models_are_refused_in_one_line():
 @pytest.mark.parametrize("change, match", [
     (dict(dataset=None), "'dataset' is missing"),
     (dict(mean=None), "'mean' is missing"),
-    (dict(classes=FASHION_CLASSES[:3]), "3 class names, not 10"),
+    (dict(classes=FASHION_CLASSES[:3]), "'classes' is not 10 class names \\(it has 3 entries\\)"),
     (dict(model={"name": "CNN", "args": {**SPEC["args"], "width": 3}}), "unexpected keyword argument 'width'"),
+    (dict(model={"name": "CNN", "args": {**SPEC["args"], "hidden": [-1]}}), "cannot build a CNN"),
+    (dict(dataset="cifar10", mean=[0.5] * 3, std=[0.25] * 3),
+     "its CNN does not take the 32x32 3-channel images of cifar10"),
+    (dict(dataset="cifar10"), "1 normalization values for 3-channel cifar10 images"),
 ])
 def test_checkpoints_with_missing_or_wrong_keys_are_damaged(tmp_path, change, match):
     path = tiny_checkpoint(tmp_path / "model.pt", **change)

@@ -606,3 +606,27 @@ def test_saliency_statistics_reproducible_and_model_left_alone(gapnet):
     assert _no_hook_left(gapnet)
     after = _fingerprint(gapnet, x)
     assert torch.equal(before[0], after[0]) and torch.equal(before[1], after[1])
+
+
+@pytest.mark.parametrize("script, extra, match", [
+    (cam, ["--method", "cam"], "gradcam"),                            # a dense net has no GAP
+    (cam, ["--method", "cam", "--layer", "features.relu1_1"], "gradcam"),
+    (cam, ["--layer", "nope"], "--layer 'nope' is not a submodule"),
+    (guided_backprop, ["--layer", "nope"], "--layer 'nope' is not a submodule"),
+])
+def test_options_that_do_not_fit_the_network_fail_before_any_prediction(checkpoints, tiny_data_dir, monkeypatch,
+                                                                         script, extra, match):
+    def no_prediction(*a, **k):
+        raise AssertionError("predicted test images before checking the options")
+    monkeypatch.setattr(saliency, "predict", no_prediction)
+    with pytest.raises(cli.UserError, match=match):
+        script.main(["--checkpoint", str(checkpoints["dense"]), "--data-dir", str(tiny_data_dir), *extra])
+
+
+def test_more_examples_than_one_figure_shows_are_refused(checkpoints, tiny_data_dir, capsys):
+    with pytest.raises(SystemExit):
+        cam.main(["--checkpoint", str(checkpoints["gap"]), "--n", str(saliency.MAX_EXAMPLES + 1)])
+    assert f"a number from 1 to {saliency.MAX_EXAMPLES}" in capsys.readouterr().err
+    with pytest.raises(cli.UserError, match=f"at most {saliency.MAX_EXAMPLES}"):
+        cam.main(["--checkpoint", str(checkpoints["gap"]), "--data-dir", str(tiny_data_dir),
+                  "--index", *map(str, range(saliency.MAX_EXAMPLES + 1))])
