@@ -9,8 +9,9 @@ never inplace) so that visualization and guided backpropagation can hook each on
 
 `early_pool` (CNN) and GAPNet's stages pool straight after a stage's first convolution,
 before its batch norm and ReLU (the order of Keller Jordan's airbench): max pooling commutes
-with the per-channel ReLU, the norm layers and every later convolution of the stage then run
-on a quarter of the pixels, which is most of the cost of a small network on a CPU.
+with any increasing per-channel function (the ReLU, and batch norm where its scale is positive),
+and the norm layers and every later convolution of the stage then run on a quarter of the
+pixels, which is most of the cost of a small network on a CPU.
 """
 from collections import OrderedDict
 

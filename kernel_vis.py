@@ -15,7 +15,7 @@ figures, which the report uses, stay:
 - kernels.png      every kernel of the first conv layer, each min-max normalized to [0, 1] on its
                    own (RGB kernels: over their three channels together, drawn as colour images)
 - filtered.png     the sample image, then its convolution with each first-layer kernel (the
-                   layer's own stride, padding and bias), each normalized to [0, 1]
+                   layer's own stride, padding and bias if any), each normalized to [0, 1]
 - feature_maps.png the sample image first, then the first channel of every activation and pooling
                    stage in forward order, each labelled in plain words ('conv 1 + batch norm +
                    ReLU', 'max pool 1') with its shape (see `feature_path`, `stage_labels`)
@@ -549,13 +549,13 @@ def plot_kernels(k01: torch.Tensor, network: str, layer: str):
                        max_cols=16, wide=True)  # 32 kernels in two rows: a third of a page
 
 
-def plot_filtered(image01, caption, responses: torch.Tensor, network: str, layer: str):
+def plot_filtered(image01, caption, responses: torch.Tensor, network: str, layer: str, bias: bool = True):
     panels = [image01] + list(plots.minmax(responses, (1, 2)).numpy())
     titles = ["input"] + [f"#{i + 1}" for i in range(len(responses))]  # numbered as in plot_kernels
     h, w = responses.shape[-2:]
     return plot_panels(panels, titles,
                        f"{network}: the input, {caption.replace(chr(10), ', ')}, convolved with each kernel of "
-                       f"{layer} (its stride, padding and bias; before batch norm and ReLU), numbered as the kernels; "
+                       f"{layer} (its stride, padding{' and bias' if bias else ''}; before any batch norm and ReLU), numbered as the kernels; "
                        f"each {h}x{w} output "
                        f"min-max normalized to [0, 1] on its own (white = strongest response)",
                        cbar_label="normalized response", input_first=True, max_cols=12, wide=True)
@@ -739,6 +739,7 @@ def compute(model: nn.Module, ckpt, x: torch.Tensor, layers, seed: int, threshol
         "predicted": (ckpt["classes"][pred], prob),        # class name, probability (0-dim tensor)
         "kernels": kernels(conv),                           # (C_out, C_in, k, k) in [0, 1]
         "responses": filter_responses(conv, x),             # (C_out, H', W')
+        "bias": conv.bias is not None,                      # whether the responses add one
         "path": feature_path(model, records),               # [(name, kind, (1, C, H, W))]
         "maps": conv_feature_maps(model, records, layers),  # {layer: (description, (C, H, W))}
         "filters": {name: (layer_filters(c, rgb=c is conv and c.in_channels == 3), c.in_channels)
@@ -757,7 +758,7 @@ def figures(result: dict, network: str, image01, caption: str, max_channels):
     and an appendix figure `<name>_all.png` of all of them without numbers."""
     layer = result["layer"]
     yield "kernels.png", plot_kernels(result["kernels"], network, layer)
-    yield "filtered.png", plot_filtered(image01, caption, result["responses"], network, layer)
+    yield "filtered.png", plot_filtered(image01, caption, result["responses"], network, layer, result["bias"])
     yield "feature_maps.png", plot_feature_path(image01, caption, result["path"], network)
     for name in result["layers"]:
         description, fmap = result["maps"][name]

@@ -381,8 +381,10 @@ def answer_cnn_vs_ffn(ffn: dict, cnn: dict) -> list:
            "an unordered list: it must learn each pattern separately at each position and has no notion of "
            "neighbouring pixels.")
     if verdict == "higher":
-        why += (" These are the reasons for the advantage measured here"
-                + (", and why the CNN gets it with fewer parameters." if p_c < p_f else "."))
+        why += (" These are the usual explanations of the advantage measured here"
+                + (", and of why the CNN gets it with fewer parameters" if p_c < p_f else
+                   f" (the CNN also has {p_c / p_f:.1f} times the parameters)")
+                + "; this run does not test them one by one.")
     else:
         why += (" Here that advantage did not show in the test accuracy; with "
                 f"{cnn['train_images']:,} training images and {words.plural(cnn['config']['epochs'], 'epoch')} the "
@@ -409,8 +411,9 @@ def dataset_answer(d: dict) -> list:
     for m in d.get("models", []):
         if m.get("near_images") and m.get("rest_images"):
             gap = m["accuracy_near"] - m["accuracy_rest"]
+            rule = " (flip-averaged, as its test accuracy)" if m.get("tta") else ""
             models.append(f"the {m['network']} classifies {words.pct(m['accuracy_near'])} of the {m['near_images']:,} "
-                          f"near-copy test images correctly against {words.pct(m['accuracy_rest'])} of the other "
+                          f"near-copy test images correctly{rule} against {words.pct(m['accuracy_rest'])} of the other "
                           f"{m['rest_images']:,} ({words.points(m['accuracy_near'] - m['accuracy_rest'])}"
                           + (", so the copies flatter the test accuracy" if gap > 0.02 else
                              ", so the copies do not flatter the test accuracy noticeably" if gap > -0.02 else
@@ -551,15 +554,15 @@ def label(key: str) -> str:
     return "item-" + key.replace(")(", "-").replace("(", "").replace(")", "")
 
 
-def title_page(doc: Doc, d: dict, fields: dict, author: str | None):
+def title_page(doc: Doc, d: dict, fields: dict, author: str | None, answers: str = "answers.md"):
     name = author or fields.get("name")
     doc.raw("#align(center)[#v(1.2in)#text(size: 22pt, weight: \"bold\")[Image classification with neural "
             "networks]#v(6pt)#text(size: 13pt)[Fashion-MNIST classification and kernels; Homework 2: CNNs on "
             "CIFAR-10, MyTorch Conv2D, class activation maps, guided backpropagation]]")
-    rows = [("Name", name or "(not given: run build.py --author \"Your Name\" or fill in answers.md)"),
-            ("Course", fields.get("course") or "(not given: fill in answers.md)"),
-            ("Collaborators", fields.get("collaborators") or "(not declared: fill in answers.md)"),
-            ("Generative AI use", fields.get("generative-ai") or "(not declared: fill in answers.md)"),
+    rows = [("Name", name or f"(not given: run build.py --author \"Your Name\" or fill in {answers})"),
+            ("Course", fields.get("course") or f"(not given: fill in {answers})"),
+            ("Collaborators", fields.get("collaborators") or f"(not declared: fill in {answers})"),
+            ("Generative AI use", fields.get("generative-ai") or f"(not declared: fill in {answers})"),
             ("Built", time.strftime("%Y-%m-%d %H:%M") + f" from the runs in {d.get('runs_dir', 'runs/')}")]
     doc.raw("#v(0.4in)#align(center)[#table(columns: (1.6in, 4in), align: left, stroke: none, inset: 5pt, "
             + ", ".join(f"[*{escape(k)}*], [{escape(v)}]" for k, v in rows) + ")]")
@@ -646,8 +649,9 @@ def part_one(r: Report):
     r.item("Q7", own_draft(lambda: [
         "The sample image through every stage of the CNN: the first channel of the output of each convolution "
         "with its activation and of each pooling layer, labelled with the layer that produced it."
-        + (" Where the network pools straight after a convolution (before its batch norm and ReLU, which gives the "
-           "same result on a quarter of the pixels), that panel shows the convolution's output before activation, "
+        + (" Where the network pools straight after a convolution (before its batch norm and ReLU: on a quarter of "
+           "the pixels, and the same result as pooling after them in every channel whose batch-norm scale is positive, "
+           "since max pooling commutes with an increasing function), that panel shows the convolution's output before activation, "
            "and the next panel, batch norm + ReLU, names the convolution it follows."
            if pooled_before_activation(k["feature_stats"]) else "")]))
     r.figure(k["feature_maps"], "The sample image and the first channel after each convolution + activation and each "
@@ -844,6 +848,8 @@ REFERENCES = [
     "Hardt, M. and Recht, B. (2022). Patterns, Predictions, and Actions. Princeton University Press; chapter 8, "
     "Datasets.",
     "He, K., Zhang, X., Ren, S. and Sun, J. (2016). Deep residual learning for image recognition. CVPR 2016.",
+    "Jordan, K. et al. (2024). Muon: An optimizer for hidden layers in neural networks. Blog post, "
+    "https://kellerjordan.github.io/posts/muon/ (the optimizer of the airbench94_muon CIFAR-10 speed runs).",
     "Krizhevsky, A. (2009). Learning multiple layers of features from tiny images. Technical report, University "
     "of Toronto.",
     "Lin, M., Chen, Q. and Yan, S. (2014). Network in network. ICLR 2014.",
@@ -900,11 +906,15 @@ def design_draft(r: Report, arch: str) -> Draft:
 def setting_note(arch: str, met: dict) -> str:
     """Why this run's network differs from the one the trials chose: it ran at a shorter setting."""
     chosen, ran = CIFAR_DEFAULTS[(arch, "default")], met["config"]
-    return (f"The trials chose {'-'.join(map(str, chosen['channels']))} channels, {chosen['epochs']} epochs and dropout "
-            f"{chosen['dropout']:g} (python cifar10.py --arch {arch}); this report's run used the shorter "
-            f"'{met['preset']}' setting ({'-'.join(map(str, ran['channels']))} channels, {ran['epochs']} epochs, dropout "
-            f"{met.get('dropout') or 0:g}): the same design, narrower and shorter, so not every decision of the trials "
-            "shows in the network above.")
+    optimizer = lambda c: OPTIMIZER_NAMES.get(c.get("optimizer"), c.get("optimizer"))  # noqa: E731
+    return (f"The trials chose {'-'.join(map(str, chosen['channels']))} channels, {chosen['epochs']} epochs, dropout "
+            f"{chosen['dropout']:g} and {optimizer(chosen)} (python cifar10.py --arch {arch}); this report's run used "
+            f"the shorter '{met['preset']}' setting ({'-'.join(map(str, ran['channels']))} channels, {ran['epochs']} "
+            f"epochs, dropout {met.get('dropout') or 0:g}, {optimizer(ran)}): the same design, narrower and shorter, "
+            "so not every decision of the trials shows in the network above.")
+
+
+OPTIMIZER_NAMES = {"sgd": "SGD", "adamw": "AdamW", "muon": "Muon for the convolution filters (Jordan et al., 2024)"}
 
 
 def gabor_drafts(r: Report) -> Draft:
@@ -983,9 +993,15 @@ def max_error(case: dict) -> float:
 
 def ablation_table(doc: Doc, table: dict):
     nan = lambda x, f: "diverged" if x != x else f.format(x)  # noqa: E731
-    flip = " (flip-averaged)" if table.get("setting", {}).get("tta") else ""
-    doc.table(["Variant", f"Validation accuracy{flip}", f"Test accuracy{flip}", "Validation minus training loss"],
-              [[r["label"], nan(100 * r["val_accuracy"], "{:.2f}%"), nan(100 * r["test_accuracy"], "{:.2f}%"),
+    tta = table.get("setting", {}).get("tta")
+    flip = " (flip-averaged)" if tta else ""
+
+    def val(r):  # with tta, the plain accuracy beside it: the figure's curves are plain
+        plain = f" ({nan(100 * r['val_accuracy_plain'], '{:.2f}%')})" if tta and "val_accuracy_plain" in r else ""
+        return nan(100 * r["val_accuracy"], "{:.2f}%") + plain
+    val_head = "Validation accuracy, flip-averaged (plain, as plotted)" if tta else "Validation accuracy"
+    doc.table(["Variant", val_head, f"Test accuracy{flip}", "Validation minus training loss"],
+              [[r["label"], val(r), nan(100 * r["test_accuracy"], "{:.2f}%"),
                 nan(r["loss_gap"], "{:.3f}")] for r in table["variants"]])
 
 
@@ -1127,7 +1143,7 @@ def document(d: dict, inp: Inputs, fields: dict, own: dict, author: str | None, 
              answers: str = "report/answers.md") -> tuple[Doc, Report]:
     doc = Doc(typ_dir)
     r = Report(doc, d, inp, own, answers)
-    title_page(doc, d, fields, author)
+    title_page(doc, d, fields, author, answers)
     for build in (part_one, part_two):
         try:
             build(r)

@@ -162,9 +162,14 @@ def score_checkpoint(path: Path, datasets: dict, results: dict) -> dict:
     ds = datasets.get(ckpt.get("dataset"))
     if ds is None:
         raise cli.UserError(f"{path} was trained on {ckpt.get('dataset')!r}, not one of {', '.join(datasets)}")
-    pred = predict(model, ds.x_test, ckpt["mean"], ckpt["std"], "cpu", full_precision=True).argmax(1)
+    logits = predict(model, ds.x_test, ckpt["mean"], ckpt["std"], "cpu", full_precision=True)  # (N, classes)
+    tta = bool((ckpt.get("metrics") or {}).get("tta"))  # the prediction rule its run reports
+    if tta:
+        logits = (logits + predict(model, ds.x_test.flip(3), ckpt["mean"], ckpt["std"], "cpu",
+                                   full_precision=True)) / 2
+    pred = logits.argmax(1)
     name = ckpt["model"]["name"]
-    return {"checkpoint": str(path), "dataset": ds.name,
+    return {"checkpoint": str(path), "dataset": ds.name, "tta": tta,
             "network": NETWORK_TITLES.get((ds.name, name), f"{TITLES.get(ds.name, ds.name)} network"),
             **copy_accuracy(pred, ds.y_test, results[ds.name]["copy_indices"])}
 

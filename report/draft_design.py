@@ -130,9 +130,16 @@ def verdict(trial: dict, base: dict | None) -> str:
         diff = mean_val(trial) - mean_val(base)
         if decision == "kept" and diff <= -SPREAD_POINTS:
             text += " (It was less accurate; the time budget decided for it.)"
-        if decision == "dropped" and diff >= SPREAD_POINTS:
+        if decision == "dropped" and diff >= SPREAD_POINTS and took_longer(trial, base):
             text += " (It was more accurate; the time it took decided against it.)"
     return text
+
+
+def took_longer(trial: dict, base: dict) -> bool:
+    """Whether the trial's mean time exceeds its base's, timed alike (else it is not known)."""
+    secs = lambda t: [r["seconds"] for r in t.get("runs", []) if r.get("seconds") is not None]  # noqa: E731
+    mine, ref = secs(trial), secs(base)
+    return bool(mine and ref and timed_alike(trial, base) and sum(mine) / len(mine) > sum(ref) / len(ref))
 
 
 def group_paragraph(question: str, trials: list[dict], by_name: dict) -> str:

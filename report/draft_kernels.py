@@ -19,7 +19,7 @@ from collections import Counter
 
 import words  # report/words.py: report/ is on the path of its callers
 
-CLEAR = 0.05   # correlations closer than this count as a tie: neither edges nor shape dominate
+CLEAR = 0.1    # correlations closer than this count as a tie: too slight a gap to name what a stage follows
 WEAK = 0.1     # a stage whose correlations are both below this follows neither reference
 SHIFT = 0.15   # a change in Gabor share (trained - untrained) counted as a real difference
 

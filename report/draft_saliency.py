@@ -258,7 +258,8 @@ def sanity_sentence(method: str, stats: dict) -> str:
                "network learned")
     if stats["methods"][method].get("empty_maps", 0) > stats["images"] / 2:
         verdict = "but most of the maps are zero everywhere (counted as correlation 0), so the check says little here"
-    return (f"With all {s['layers']} weight layers re-initialized (the randomization check of Adebayo et al. 2018), "
+    on = f" on its fixed batch of {s['images']} test images" if s.get("images") else ""
+    return (f"With all {s['layers']} weight layers re-initialized (the randomization check of Adebayo et al. 2018{on}), "
             f"the maps keep a rank correlation of {rho:.2f} with the trained ones{',' if verdict.startswith('but') else ':'} {verdict}.")
 
 

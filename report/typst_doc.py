@@ -209,6 +209,9 @@ PREAMBLE = r"""// The convlens report. Made by report/build.py from a runs folde
 #show heading.where(level: 1): it => {{ set text(size: 17pt); block(above: 18pt, below: 14pt, it) }}
 #show heading.where(level: 2): set text(size: 13pt)
 #show heading.where(level: 3): set text(size: 11pt)
+#show heading: set text(hyphenate: false)
+#show table: set par(justify: false)
+#show table: set text(hyphenate: false)
 #show figure.caption: set text(size: 9pt)
 #show figure: set block(above: 10pt, below: 12pt)
 #show raw: set text(font: ("DejaVu Sans Mono", "Liberation Mono"))

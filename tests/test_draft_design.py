@@ -124,3 +124,11 @@ def test_a_baseline_with_a_label_is_named_by_it():
     trials["trials"][0]["label"] = "the default rerun"
     out = text("gap", trials)
     assert "against 80.00% for the default rerun (0.30 points higher" in out and "starting network" not in out
+
+
+def test_a_dropped_more_accurate_change_blames_its_time_only_when_it_took_longer():
+    for seconds, blamed in ((300, True), (150, False)):  # the base took 200 s
+        trials = crafted(delta_big=0.02)
+        trials["trials"][2]["runs"][0]["seconds"] = seconds
+        out = text("gap", trials)
+        assert ("the time it took decided against it" in out) == blamed, seconds

@@ -286,7 +286,7 @@ def test_wide_layers_get_a_numbered_body_subset_and_a_full_appendix_grid():
     maps = torch.rand(96, 4, 4)
     k01 = torch.rand(96, 1, 3, 3)
     result = {"layer": "conv1", "layers": ["conv3"], "kernels": torch.rand(4, 1, 3, 3),
-              "responses": torch.rand(4, 8, 8), "path": [], "maps": {"conv3": ("conv3", maps)},
+              "responses": torch.rand(4, 8, 8), "bias": False, "path": [], "maps": {"conv3": ("conv3", maps)},
               "filters": {"conv3": (k01, 48)}, "gabor_kernels": np.zeros((4, 3, 3)),
               "trained_fits": [{"r2": 0.5, "fitted": np.zeros((3, 3))}] * 4,
               "report": kv.gabor_report([{"r2": 0.5, "params": None}] * 4, [{"r2": 0.5, "params": None}] * 4,
@@ -484,3 +484,9 @@ def test_bad_input_gives_a_user_error(checkpoints, tiny_data_dir, tmp_path, whic
     with pytest.raises(UserError, match=message):
         kv.main(["--checkpoint", str(ckpt), "--data-dir", str(tiny_data_dir),
                  "--out-dir", str(tmp_path / "out"), *extra])
+
+
+def test_the_filtered_figure_names_a_bias_only_where_the_layer_has_one():
+    for bias in (True, False):
+        fig = kv.plot_filtered(np.zeros((1, 8, 8)), "test image #3", torch.rand(4, 8, 8), "net", "conv1", bias)
+        assert ("padding and bias" in fig._suptitle.get_text()) == bias

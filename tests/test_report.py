@@ -657,3 +657,28 @@ def test_answers_not_in_utf8_are_a_one_line_error(crafted, tmp_path):
     answers.write_bytes("name: José\n".encode("latin-1"))  # an editor's Latin-1 save
     with pytest.raises(cli.UserError, match="is not UTF-8 text; .* save it as UTF-8"):
         build.main(["--runs-dir", str(runs), "--out", str(tmp_path / "report.pdf"), "--answers", str(answers)])
+
+
+def test_problem_6_scores_copies_by_the_rule_the_run_reports(tmp_path):
+    """The near-copy accuracy of a network whose run reports flip-averaged predictions is
+    flip-averaged too, so Problem 6's numbers read against the run's test accuracy."""
+    import types
+    from training import build_model, predict_flip, save_checkpoint
+    report_dataset = load("dataset")
+    torch.manual_seed(0)
+    spec = {"name": "CNN", "args": dict(in_channels=1, num_classes=10, image_size=28, channels=[4], hidden=[8])}
+    model = build_model(spec["name"], spec["args"])
+    x, y = torch.randint(0, 256, (40, 1, 28, 28), dtype=torch.uint8), torch.randint(0, 10, (40,))
+    ds = types.SimpleNamespace(name="fashion_mnist", x_test=x, y_test=y)
+    results = {"fashion_mnist": {"copy_indices": list(range(10))}}
+    for tta in (False, True):
+        path = tmp_path / f"tta{tta}.pt"
+        save_checkpoint(path, {"model": spec, "state_dict": model.state_dict(), "dataset": "fashion_mnist",
+                               "classes": [str(i) for i in range(10)], "mean": [0.3], "std": [0.3],
+                               "metrics": {"tta": tta}})
+        scored = report_dataset.score_checkpoint(path, {"fashion_mnist": ds}, results)
+        plain, flipped = predict_flip(model.eval(), x, [0.3], [0.3], torch.device("cpu"))
+        pred = (flipped if tta else plain).argmax(1)
+        assert scored["tta"] == tta and not torch.equal(plain.argmax(1), flipped.argmax(1))  # the rules differ here
+        assert scored["accuracy_rest"] == pytest.approx((pred[10:] == y[10:]).float().mean().item())
+        assert scored["accuracy_near"] == pytest.approx((pred[:10] == y[:10]).float().mean().item())
