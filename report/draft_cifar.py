@@ -191,7 +191,7 @@ def within_spread(effect: dict, ablation: dict) -> bool | None:
     return abs(effect["mean"]) <= effect["spread"]
 
 
-def effect_sentence(ablation: dict, what: str, held: str, held_words: str) -> str:
+def effect_sentence(ablation: dict, what: str, held: str, held_words: str, note_one_seed: bool = True) -> str:
     """One comparison, within one setting of the other switch: the two variants' accuracies and
     the paired difference, said to be within the seed spread when it is."""
     effect = ablation["effects"][what][held]["val_accuracy"]
@@ -209,7 +209,7 @@ def effect_sentence(ablation: dict, what: str, held: str, held_words: str) -> st
     if inside:
         text += (f", a difference within the spread between seeds (up to {100 * effect['spread']:.2f} points), "
                  f"so {plural(n, 'seed')} cannot tell it from chance")
-    elif inside is None:
+    elif inside is None and note_one_seed:  # said once per item: the pair's second sentence would repeat it
         text += ", from one seed, so how much of it is chance is unknown"
     diverged = [r for r in (on, off) if r["diverged"]]
     text += "." + not_learned_sentence((on, off))
@@ -250,7 +250,7 @@ def batchnorm_answer(arch: str, ablation: dict, final: dict | None = None) -> li
     p = ablation["setting"]["dropout"]
     text = [setting_sentence(arch, ablation, final),
             effect_sentence(ablation, "batchnorm", "without_dropout", "without dropout") + " "
-            + effect_sentence(ablation, "batchnorm", "with_dropout", f"with dropout (p = {p:g})")]
+            + effect_sentence(ablation, "batchnorm", "with_dropout", f"with dropout (p = {p:g})", note_one_seed=False)]
     return text + [bn_training_note(ablation)]
 
 
@@ -271,7 +271,8 @@ def dropout_answer(arch: str, ablation: dict, final: dict | None = None) -> list
             f"{s['dropout_position']}; the versions without dropout have none. The four versions are those of "
             "item (c), trained as described there.",
             effect_sentence(ablation, "dropout", "with_batchnorm", "with batch normalization") + " "
-            + effect_sentence(ablation, "dropout", "without_batchnorm", "without batch normalization")]
+            + effect_sentence(ablation, "dropout", "without_batchnorm", "without batch normalization",
+                              note_one_seed=False)]
     gaps = []
     for held, words in (("with_batchnorm", "with batch normalization"), ("without_batchnorm", "without it")):
         e = ablation["effects"]["dropout"][held]["loss_gap"]
