@@ -107,7 +107,12 @@ def _named_device(name: str) -> torch.device:
 
 def setup_distributed(device: torch.device):
     """Join the torchrun process group when launched by torchrun; return (rank, world_size)."""
-    if int(os.environ.get("WORLD_SIZE", 1)) > 1 and not dist.is_initialized():
+    world = os.environ.get("WORLD_SIZE", "1")
+    launched = all(os.environ.get(k) for k in ("RANK", "MASTER_ADDR", "MASTER_PORT"))  # set by torchrun
+    if not world.isdecimal() or (int(world) > 1 and not launched):
+        raise UserError(f"WORLD_SIZE={world} is set, but this process was not started by torchrun (it sets RANK, "
+                        "MASTER_ADDR and MASTER_PORT too); unset WORLD_SIZE, or launch with torchrun")
+    if int(world) > 1 and not dist.is_initialized():
         if device.type == "cuda":
             torch.cuda.set_device(device)
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")

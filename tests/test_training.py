@@ -473,3 +473,14 @@ def test_the_epoch_line_says_when_training_images_were_shrunk():
     row = {"epoch": 1, "train_loss": 1.5, "train_accuracy": 0.5, "val_loss": 1.2, "val_accuracy": 0.6, "seconds": 80.0}
     assert format_epoch(row, 9, 24).startswith("epoch 1/9 (trained at 24x24)  train loss 1.5000")
     assert format_epoch(row, 9).startswith("epoch 1/9  train loss")
+
+
+@pytest.mark.parametrize("world", ["2", "two"])
+def test_world_size_without_torchrun_is_a_one_line_error(monkeypatch, world):
+    for key in ("RANK", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("WORLD_SIZE", world)
+    with pytest.raises(UserError, match=f"WORLD_SIZE={world} is set, but this process was not started by torchrun"):
+        training.setup_distributed(torch.device("cpu"))
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert training.setup_distributed(torch.device("cpu")) == (0, 1)
