@@ -221,6 +221,8 @@ positive_int = _number_type(int, "a whole number", lambda v: v >= 1, "a number >
 
 def bounded_int(low: int, high: int):
     return _number_type(int, "a whole number", lambda v: low <= v <= high, f"a number from {low} to {high}")
+
+
 # nan, inf or a value past float32's range (torch's optimizers hold lr and weight decay as float32)
 # would only show up later, as a diverged run or an overflow deep inside torch
 FLOAT32_MAX = 3.4028234663852886e38

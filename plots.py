@@ -8,6 +8,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only, no display needed
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.backend_bases import FigureCanvasBase  # noqa: E402
 import numpy as np  # noqa: E402
 
 from cli import UserError  # noqa: E402
@@ -23,8 +24,7 @@ DPI = 200
 
 def check_format(path):
     """A one-line error, before any work, for a figure path whose ending matplotlib cannot write."""
-    kinds = plt.figure().canvas.get_supported_filetypes()  # {"png": "Portable Network Graphics", ...}
-    plt.close("all")
+    kinds = FigureCanvasBase.get_supported_filetypes()  # {"png": "Portable Network Graphics", ...}
     suffix = Path(path).suffix.lower().lstrip(".")
     if suffix not in kinds:
         raise UserError(f"cannot write a figure as {str(path)!r}: end the name in one of "

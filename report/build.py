@@ -906,15 +906,16 @@ def design_draft(r: Report, arch: str) -> Draft:
 def setting_note(arch: str, met: dict) -> str:
     """Why this run's network differs from the one the trials chose: it ran at a shorter setting."""
     chosen, ran = CIFAR_DEFAULTS[(arch, "default")], met["config"]
-    optimizer = lambda c: OPTIMIZER_NAMES.get(c.get("optimizer"), c.get("optimizer"))  # noqa: E731
+
+    def optimizer(config):  # Muon with its citation: the References list it
+        name = config.get("optimizer")
+        return words.OPTIMIZERS.get(name, name) + (" (Jordan et al., 2024)" if name == "muon" else "")
     return (f"The trials chose {'-'.join(map(str, chosen['channels']))} channels, {chosen['epochs']} epochs, dropout "
             f"{chosen['dropout']:g} and {optimizer(chosen)} (python cifar10.py --arch {arch}); this report's run used "
             f"the shorter '{met['preset']}' setting ({'-'.join(map(str, ran['channels']))} channels, {ran['epochs']} "
             f"epochs, dropout {met.get('dropout') or 0:g}, {optimizer(ran)}): the same design, narrower and shorter, "
             "so not every decision of the trials shows in the network above.")
 
-
-OPTIMIZER_NAMES = {"sgd": "SGD", "adamw": "AdamW", "muon": "Muon for the convolution filters (Jordan et al., 2024)"}
 
 
 def gabor_drafts(r: Report) -> Draft:

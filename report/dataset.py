@@ -156,18 +156,15 @@ def copy_accuracy(pred: torch.Tensor, y: torch.Tensor, copies: list) -> dict:
 
 def score_checkpoint(path: Path, datasets: dict, results: dict) -> dict:
     """A trained network's accuracy on its dataset's near copies against the rest."""
-    from training import load_checkpoint, predict
+    from training import load_checkpoint, predict_flip
 
     model, ckpt = load_checkpoint(path)
     ds = datasets.get(ckpt.get("dataset"))
     if ds is None:
         raise cli.UserError(f"{path} was trained on {ckpt.get('dataset')!r}, not one of {', '.join(datasets)}")
-    logits = predict(model, ds.x_test, ckpt["mean"], ckpt["std"], "cpu", full_precision=True)  # (N, classes)
     tta = bool((ckpt.get("metrics") or {}).get("tta"))  # the prediction rule its run reports
-    if tta:
-        logits = (logits + predict(model, ds.x_test.flip(3), ckpt["mean"], ckpt["std"], "cpu",
-                                   full_precision=True)) / 2
-    pred = logits.argmax(1)
+    plain, flipped = predict_flip(model, ds.x_test, ckpt["mean"], ckpt["std"], torch.device("cpu"))  # (N, classes)
+    pred = (flipped if tta else plain).argmax(1)  # float32 on the CPU: no autocast there
     name = ckpt["model"]["name"]
     return {"checkpoint": str(path), "dataset": ds.name, "tta": tta,
             "network": NETWORK_TITLES.get((ds.name, name), f"{TITLES.get(ds.name, ds.name)} network"),

@@ -16,7 +16,7 @@ Files read (paths relative to runs/), by the caller (report/build.py), and passe
 import math
 import re
 
-from words import SPREAD_POINTS, pct, plural, points  # report/words.py: report/ is on the path of its callers
+from words import OPTIMIZERS, SPREAD_POINTS, pct, plural, points  # report/words.py: report/ is on the path of its callers
 
 NETWORK = {"dense": "the VGG-style network with a dense head", "gap": "the ResNet-style network with global "
            "average pooling"}
@@ -156,9 +156,6 @@ def setting_sentence(arch: str, ablation: dict, final: dict | None = None) -> st
                  f"({final_run}), to pay for {plural(4 * len(seeds), 'training run')}; "
                  f"the effects may differ at the final network's {' and '.join(differs)}.")
     return text
-
-
-OPTIMIZERS = {"sgd": "SGD", "adamw": "AdamW", "muon": "Muon for the convolution filters"}
 
 
 def optimizer_of(setting: dict) -> str:

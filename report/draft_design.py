@@ -42,8 +42,12 @@ def mean_val(trial: dict) -> float | None:
     return 100 * sum(vals) / len(vals) if vals else None
 
 
+def run_seconds(trial: dict) -> list:
+    return [r["seconds"] for r in trial.get("runs", []) if r.get("seconds") is not None]
+
+
 def seconds_text(trial: dict, kind: bool = True) -> str:
-    secs = [r["seconds"] for r in trial.get("runs", []) if r.get("seconds") is not None]
+    secs = run_seconds(trial)
     if not secs and trial.get("seconds_range"):
         secs = trial["seconds_range"]
     if not secs:
@@ -137,8 +141,7 @@ def verdict(trial: dict, base: dict | None) -> str:
 
 def took_longer(trial: dict, base: dict) -> bool:
     """Whether the trial's mean time exceeds its base's, timed alike (else it is not known)."""
-    secs = lambda t: [r["seconds"] for r in t.get("runs", []) if r.get("seconds") is not None]  # noqa: E731
-    mine, ref = secs(trial), secs(base)
+    mine, ref = run_seconds(trial), run_seconds(base)
     return bool(mine and ref and timed_alike(trial, base) and sum(mine) / len(mine) > sum(ref) / len(ref))
 
 

@@ -2,6 +2,8 @@
 # Below this many percentage points, one or two seeds cannot tell two settings apart: CIFAR-10
 # validation accuracy on 5,000 images moves by a few tenths of a point from seed to seed.
 SPREAD_POINTS = 0.5
+# The optimizers in words (cifar10.py's --optimizer), for the answers that name a run's training.
+OPTIMIZERS = {"sgd": "SGD", "adamw": "AdamW", "muon": "Muon for the convolution filters"}
 WORDS = {1: "one", 2: "two", 3: "three", 4: "four", 5: "five", 6: "six", 7: "seven", 8: "eight", 9: "nine"}
 
 
