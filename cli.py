@@ -237,24 +237,25 @@ seed = _number_type(int, "a whole number", lambda v: 0 <= v < 2**32, f"a seed fr
 
 # What to do about a failed write or read, by errno; the message names the path.
 DISK_FIXES = {
-    errno.ENOSPC: "no space left on its disk; free some space or choose another --out-dir",
-    errno.EDQUOT: "the disk quota is used up; free some space or choose another --out-dir",
-    errno.EROFS: "the disk is read-only; choose another --out-dir",
-    errno.EACCES: "permission denied; choose a folder you may write to (--out-dir)",
-    errno.EPERM: "permission denied; choose a folder you may write to (--out-dir)",
-    errno.ENAMETOOLONG: "the name is too long for the file system; choose a shorter --out-dir",
-    errno.EISDIR: "a folder stands where a file must be written; move it away or choose another --out-dir",
-    errno.ENOTDIR: "a file stands where a folder must be; choose another --out-dir",
-    errno.EIO: "the disk reported an input/output error; check the disk or choose another --out-dir",
+    errno.ENOSPC: "no space left on its disk; free some space or choose another {flag}",
+    errno.EDQUOT: "the disk quota is used up; free some space or choose another {flag}",
+    errno.EROFS: "the disk is read-only; choose another {flag}",
+    errno.EACCES: "permission denied; choose a folder you may write to ({flag})",
+    errno.EPERM: "permission denied; choose a folder you may write to ({flag})",
+    errno.ENAMETOOLONG: "the name is too long for the file system; choose a shorter {flag}",
+    errno.EISDIR: "a folder stands where a file must be written; move it away or choose another {flag}",
+    errno.ENOTDIR: "a file stands where a folder must be; choose another {flag}",
+    errno.EIO: "the disk reported an input/output error; check the disk or choose another {flag}",
 }
 
 
-def disk_error_message(err: OSError) -> str | None:
-    """One line for an OSError about a file ('cannot write <path>: <why>; <fix>'), or None."""
+def disk_error_message(err: OSError, flag: str = "--out-dir") -> str | None:
+    """One line for an OSError about a file ('cannot write <path>: <why>; <fix>'), or None; the fix
+    names the script's output option, flag."""
     if err.errno not in DISK_FIXES:
         return None
     path = err.filename if err.filename is not None else "a file"
-    return f"cannot use {path}: {DISK_FIXES[err.errno]}"
+    return f"cannot use {path}: {DISK_FIXES[err.errno].format(flag=flag)}"
 
 
 _at_end = []  # what run() does when main() ends, however it ends (e.g. release an output folder's lock)
@@ -265,10 +266,10 @@ def on_exit(action):
     _at_end.append(action)
 
 
-def run(main):
+def run(main, out_flag: str = "--out-dir"):
     """Run `main()` as a script: a UserError becomes `error: <message>` on stderr and exit status 2;
     Ctrl-C and SIGTERM one line and status 130; a disk error (full, read-only, name too long...)
-    one line naming the path and the fix, status 1."""
+    one line naming the path and the fix (another out_flag, the script's output option), status 1."""
     global _in_run
     _in_run, before = True, _install(_on_signal)
     try:
@@ -282,7 +283,7 @@ def run(main):
               file=sys.stderr)
         sys.exit(130)
     except OSError as err:
-        message = disk_error_message(err)
+        message = disk_error_message(err, out_flag)
         if message is None:
             raise
         print(f"error: {message}", file=sys.stderr)

@@ -86,6 +86,8 @@ def load_dataset(name: str, data_dir) -> Dataset:
 
 def read_npz(path, keys, fix: str) -> dict:
     """The arrays `keys` of an .npz file (never unpickling), or a one-line UserError ending in `fix`."""
+    if Path(path).is_dir():
+        raise UserError(f"{path} is a folder, not an .npz file; move it out of the way and rerun")
     if not zipfile.is_zipfile(path):  # an .npz is a zip of .npy files
         raise UserError(f"{path} is not a readable .npz file (not a zip archive); {fix}")
     try:

@@ -90,7 +90,8 @@ def parse_args(argv=None):
     f.add_argument("--max-channels", type=cli.positive_int,
                    help="at most this many channels per feature-map or filter figure (default: all)")
     f.add_argument("--stats-images", type=int, default=STATS_IMAGES,
-                   help="first test images that feature_stats.json averages over (0: the sample only; "
+                   help="first test images that feature_stats.json averages over (0: the sample only; at most "
+                        "the whole test set; "
                         "with --image, only the image is measured)")
     f.add_argument("--gabor-threshold", type=float, default=GABOR_THRESHOLD,
                    help="R^2 from which a kernel counts as Gabor-like")

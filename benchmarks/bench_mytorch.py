@@ -190,4 +190,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    cli.run(lambda: sys.exit(main()))
+    cli.run(lambda: sys.exit(main()), out_flag="--out")

@@ -873,7 +873,8 @@ REFERENCES = [
 def references(doc):
     """Every work the report cites, at the end of the body, before the appendices."""
     doc.heading(1, "References", label="references", new_page=False)
-    doc.para(*REFERENCES)
+    # One unbreakable block: the list moves to the next page whole rather than leave one entry there.
+    doc.raw("#block(breakable: false)[" + "\n\n".join(escape(r) for r in REFERENCES) + "]")
 
 
 def load_trials():
@@ -1190,7 +1191,14 @@ def main(argv=None):
     d["runs_dir"] = str(args.runs_dir)
     out = args.out.resolve()
     typ = out.with_suffix(".typ")
-    doc, r = document(d, inp, fields, own, args.author, typ.parent, shown_path(args.answers))
+    try:
+        doc, r = document(d, inp, fields, own, args.author, typ.parent, shown_path(args.answers))
+    except (AttributeError, KeyError, TypeError, ValueError) as err:
+        # each item's draft already survives a bad field (it is left without text); this is a field
+        # the whole report reads (a run's config, the title page's settings) holding something else
+        raise cli.UserError(f"a results file under {args.runs_dir} does not hold what this version writes "
+                            f"({type(err).__name__}: {err}); remake them: python report/run_all.py "
+                            f"--runs-dir {args.runs_dir} --force") from None
     root = Path(os.path.commonpath([typ.parent, *[p.resolve() for p in doc.figures]]))
     author = args.author or fields.get("name") or ""
     header = typst_doc.PREAMBLE.format(root=root, name=typ.name, answers=shown_path(args.answers),
@@ -1205,4 +1213,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    cli.run(main)
+    cli.run(main, out_flag="--out")

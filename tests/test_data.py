@@ -69,6 +69,12 @@ def test_corrupt_npz(tmp_path):
         data.load_dataset("fashion_mnist", tmp_path)
 
 
+def test_a_folder_named_like_the_data_file(tmp_path):
+    (tmp_path / "fashion_mnist.npz").mkdir()
+    with pytest.raises(UserError, match="fashion_mnist.npz is a folder, not an .npz file; move it"):
+        data.load_dataset("fashion_mnist", tmp_path)
+
+
 def test_npz_missing_array(tmp_path):
     np.savez(tmp_path / "fashion_mnist.npz", x_train=np.zeros((2, 28, 28), np.uint8))
     with pytest.raises(UserError, match="lacks array 'y_train'"):

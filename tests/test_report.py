@@ -317,6 +317,18 @@ def test_unusable_inputs_are_named_not_a_traceback(crafted, tmp_path):
     assert "inputs are unusable (KeyError" in q8
 
 
+def test_a_wrong_typed_field_the_whole_report_reads_is_one_line(crafted, tmp_path):
+    import shutil
+    runs, _, _ = crafted
+    copy = tmp_path / "runs"
+    shutil.copytree(runs, copy)
+    metrics = json.loads((copy / "fashionmnist-cnn" / "metrics.json").read_text())
+    (copy / "fashionmnist-cnn" / "metrics.json").write_text(json.dumps({**metrics, "config": "x"}))
+    with pytest.raises(cli.UserError, match=r"a results file under .* does not hold what this version writes "
+                                            r"\(AttributeError.*run_all.py --runs-dir .* --force$"):
+        build.main(["--runs-dir", str(copy), "--out", str(tmp_path / "report.pdf")])
+
+
 def test_written_answers_follow_the_measured_numbers():
     ffn, cnn = fashion_metrics(0.90, 2_000_000, 0.60), fashion_metrics(0.93, 400_000, 0.75)
     answer = " ".join(build.answer_cnn_vs_ffn(ffn, cnn))

@@ -197,6 +197,16 @@ def test_a_full_or_read_only_disk_is_one_line(tmp_path, monkeypatch, capsys, cod
     assert list(tmp_path.iterdir()) == []  # no half-written file, no temporary
 
 
+def test_a_disk_error_names_the_scripts_own_output_option(tmp_path, monkeypatch, capsys):
+    def fail(self, *args, **kwargs):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+    monkeypatch.setattr(Path, "write_text", fail)
+    with pytest.raises(SystemExit):
+        cli.run(lambda: files.write_json(tmp_path / "x.json", {}), out_flag="--out")
+    line = one_line(capsys.readouterr().err)
+    assert "choose another --out" in line and "--out-dir" not in line
+
+
 def test_a_full_disk_during_torch_save_is_one_line(tmp_path, monkeypatch, capsys):
     def fail(obj, f, *args, **kwargs):
         raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 64 vs 0")
