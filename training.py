@@ -161,18 +161,20 @@ def autocast(device: torch.device, cpu_bf16: bool = False):
 def keep_freed_memory() -> bool:
     """Let glibc's malloc keep freed memory for reuse (True where it could: Linux with glibc).
 
-    By default glibc gives every block over 128 KiB to 32 MiB its own mmap and hands it back to
-    the OS on free, so each training step's activations and gradients arrive as fresh pages the
-    kernel must fault in and zero: measured 10% of a float32 Fashion-MNIST CNN epoch and more of
-    a single step (docs/experiments.md). Raising the mmap and trim thresholds keeps those pages
-    in the heap, the effect PyTorch's CPU performance guide gets from jemalloc or tcmalloc, at
-    the cost of the process holding on to its peak memory until it exits."""
+    By default glibc gives every block over 128 KiB (a threshold it raises to at most 32 MiB as
+    blocks are freed) its own mmap and hands it back to the OS on free, so each training step's
+    activations and gradients arrive as fresh pages the kernel must fault in and zero: measured
+    10% of a float32 Fashion-MNIST CNN epoch and more of a single step (docs/experiments.md).
+    Serving every block from the heap (no mmap at all: many glibc versions take no mmap threshold
+    above 32 MiB, and a CIFAR-10 activation at batch 256 is larger) and never trimming it keeps
+    those pages for reuse, the effect PyTorch's CPU
+    performance guide gets from jemalloc or tcmalloc, at the cost of the process holding on to
+    its peak memory until it exits. (Where the heap cannot grow, glibc still falls back to mmap.)"""
     if sys.platform != "linux" or platform.libc_ver()[0] != "glibc":
         return False
-    M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # <malloc.h>
+    M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4  # <malloc.h>
     libc = ctypes.CDLL(None)  # the C library this process already uses
-    mmap = libc.mallopt(M_MMAP_THRESHOLD, 1 << 30) or libc.mallopt(M_MMAP_THRESHOLD, 32 << 20)  # older glibc: 32 MiB at most
-    return bool(mmap and libc.mallopt(M_TRIM_THRESHOLD, (1 << 31) - 1))
+    return bool(libc.mallopt(M_MMAP_MAX, 0) and libc.mallopt(M_TRIM_THRESHOLD, (1 << 31) - 1))
 
 
 def cpu_bf16_supported() -> bool:
