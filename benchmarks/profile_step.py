@@ -9,8 +9,11 @@ A step is what the training loop does per batch: forward, cross-entropy, backwar
 step, on random data of the default batch size (the time of augmentation and normalization is
 measured separately: it is part of an epoch too). FLOPs are counted by torch's FlopCounterMode
 (2 per multiply-add, forward and backward; convolutions and matrix products only, which are
-nearly all of them). Per epoch: steps_per_epoch * step time; the whole run adds the per-epoch
-evaluations and start-up. Results: benchmarks/results/profile.json (atomically).
+nearly all of them). Per epoch: steps_per_epoch * step time, timed again at the low resolution of
+progressive resizing where the default trains some epochs so; training: those epochs summed (the
+whole run adds the per-epoch evaluations and start-up). The optimizer step is timed on its own
+too (Muon's orthogonalization is not in the FLOP count). Results:
+benchmarks/results/profile.json (atomically).
 """
 import sys
 import time
@@ -30,8 +33,8 @@ import data  # noqa: E402
 import fashionmnist  # noqa: E402
 from benchmarks.common import machine  # noqa: E402
 from files import read_json_or_none, write_json  # noqa: E402
-from training import (autocast, build_model, config_from_args, count_parameters, make_optimizer,  # noqa: E402
-                      make_scheduler, pick_device)
+from training import (autocast, build_model, config_from_args, count_parameters, keep_freed_memory,  # noqa: E402
+                      make_optimizer, make_scheduler, pick_device)
 
 TRAIN_IMAGES = {"fashion_mnist": 60_000, "cifar10": 45_000}  # what the default runs train on
 
@@ -58,24 +61,35 @@ def step_flops(model, x, y) -> int:
     return counter.get_total_flops()
 
 
-def time_steps(model, x, y, cfg, device, steps: int) -> float:
-    """Median seconds of a training step (after 3 warm-up steps)."""
+def time_steps(model, x, y, cfg, device, steps: int) -> tuple[float, float]:
+    """Median seconds of a training step and of its optimizer step alone (after 3 warm-up steps)."""
     optimizer = make_optimizer(model, cfg)
     scheduler = make_scheduler(optimizer, cfg, steps + 3)
-    times = []
+    times, optimizer_times = [], []
     for i in range(steps + 3):
         t0 = time.perf_counter()
         with autocast(device, cfg.cpu_bf16):
             loss = F.cross_entropy(model(x).float(), y, label_smoothing=cfg.label_smoothing)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        _synchronize(device)
+        t1 = time.perf_counter()
         optimizer.step()
         scheduler.step()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
+        _synchronize(device)
         if i >= 3:
             times.append(time.perf_counter() - t0)
-    return sorted(times)[len(times) // 2]
+            optimizer_times.append(time.perf_counter() - t1)
+    return median(times), median(optimizer_times)
+
+
+def median(values: list) -> float:
+    return sorted(values)[len(values) // 2]
+
+
+def _synchronize(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
 
 
 def time_augment(x_uint8, cfg, steps: int = 10) -> float:
@@ -87,7 +101,7 @@ def time_augment(x_uint8, cfg, steps: int = 10) -> float:
         t0 = time.perf_counter()
         data.normalize(data.augment(x_uint8, cfg.crop, **drawn), [0.5], [0.25])
         times.append(time.perf_counter() - t0)
-    return sorted(times)[len(times) // 2]
+    return median(times)
 
 
 def top_ops(model, x, y, n: int = 6) -> list:
@@ -111,17 +125,26 @@ def profile_case(name, args, spec, dataset, shape, device, steps: int) -> dict:
         x = x.contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, 10, (cfg.batch_size,), device=device)
     flops = step_flops(model, x, y)
-    seconds = time_steps(model, x, y, cfg, device, steps)
+    seconds, optimizer_s = time_steps(model, x, y, cfg, device, steps)
     augment_s = time_augment(torch.randint(0, 256, (cfg.batch_size, *shape), dtype=torch.uint8), cfg)
     steps_per_epoch = TRAIN_IMAGES[dataset] // cfg.batch_size
-    return {"parameters": count_parameters(model), "batch_size": cfg.batch_size, "epochs": cfg.epochs,
-            "bf16": cfg.cpu_bf16 or device.type == "cuda",
-            "gflop_per_image": round(flops / cfg.batch_size / 1e9, 4),
-            "gflop_per_step": round(flops / 1e9, 2), "step_seconds": round(seconds, 4),
-            "gflop_per_second": round(flops / seconds / 1e9, 1),
-            "augment_seconds_per_step": round(augment_s, 4),
-            "epoch_seconds_estimate": round(steps_per_epoch * (seconds + augment_s), 1),
-            "top_ops": top_ops(model, x, y)}
+    result = {"parameters": count_parameters(model), "batch_size": cfg.batch_size, "epochs": cfg.epochs,
+              "optimizer": cfg.optimizer, "bf16": cfg.cpu_bf16 or device.type == "cuda",
+              "gflop_per_image": round(flops / cfg.batch_size / 1e9, 4),
+              "gflop_per_step": round(flops / 1e9, 2), "step_seconds": round(seconds, 4),
+              "optimizer_step_seconds": round(optimizer_s, 4),
+              "gflop_per_second": round(flops / seconds / 1e9, 1),
+              "augment_seconds_per_step": round(augment_s, 4),
+              "epoch_seconds_estimate": round(steps_per_epoch * (seconds + augment_s), 1)}
+    if cfg.low_res_epochs:  # progressive resizing: the first epochs' steps, at low_res x low_res
+        x_low = F.interpolate(x, size=cfg.low_res, mode="bilinear", antialias=True)
+        low_seconds, _ = time_steps(model, x_low, y, cfg, device, steps)
+        result |= {"low_res": cfg.low_res, "low_res_epochs": cfg.low_res_epochs,
+                   "low_res_step_seconds": round(low_seconds, 4),
+                   "low_res_epoch_seconds_estimate": round(steps_per_epoch * (low_seconds + augment_s), 1)}
+    return result | {"training_seconds_estimate": round(
+        (cfg.epochs - cfg.low_res_epochs) * result["epoch_seconds_estimate"]
+        + cfg.low_res_epochs * result.get("low_res_epoch_seconds_estimate", 0), 1), "top_ops": top_ops(model, x, y)}
 
 
 def main(argv=None):
@@ -133,6 +156,8 @@ def main(argv=None):
     p.add_argument("--out", default=str(ROOT / "benchmarks/results/profile.json"))
     args = p.parse_args(argv)
     device = pick_device("auto")
+    if device.type == "cpu":
+        keep_freed_memory()  # as training does: freed activations reused, not faulted in anew each step
     all_cases = cases()
     unknown = set(args.only or []) - set(all_cases)
     if unknown:
@@ -147,7 +172,10 @@ def main(argv=None):
         print(f"{name}: {r['gflop_per_image'] * 1e3:.1f} MFLOP/image, {r['gflop_per_step']:.1f} GFLOP/step "
               f"(batch {r['batch_size']}), {1e3 * r['step_seconds']:.0f} ms/step = {r['gflop_per_second']:.0f} "
               f"GFLOP/s{' (bf16)' if r['bf16'] else ''}; augment {1e3 * r['augment_seconds_per_step']:.1f} ms; "
-              f"~{r['epoch_seconds_estimate']:.0f} s/epoch x {r['epochs']} epochs", flush=True)
+              f"optimizer {1e3 * r['optimizer_step_seconds']:.0f} ms ({r['optimizer']}); "
+              + (f"at {r['low_res']}x{r['low_res']} {1e3 * r['low_res_step_seconds']:.0f} ms/step; "
+                 if "low_res" in r else "")
+              + f"training ~{r['training_seconds_estimate']:.0f} s ({r['epochs']} epochs)", flush=True)
         print("   top ops: " + ", ".join(f"{k} {100 * s:.0f}%" for k, s in r["top_ops"]), flush=True)
     results["cases"] = {**earlier, **results["cases"]}  # --only: the other cases' rows stay
     write_json(args.out, results)

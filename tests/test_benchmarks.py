@@ -231,3 +231,21 @@ def test_time_to_accuracy_refuses_an_ending_it_cannot_draw(tmp_path):
     with pytest.raises(UserError, match=r"cannot write a figure as .*plot\.txt.*\.png"):
         time_to_accuracy.main(["--out", str(tmp_path / "plot.txt")])
     assert not any(tmp_path.iterdir())
+
+
+def test_profile_step_times_the_low_resolution_epochs_and_the_optimizer_apart(tmp_path, capsys, monkeypatch):
+    import cifar10
+    from benchmarks import profile_step
+    args = cifar10.parse_args(["--arch", "gap", "--preset", "quick", "--batch-size", "32", "--optimizer", "muon",
+                               "--out-dir", str(tmp_path / "unused")])  # the default's shape of run, smaller
+    spec = cifar10.model_spec(args, batchnorm=args.batchnorm, dropout=args.dropout)
+    monkeypatch.setattr(profile_step, "cases", lambda: {"cifar10-gap": (args, spec, "cifar10", (3, 32, 32))})
+    out = tmp_path / "profile.json"
+    profile_step.main(["--only", "cifar10-gap", "--steps", "1", "--no-cpu-bf16", "--out", str(out)])
+    r = json.loads(out.read_text())["cases"]["cifar10-gap"]
+    assert r["optimizer"] == "muon" and 0 < r["optimizer_step_seconds"] < r["step_seconds"]
+    assert r["low_res"] == 24 and 0 < r["low_res_epochs"] < r["epochs"]
+    low, full = r["low_res_epochs"], r["epochs"] - r["low_res_epochs"]
+    assert r["training_seconds_estimate"] == pytest.approx(
+        low * r["low_res_epoch_seconds_estimate"] + full * r["epoch_seconds_estimate"], abs=0.2)
+    assert "at 24x24" in capsys.readouterr().out
