@@ -65,11 +65,19 @@ def _fsync_folder(folder):
 
 def make_dirs(folder):
     """mkdir -p, with a one-line error when a file stands where a folder must be."""
+    fix = "choose another --out-dir (or --runs-dir, --out, --report)"
     try:
         Path(folder).mkdir(parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError):
-        raise UserError(f"cannot create the folder {folder}: a file is in the way; "
-                        "choose another --out-dir (or --runs-dir, --out, --report)") from None
+        raise UserError(f"cannot create the folder {folder}: a file is in the way; {fix}") from None
+    except FileNotFoundError:  # a file system that takes no new folders there (/proc, /sys)
+        raise UserError(f"cannot create the folder {folder}: its file system takes no new folders there; "
+                        f"{fix}") from None
+    except (RuntimeError, OSError) as err:  # a symlink loop: RuntimeError before Python 3.13, then ELOOP
+        if not (isinstance(err, RuntimeError) or err.errno == errno.ELOOP):
+            raise
+        raise UserError(f"cannot create the folder {folder}: its path runs in a loop of symbolic links; "
+                        f"{fix}") from None
 
 
 def read_json_or_none(path, warn: bool = True):
@@ -108,11 +116,11 @@ def claim_out_dir(folder) -> Path:
     same folder stops at once and names the holder (from /proc/locks), so two runs never mix
     their files."""
     folder = Path(folder)
+    made = not folder.exists()
+    make_dirs(folder)
     key = folder.resolve()
     if key in _held:
         return folder
-    made = not folder.exists()
-    make_dirs(folder)
     if not os.access(folder, os.W_OK):
         raise OSError(errno.EACCES, "Permission denied", str(folder))
     if int(os.environ.get("RANK", 0)):  # under torchrun rank 0 holds it for the whole run

@@ -227,6 +227,16 @@ def test_long_names_and_folders_in_the_way_are_one_line(tmp_path, capsys):
     assert status == 2 and "a file is in the way" in line
 
 
+def test_a_symlink_loop_or_a_file_system_without_new_folders_is_one_line(tmp_path, capsys):
+    (tmp_path / "a").symlink_to(tmp_path / "b")
+    (tmp_path / "b").symlink_to(tmp_path / "a")
+    status, line = run_main(lambda: files.claim_out_dir(tmp_path / "a" / "run"), capsys)
+    assert status == 2 and "loop of symbolic links" in line and "choose another --out-dir" in line
+    if Path("/proc/self").is_dir():  # Linux: /proc makes no folders
+        status, line = run_main(lambda: files.claim_out_dir("/proc/convlens-run"), capsys)
+        assert status == 2 and "takes no new folders there" in line
+
+
 def test_renames_are_fsynced(tmp_path, monkeypatch):
     synced = []
     real = os.fsync
