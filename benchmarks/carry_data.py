@@ -1,7 +1,8 @@
-"""Carry a dataset npz to a GPU machine without internet that takes only small transfers, losslessly.
+"""Carry a dataset npz, losslessly, to a machine without internet where files can only be moved in
+pieces of limited size (an upload form's or a mail server's limit).
 
 cifar10.npz is 171 MB; its 60,000 images stored as lossless WebP (Pillow, method 2) take about
-93 MB, which --max-mb splits into parts small enough for each transfer (two of under 50 MB by default).
+93 MB, which --max-mb splits into parts of at most that size (two of under 50 MB by default).
 
 Run:
     python benchmarks/carry_data.py pack data/cifar10.npz --out .carry   # here: .carry/1, .carry/2
@@ -141,7 +142,7 @@ def main(argv=None):
     sub = p.add_subparsers(dest="command", required=True)
     pk = sub.add_parser("pack", help="split an npz into lossless parts", formatter_class=cli.HelpFormatter)
     pk.add_argument("source", help="the npz to carry, e.g. data/cifar10.npz")
-    pk.add_argument("--out", default=".carry", help="parts go to OUT/1, OUT/2, ... (one folder per transfer)")
+    pk.add_argument("--out", default=".carry", help="parts go to OUT/1, OUT/2, ... (one folder per part)")
     pk.add_argument("--max-mb", type=float, default=50, help="largest part, in MB")
     up = sub.add_parser("unpack", help="rebuild the npz from all its parts", formatter_class=cli.HelpFormatter)
     up.add_argument("folder", help="the folder holding the parts' folders")
