@@ -29,6 +29,7 @@ Writes runs/logs/<step>.log (the step's output) and <step>.json (its command and
 runs/run_all.json (the summary table, after every step; report/build.py takes the total time from it).
 """
 import ctypes
+import itertools
 import math
 import os
 import signal
@@ -449,6 +450,32 @@ def run_one(step, stamp, stamp_file, log, started, on_tick, force=False) -> dict
             "key": key_text(step) if ok else "", "reason": reason}
 
 
+def keep_runs_made_by_hand(steps: list, runs: Path) -> list:
+    """Move aside each training step's folder that holds a run made outside run_all.py (the step
+    never ran here, or its outputs were rewritten since), e.g. `python fashionmnist.py --model cnn`
+    before the report: the step would delete and overwrite it. Returns [(folder, where it went)]."""
+    moved = []
+    for step in steps:
+        folder = step.outputs[0].parent
+        made = any((folder / f).exists() for f in ("model.pt", "metrics.json", "ablation.json"))
+        if not (step.resumable and made):
+            continue
+        stamp = read_json(stamp_path(runs, step))
+        finished = stamp.get("finished_at", math.inf)
+        if stamp and not any(p.exists() and p.stat().st_mtime > finished for p in step.outputs):
+            continue
+        target = free_name(folder.with_name(folder.name + ".by-hand"))
+        folder.rename(target)
+        moved.append((folder, target))
+    return moved
+
+
+def free_name(path: Path) -> Path:
+    """path, or path-2, path-3, ... whichever does not exist yet."""
+    return next(p for p in (path.with_name(f"{path.name}-{i}") if i > 1 else path for i in itertools.count(1))
+                if not p.exists())
+
+
 def remove_checkpoints(step: Step):
     """Delete the model.pt files in a training step's folder before it starts from scratch, so no
     later --resume can adopt a checkpoint of an earlier command, earlier code or a finished run
@@ -506,6 +533,9 @@ def main(argv=None):
     steps = plan(args)
     if not args.dry_run:
         check_data(args.data_dir)
+    if not args.dry_run:
+        for folder, target in keep_runs_made_by_hand(steps, args.runs_dir):
+            print(f"kept {folder}, a run made outside run_all.py, as {target} (the report trains its own)")
     summary_file = args.runs_dir / "run_all.json"
     write = lambda rows, pending: files.write_json(summary_file, summary_json(args, rows, pending))
     mode = f"--limit {args.limit}" if args.limit else f"--preset {args.preset}"

@@ -556,6 +556,30 @@ def test_a_checkpoint_written_after_its_run_reruns_it_and_what_reads_it(tiny):
     assert again["kernels-fashionmnist-cnn"] == "fashionmnist-cnn reruns"
 
 
+def test_a_run_made_by_hand_in_a_steps_folder_is_moved_aside_not_overwritten(tmp_path):
+    """E.g. the README's `python fashionmnist.py --model cnn` and then run_all.py into the same runs/."""
+    runs = tmp_path / "runs"
+    steps = {s.name: s for s in run_all.plan(run_all.parse_args(["--limit", "128", "--runs-dir", str(runs)]))}
+    by_hand = runs / "fashionmnist-cnn"
+    by_hand.mkdir(parents=True)
+    (by_hand / "model.pt").write_text("a run of its own")
+    (runs / "fashionmnist-ffn").mkdir()  # made by run_all: stamped, finished after its outputs
+    for out in steps["fashionmnist-ffn"].outputs:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text("")
+    stamp = run_all.stamp_path(runs, steps["fashionmnist-ffn"])
+    stamp.parent.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(json.dumps({"argv": steps["fashionmnist-ffn"].argv, "state": "done",
+                                 "finished_at": time.time() + 1}))
+    moved = run_all.keep_runs_made_by_hand(list(steps.values()), runs)
+    assert moved == [(by_hand, runs / "fashionmnist-cnn.by-hand")]
+    assert (runs / "fashionmnist-cnn.by-hand" / "model.pt").read_text() == "a run of its own"
+    assert (runs / "fashionmnist-ffn").exists()
+    by_hand.mkdir()
+    (by_hand / "metrics.json").write_text("{}")  # a second one keeps the first
+    assert run_all.keep_runs_made_by_hand(list(steps.values()), runs)[0][1].name == "fashionmnist-cnn.by-hand-2"
+
+
 # ---- the step runner on made-up steps (each a short python -c) ------------------------------------------
 
 COPY = "import sys, pathlib; pathlib.Path(sys.argv[2]).write_text(pathlib.Path(sys.argv[1]).read_text() + '+')"
