@@ -62,8 +62,8 @@ import plots
 from cnn import ResidualBlock
 from data import limit_images, load_dataset, train_val_split
 from training import (TrainingError, build_model, config_from_args, count_parameters, distributed,
-                      finish_run, fit, is_main_process, metrics_from_logits, pick_device, predict_flip,
-                      rank_and_world, seed_everything)
+                      finish_run, fit, is_main_process, metrics_from_logits, pick_device, precision,
+                      predict_flip, rank_and_world, seed_everything)
 
 # The one table of defaults: every setting a run uses, by --arch and --preset; --help prints it,
 # an option given on the command line replaces its entry. SHARED holds what every row has (no row
@@ -305,12 +305,13 @@ def train_run(args, splits, ds, device, out_dir: Path, *, batchnorm, dropout, se
     model = model.to(device)
     n_params = count_parameters(model)
     main = is_main_process()
+    cfg = config_from_args(args, device, seed)
     if main:
         print(f"{NAMES[args.arch]}: {name}, {n_params:,} parameters, batch norm {'on' if batchnorm else 'off'}, "
-              f"dropout {dropout}; {device}, {len(splits['train'][0]):,} training images -> {out_dir}")
+              f"dropout {dropout}; {device} in {precision(device, cfg.cpu_bf16)}, {len(splits['train'][0]):,} "
+              f"training images -> {out_dir}")
     meta = {"model": {"name": name, "args": margs}, "dataset": "cifar10", "classes": ds.classes,
             "mean": ds.mean, "std": ds.std}
-    cfg = config_from_args(args, device, seed)
     ckpt_path = out_dir / "model.pt"
     history = fit(model, *splits["train"], cfg, mean=ds.mean, std=ds.std, device=device,
                   evals={"val": splits["val"]}, checkpoint=ckpt_path, meta=meta, resume=args.resume, desc=desc,
@@ -330,6 +331,7 @@ def train_run(args, splits, ds, device, out_dir: Path, *, batchnorm, dropout, se
                "process_cpu_seconds": round(time.process_time(), 1),  # all threads, since start
                "wall_seconds": round(time.perf_counter() - args._t_start, 1),  # this process
                "device": str(device), "world_size": rank_and_world()[1], "cpu_bf16": cfg.cpu_bf16,
+               "precision": precision(device, cfg.cpu_bf16),
                "torch": str(torch.__version__), "threads": torch.get_num_threads(), "seed": seed,
                "train_images": len(splits["train"][0]), "val_images": len(splits["val"][0]),
                "test_images": len(splits["test"][0]),

@@ -20,8 +20,8 @@ import files
 import plots
 from data import limit_images, load_dataset, train_val_split
 from training import (build_model, choose_examples, config_from_args, count_parameters, distributed,
-                      finish_run, fit, is_main_process, metrics_from_logits, pick_device, predict_flip,
-                      rank_and_world, seed_everything)
+                      finish_run, fit, is_main_process, metrics_from_logits, pick_device, precision,
+                      predict_flip, rank_and_world, seed_everything)
 
 # The one table of defaults, per model; --help shows them. Chosen on a 10k validation split held
 # out from the training set (docs/experiments.md); the test set played no part.
@@ -147,12 +147,13 @@ def main(argv=None):
 def train(args, ds, train_idx, evals, device):
     name, margs = model_spec(args)
     model = build_model(name, margs).to(device)
+    cfg = config_from_args(args, device)
     if is_main_process():
-        print(f"{NAMES[args.model]} ({count_parameters(model):,} parameters) on {device}, "
-              f"training on {len(train_idx):,} images")
+        print(f"{NAMES[args.model]} ({count_parameters(model):,} parameters) on {device} in "
+              f"{precision(device, cfg.cpu_bf16)}, training on {len(train_idx):,} images")
     meta = {"model": {"name": name, "args": margs}, "dataset": "fashion_mnist", "classes": ds.classes,
             "mean": ds.mean, "std": ds.std}
-    history = fit(model, ds.x_train[train_idx], ds.y_train[train_idx], config_from_args(args, device),
+    history = fit(model, ds.x_train[train_idx], ds.y_train[train_idx], cfg,
                   mean=ds.mean, std=ds.std, device=device, evals=evals, checkpoint=args.out_dir / "model.pt",
                   meta=meta, resume=args.resume, desc=args.model)
     return model, history
@@ -170,7 +171,7 @@ def report(args, ds, model, history, device, n_train, evals):
                "train_seconds": round(train_seconds, 1),
                "wall_seconds": round(cli.seconds_since_start(), 1),  # this process, up to here
                "device": str(device), "world_size": rank_and_world()[1],
-               "torch": str(torch.__version__),
+               "precision": precision(device, config_from_args(args, device).cpu_bf16), "torch": str(torch.__version__),
                "threads": torch.get_num_threads(), "seed": args.seed, "train_images": n_train,
                "tta": args.tta, "config": cli.args_record(args)}
     last = history["epochs"][-1]

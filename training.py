@@ -157,6 +157,11 @@ def autocast(device: torch.device, cpu_bf16: bool = False):
     return torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
 
 
+def precision(device: torch.device, cpu_bf16: bool) -> str:
+    """What autocast(device, cpu_bf16) trains in, in words (for the console and metrics.json)."""
+    return "bfloat16 autocast" if device.type == "cuda" or (device.type == "cpu" and cpu_bf16) else "float32"
+
+
 @functools.cache
 def keep_freed_memory() -> bool:
     """Let glibc's malloc keep freed memory for reuse (True where it could: Linux with glibc).

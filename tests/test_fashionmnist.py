@@ -10,6 +10,7 @@ from PIL import Image
 
 import data
 import fashionmnist
+import training
 from conftest import FASHION_CLASSES, reference
 from cli import run
 from training import load_checkpoint, predict
@@ -34,6 +35,7 @@ def test_smoke_run_writes_every_output(model, real_data_dir, tmp_path):
     assert metrics["test_accuracy"] == pytest.approx(np.trace(cm) / 10_000)
     assert 0.3 < metrics["test_accuracy"] <= 1  # 2 short epochs on 1k images: well above chance (0.1)
     assert metrics["parameters"] > 0 and metrics["train_images"] == 1024
+    assert metrics["precision"] == ("bfloat16 autocast" if training.cpu_bf16_supported() else "float32")  # auto
     assert metrics["wall_seconds"] >= metrics["train_seconds"] > 0  # the process, and its training within it
     assert set(metrics["per_class_accuracy"]) == set(data.load_dataset("fashion_mnist", real_data_dir).classes)
     rows = list(csv.DictReader(open(out / "history.csv")))
