@@ -15,6 +15,7 @@ whole run adds the per-epoch evaluations and start-up). The optimizer step is ti
 too (Muon's orthogonalization is not in the FLOP count). Results:
 benchmarks/results/profile.json (atomically).
 """
+import os
 import sys
 import time
 from pathlib import Path
@@ -22,6 +23,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 import cli  # noqa: E402  first, before torch
+
+# torch.profiler's tracing library (Kineto) logs its start and stop, and on a machine without a GPU
+# an "ERROR" about counting GPUs, on stderr; above its highest level (5) it keeps quiet
+os.environ.setdefault("KINETO_LOG_LEVEL", "6")
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
