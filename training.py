@@ -748,8 +748,9 @@ def train_epoch(model, x, y, optimizer, scheduler, cfg, *, epoch, steps, mean, s
     order = order.to(device)
     model.train()
     losses, lrs, correct, seen = [], [], torch.zeros((), dtype=torch.int64, device=device), 0
+    # disable=None: a bar only on a terminal; a log file gets the epoch lines, not a redraw per step
     bar = tqdm(range(steps), desc=f"{desc} {epoch + 1}/{cfg.epochs}", leave=False,
-               disable=rank != 0, dynamic_ncols=True)
+               disable=True if rank != 0 else None, dynamic_ncols=True)
     for step in bar:
         idx = order[step * cfg.batch_size:(step + 1) * cfg.batch_size][rank::world]   # (B / world,)
         logits, loss = train_step(model, optimizer, x, y, idx, {k: v[step] for k, v in drawn.items()}, cfg,
