@@ -335,8 +335,8 @@ def loss_answer(arch: str, metrics: dict, history: list) -> list[str]:
         verdict += ": no measurable overfitting, the network does as well on images it never trained on."
     else:
         verdict += (f" ({100 * gap / max(last['train_eval_loss'], 1e-9):.0f}% of the training loss): the network "
-                    "fits its training images better than new ones, i.e. it overfits "
-                    + ("slightly." if gap < 0.1 else "clearly."))
+                    "fits its training images better than new ones, a "
+                    + ("small" if gap < 0.1 else "clear") + " generalization gap.")
     text.append(f"After the last epoch (of {plural(len(rows), 'epoch')}): " + verdict)
     if len(rows) < 2:  # one point: no trend to read
         return text
@@ -345,7 +345,8 @@ def loss_answer(arch: str, metrics: dict, history: list) -> list[str]:
         trend += (f"; the validation loss was lowest after epoch {int(best['epoch'])} ({best['val_loss']:.3f}) "
                   "and rose afterwards, a sign of overfitting late in training.")
     else:
-        trend += "; the validation loss fell until the last epoch, so training longer may still help."
+        trend += ("; the validation loss fell until the last epoch, so the gap had not yet turned into "
+                  "overfitting in the harmful sense (a validation loss that rises), and training longer may still help.")
     text.append(trend)
     return text
 

@@ -170,13 +170,14 @@ def design_answer(arch: str, trials: dict | None) -> list[str]:
         return paragraphs + ["The trials that chose its size and training settings are not recorded here."]
     budget = trials.get("budget", {})
     if budget:
-        rule = (f"one training run had to fit within {budget['minutes']} minutes on a {budget['cores']}-core CPU "
+        rule = (f"one training run was to fit within {budget['minutes']} minutes on a {budget['cores']}-core CPU "
                 f"in 32-bit floating point (a smaller variant within {budget['quick_minutes']} minutes)")
         if budget.get("later"):  # the budget was tightened after the first trials
             rule = f"at first {rule}; later {budget['later']}"
         paragraphs.append(
             f"Its size was set by a time budget: {rule}, so each change was weighed by the accuracy it adds "
-            "against the time it costs. Every trial was compared on 5,000 images held out of the training set "
+            "against the time it costs (a target, not a promise: how long this run took depends on the machine "
+            "it ran on, and is given with its results). Every trial was compared on 5,000 images held out of the training set "
             "(validation accuracy); the test set played no part in any choice.")
     mine = [t for t in trials["trials"] if t.get("arch") == arch]
     by_name = {t["name"]: t for t in trials["trials"]}

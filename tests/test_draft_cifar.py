@@ -86,7 +86,7 @@ def test_loss_answer_reads_the_gap_from_eval_mode_losses():
                {"epoch": "2", "train_loss": "1.4", "train_eval_loss": "0.6", "val_loss": "0.85"},
                {"epoch": "3", "train_loss": "1.2", "train_eval_loss": "0.4", "val_loss": "0.9"}]
     out = text(draft_cifar.loss_answer("gap", {"train_eval_images": 5000}, history))
-    assert "validation loss 0.900 against 0.400 on training images, a gap of +0.500" in out and "clearly" in out
+    assert "validation loss 0.900 against 0.400 on training images, a gap of +0.500" in out and "a clear generalization gap" in out
     assert "from +0.050 after the first epoch to +0.500" in out
     assert "lowest after epoch 2 (0.850) and rose afterwards" in out
     assert "5,000 training images" in out and "ends above the validation loss" in out

@@ -33,7 +33,7 @@ def test_a_tightened_budget_is_told_after_the_first():
     trials = crafted()
     trials["budget"]["later"] = "within 6 minutes on 2 cores held to AVX2"
     out = text("gap", trials)
-    assert "at first one training run had to fit within 20 minutes" in out
+    assert "at first one training run was to fit within 20 minutes" in out
     assert "; later within 6 minutes on 2 cores held to AVX2, so each change" in out
     assert "at first" not in text("gap", crafted())
 
