@@ -346,7 +346,8 @@ def loss_answer(arch: str, metrics: dict, history: list) -> list[str]:
                   "and rose afterwards, a sign of overfitting late in training.")
     else:
         trend += ("; the validation loss fell until the last epoch, so the gap had not yet turned into "
-                  "overfitting in the harmful sense (a validation loss that rises), and training longer may still help.")
+                  "overfitting in the harmful sense (a validation loss that rises), and training longer may "
+                  "still help.")
     text.append(trend)
     return text
 

@@ -177,8 +177,8 @@ def design_answer(arch: str, trials: dict | None) -> list[str]:
         paragraphs.append(
             f"Its size was set by a time budget: {rule}, so each change was weighed by the accuracy it adds "
             "against the time it costs (a target, not a promise: how long this run took depends on the machine "
-            "it ran on, and is given with its results). Every trial was compared on 5,000 images held out of the training set "
-            "(validation accuracy); the test set played no part in any choice.")
+            "it ran on, and is given with its results). Every trial was compared on 5,000 images held out of the "
+            "training set (validation accuracy); the test set played no part in any choice.")
     mine = [t for t in trials["trials"] if t.get("arch") == arch]
     by_name = {t["name"]: t for t in trials["trials"]}
     groups = trials.get("groups", {})
