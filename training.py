@@ -449,6 +449,7 @@ def choose_examples(pred: torch.Tensor, y: torch.Tensor, n: int, seed: int):
 
 
 def metrics_from_logits(logits: torch.Tensor, y: torch.Tensor) -> dict:
+    y = y.to(logits.device)  # predict's logits are on the CPU; fit's labels may be on the GPU
     return {"loss": F.cross_entropy(logits, y).item(),
             "accuracy": (logits.argmax(1) == y).float().mean().item()}
 

@@ -90,10 +90,27 @@ def architecture_answer(arch: str, metrics: dict, architecture_text: str) -> lis
         text.append(f"Dropout (during training, each activation is zeroed with probability p and the rest scaled "
                     f"by 1/(1 − p)) with p = {metrics['dropout']:g}, {metrics.get('dropout_position') or 'in the head'}.")
     else:
-        text.append("The final network uses no dropout (see the dropout answer for why).")
+        text.append(no_dropout_reason(arch))
     text.append(f"In total {metrics['parameters']:,} trainable parameters.")
     text.append(training_schedule(cfg, metrics))
     return text
+
+
+def no_dropout_reason(arch: str, trials: dict | None = None) -> str:
+    """Why the final network has no dropout: the design trials that settled it, with and without
+    dropout at the same length and width (benchmarks/results/design_trials.json)."""
+    from draft_design import load_trials, mean_val
+    rows = [t for t in ((trials or load_trials()) or {}).get("trials", []) if t.get("arch") == arch]
+    off = next((t for t in rows if t.get("change") == "no dropout" and mean_val(t) is not None), None)
+    on = off and next((t for t in rows if t.get("change", "").startswith("dropout ") and mean_val(t) is not None
+                       and (t.get("epochs"), t.get("channels")) == (off.get("epochs"), off.get("channels"))), None)
+    if not on:
+        return "The final network uses no dropout (item (d) gives what dropout did in this run's ablation)."
+    return (f"The final network uses no dropout: in the design trials that settled it ({off['epochs']} epochs, "
+            f"{plural(len(off['runs']), 'seed')} each) it reached {mean_val(off):.2f}% validation accuracy on average "
+            f"without dropout against {mean_val(on):.2f}% with {on['change']}; label smoothing and the random shifts and flips already "
+            "regularize a network trained this briefly, so dropout mainly slowed the fit (item (d) gives what "
+            "dropout did in this run's ablation).")
 
 
 def training_schedule(cfg: dict, metrics: dict) -> str:

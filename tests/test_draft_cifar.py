@@ -190,3 +190,18 @@ def test_the_gap_change_is_the_difference_of_the_printed_gaps():
     a["effects"]["dropout"]["with_batchnorm"]["loss_gap"]["mean"] = 0.0138  # unrounded: would print 0.014
     out = text(draft_cifar.dropout_answer("dense", a))
     assert "+0.025 without dropout and +0.038 with it (dropout widened it by 0.013" in out  # 0.038 - 0.025
+
+
+def test_no_dropout_gives_its_reason_from_the_design_trials():
+    def trial(change, vals, epochs=9):
+        return {"arch": "dense", "change": change, "epochs": epochs, "channels": [48, 96, 192],
+                "runs": [{"seed": i, "val_accuracy": v} for i, v in enumerate(vals)]}
+    trials = {"trials": [trial("dropout 0.2 before the dense layers", [0.84, 0.85]), trial("no dropout", [0.86, 0.87]),
+                         trial("dropout 0.5", [0.10], epochs=3)]}  # another length: not the comparison
+    out = draft_cifar.no_dropout_reason("dense", trials)
+    assert "(9 epochs, two seeds each) it reached 86.50% validation accuracy on average without dropout" in out
+    assert "against 84.50% with dropout 0.2 before the dense layers" in out and "item (d)" in out
+    # no such pair of trials (another design, or no trials file): no reason is made up
+    for arch, t in (("gap", trials), ("dense", {"trials": []})):
+        assert draft_cifar.no_dropout_reason(arch, t) == ("The final network uses no dropout (item (d) gives what "
+                                                          "dropout did in this run's ablation).")
