@@ -16,6 +16,7 @@ Files read (paths relative to runs/), by the caller (report/build.py), and passe
 import math
 import re
 
+from draft_design import load_trials, mean_val
 from words import OPTIMIZERS, SPREAD_POINTS, pct, plural, points  # report/words.py: report/ is on the path of its callers
 
 NETWORK = {"dense": "the VGG-style network with a dense head", "gap": "the ResNet-style network with global "
@@ -99,8 +100,8 @@ def architecture_answer(arch: str, metrics: dict, architecture_text: str) -> lis
 def no_dropout_reason(arch: str, trials: dict | None = None) -> str:
     """Why the final network has no dropout: the design trials that settled it, with and without
     dropout at the same length and width (benchmarks/results/design_trials.json)."""
-    from draft_design import load_trials, mean_val
-    rows = [t for t in ((trials or load_trials()) or {}).get("trials", []) if t.get("arch") == arch]
+    trials = load_trials() if trials is None else trials
+    rows = [t for t in (trials or {}).get("trials", []) if t.get("arch") == arch]
     off = next((t for t in rows if t.get("change") == "no dropout" and mean_val(t) is not None), None)
     on = off and next((t for t in rows if t.get("change", "").startswith("dropout ") and mean_val(t) is not None
                        and (t.get("epochs"), t.get("channels")) == (off.get("epochs"), off.get("channels"))), None)
@@ -108,9 +109,9 @@ def no_dropout_reason(arch: str, trials: dict | None = None) -> str:
         return "The final network uses no dropout (item (d) gives what dropout did in this run's ablation)."
     return (f"The final network uses no dropout: in the design trials that settled it ({off['epochs']} epochs, "
             f"{plural(len(off['runs']), 'seed')} each) it reached {mean_val(off):.2f}% validation accuracy on average "
-            f"without dropout against {mean_val(on):.2f}% with {on['change']}; label smoothing and the random shifts and flips already "
-            "regularize a network trained this briefly, so dropout mainly slowed the fit (item (d) gives what "
-            "dropout did in this run's ablation).")
+            f"without dropout against {mean_val(on):.2f}% with {on['change']}; label smoothing and the random shifts "
+            "and flips already regularize a network trained this briefly, so dropout mainly slowed the fit (item (d) "
+            "gives what dropout did in this run's ablation).")
 
 
 def training_schedule(cfg: dict, metrics: dict) -> str:
