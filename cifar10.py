@@ -7,7 +7,7 @@ batch norm and dropout do to each.
     python cifar10.py --arch gap --no-batchnorm --dropout 0
     python cifar10.py --arch dense --ablation       # batch norm on/off x dropout on/off, same everything else
     python cifar10.py --arch gap --ablation --seeds 3 --epochs 5
-    python cifar10.py --arch gap --preset quick     # 1-2 minutes on a 2-core CPU
+    python cifar10.py --arch gap --preset quick     # 1 minute or two on a 2-core CPU
     python cifar10.py --arch gap --preset large     # 64-128-256 channels, 18 epochs: 2-3 points more, 3-4x the time
     python cifar10.py --arch gap --preset gpu       # wider and longer, for one CUDA GPU
     torchrun --nproc_per_node=4 cifar10.py --arch gap --preset gpu   # DistributedDataParallel
@@ -20,18 +20,19 @@ image's (flip test-time augmentation, --tta; --no-tta: plain); metrics.json has 
 
 Model: see cnn.CNN / cnn.GAPNet and architecture.txt. Training: SGD with Nesterov momentum, a
 one-cycle linear schedule, label smoothing 0.2, random flips and 2-pixel shifts, channels-last
-layout, and bfloat16 autocast where the CPU runs it natively (AMX/AVX512-BF16). The default
-preset trains the conv filters with Muon instead (training.Muon: each step the momentum made
-orthogonal, Jordan et al. 2024), which reached higher validation accuracy in 6-7 epochs than
-SGD in 9 (docs/experiments.md); the other presets keep SGD.
+layout, and bfloat16 autocast where the CPU runs it natively (AMX/AVX512-BF16). The default and
+quick presets train the conv filters with Muon instead (training.Muon: each step the momentum made
+orthogonal, Jordan et al. 2024), which reached higher validation accuracy in 6-7 epochs than SGD
+in 9 (quick: in 3 epochs than SGD in 4; docs/experiments.md); the large and gpu presets keep SGD.
 Both nets also resize progressively in the default and quick presets: the first 4 of 7 epochs
-(gap: 3 of 6; quick: 2 of 4) see images downsampled to 24x24, whose steps cost about (24/32)^2 of a full-size
+(gap: 3 of 6; quick: 1 of 3) see images downsampled to 24x24, whose steps cost about (24/32)^2 of a full-size
 one (the dense net's head then starts with adaptive average pooling, the identity at 32x32). Networks without
 batch norm start from He initialization (see he_init). The default dense net has no dropout (in its
 short training it does not overfit, so dropout only slowed the fit: docs/experiments.md), so its --ablation turns dropout on at
 ABLATION_DROPOUT for the "dropout on" variants. The ablation keeps everything else,
-the learning rate included, equal: at a peak --lr of 0.4 (the quick preset's) the networks without
-batch norm do not train at all; add --lr 0.1 to compare at a rate all four can use.
+the learning rate included, equal: with SGD (--optimizer sgd) at a peak --lr of 0.4 (the quick
+preset's) the networks without batch norm do not train at all; at --lr 0.1 all four train with SGD
+or Muon, so report/run_all.py runs the ablation there.
 
 Writes to runs/cifar10-<arch>[-<preset>][-nobn][-nodrop|-drop]/ (or --out-dir): model.pt (checkpoint
 with final metrics), metrics.json, history.csv (per epoch, with its image_size), steps.csv (per step), loss.png
@@ -70,7 +71,7 @@ from training import (TrainingError, build_model, config_from_args, count_parame
 # overrides it); the rest differs by row. Chosen on the 5,000 validation images (the trials:
 # benchmarks/results/design_trials.json, docs/experiments.md); the test set played no part.
 # On 2 CPU cores in float32 (AVX2) "default" takes 6-7 minutes (3 with native bfloat16), "quick"
-# 75 s (45 s; an AVX2-only CPU may take twice these); "large" fits
+# 70 s (40 s; an AVX2-only CPU may take twice these); "large" fits
 # 20 minutes only where the CPU runs bfloat16 natively; "gpu" is for one CUDA GPU, a wider net at a
 # larger batch. low_res is progressive resizing (0 off; see training.py).
 SHARED = dict(momentum=0.9, muon_lr=0.1, weight_decay=5e-4, label_smoothing=0.2, warmup=0.2, flip=True, crop=2,
@@ -87,12 +88,12 @@ DEFAULTS = {
                              channels=[64, 128, 256], convs_per_block=2, hidden=[256], dropout=0.2, low_res=0),
     ("gap", "large"): dict(SHARED, batch_size=512, epochs=18, lr=0.4, optimizer="sgd", channels=[64, 128, 256],
                            blocks=[0, 1, 1], stem=0, dropout=0.1, low_res=0),
-    ("dense", "quick"): dict(SHARED, batch_size=512, epochs=4, lr=0.4, optimizer="sgd", channels=[24, 48, 96],
+    ("dense", "quick"): dict(SHARED, batch_size=512, epochs=3, lr=0.4, optimizer="muon", channels=[24, 48, 96],
                              convs_per_block=2, hidden=[256], dropout=0.2,
-                             low_res=24, low_res_fraction=0.5),  # 2 epochs at 24x24
-    ("gap", "quick"): dict(SHARED, batch_size=512, epochs=4, lr=0.4, optimizer="sgd", channels=[24, 48, 96],
+                             low_res=24, low_res_fraction=0.5),  # 1 of 3 epochs at 24x24
+    ("gap", "quick"): dict(SHARED, batch_size=512, epochs=3, lr=0.4, optimizer="muon", channels=[24, 48, 96],
                            blocks=[0, 1, 1], stem=0, dropout=0.1,
-                           low_res=24, low_res_fraction=0.5),  # 2 epochs at 24x24
+                           low_res=24, low_res_fraction=0.5),  # 1 of 3 epochs at 24x24
     ("dense", "gpu"): dict(SHARED, batch_size=1024, epochs=16, lr=0.4, optimizer="sgd", channels=[64, 256, 256],
                            convs_per_block=2, hidden=[512], dropout=0.2, low_res=0),
     ("gap", "gpu"): dict(SHARED, batch_size=1024, epochs=18, lr=0.4, optimizer="sgd", channels=[64, 256, 512],
@@ -139,7 +140,7 @@ def parse_args(argv=None):
                    help="dense: VGG-style convs + dense head; gap: residual stages + global average pooling "
                         "+ one linear layer")
     p.add_argument("--preset", choices=["default", "quick", "large", "gpu"], default="default",
-                   help="default: 6-7 min on 2 CPU cores in float32, 3 with native bfloat16; quick: about 75 s (45 s); large: 2-3 points more, 10-20 min "
+                   help="default: 6-7 min on 2 CPU cores in float32, 3 with native bfloat16; quick: about 70 s (40 s); large: 2-3 points more, 10-20 min "
                         "where the CPU runs bfloat16 natively (AMX, AVX512-BF16), about 1 h in float32; "
                         "gpu: for a CUDA GPU")
     p.add_argument("--ablation", action="store_true",

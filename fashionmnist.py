@@ -29,7 +29,8 @@ DEFAULTS = {
     "ffn": dict(epochs=22, batch_size=512, lr=3e-3, optimizer="adamw", weight_decay=5e-2,
                 label_smoothing=0.1, flip=True, crop=0,
                 hidden=[384, 384], dropout=0.0, tta=True),
-    "cnn": dict(epochs=8, batch_size=256, lr=0.1, optimizer="sgd", weight_decay=5e-4,
+    # Muon on the conv filters (training.Muon): 6 epochs, about as accurate as SGD's 8
+    "cnn": dict(epochs=6, batch_size=256, lr=0.1, optimizer="muon", muon_lr=0.1, weight_decay=5e-4,
                 label_smoothing=0.1, flip=True, crop=0,
                 channels=[32, 64], convs_per_block=2, kernel_size=3, pool="max", early_pool=True,
                 hidden=[256], dropout=0.0, tta=True),

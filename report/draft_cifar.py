@@ -157,7 +157,7 @@ def setting_sentence(arch: str, ablation: dict, final: dict | None = None) -> st
             f"(on or off) and dropout (on or off), each with {plural(len(seeds), 'random seed')}"
             + (f" ({', '.join(map(str, seeds))}; the numbers are the mean ± the standard deviation over seeds)"
                if len(seeds) > 1 else " (so no spread between seeds could be measured)")
-            + f", at {run(s['epochs'], s['channels'], s['lr'])}"
+            + f", at {ablation_run(s)}"
             + (f", on {s['train_images']:,} training images" if final and s.get("train_images", 0) < final.get(
                 "train_images", 0) else "") + ".")
     f = final_setting(ablation, final)
@@ -168,12 +168,21 @@ def setting_sentence(arch: str, ablation: dict, final: dict | None = None) -> st
         differs = [w for w, yes in (("length", s["epochs"] != f["epochs"]),
                                     ("width", list(s["channels"]) != list(f["channels"])),
                                     ("learning rate", s["lr"] != f["lr"]),
+                                    ("batch size", s.get("batch_size", f.get("batch_size")) != f.get("batch_size")),
                                     ("optimizer", other_optimizer)) if yes]
         final_run = run(f["epochs"], f["channels"], f["lr"]) + (f", {OPTIMIZERS[optimizer_of(f)]}" if other_optimizer else "")
         text += (f" That is {' and '.join(shorter) or 'a different setting'} than the final network "
                  f"({final_run}), to pay for {plural(4 * len(seeds), 'training run')}; "
                  f"the effects may differ at the final network's {' and '.join(differs)}.")
     return text
+
+
+def ablation_run(s: dict) -> str:
+    """The ablation's length, width, batch and optimizer, in words (Muon's lr is the other parameters')."""
+    batch = f", batch {s['batch_size']}" if s.get("batch_size") else ""
+    rate = (f"{OPTIMIZERS['muon']} and a peak learning rate of {s['lr']:g} for the other parameters"
+            if optimizer_of(s) == "muon" else f"{OPTIMIZERS[optimizer_of(s)]} at a peak learning rate of {s['lr']:g}")
+    return f"{plural(s['epochs'], 'epoch')}, {dashed(s['channels'])} channels{batch}, {rate}"
 
 
 def optimizer_of(setting: dict) -> str:

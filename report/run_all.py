@@ -7,8 +7,8 @@
     python report/run_all.py --limit 128 --runs-dir /tmp/runs --report /tmp/report.pdf   # tiny: tests
 
 Steps, in order: fashionmnist.py ffn and cnn; kernel_vis.py on the Fashion-MNIST CNN; cifar10.py
-dense and gap; the batch norm x dropout ablation of both (--lr 0.1: without batch norm the nets do
-not train at the quick preset's 0.4, see cifar10.py); kernel_vis.py on both CIFAR-10 checkpoints; cam.py
+dense and gap; the batch norm x dropout ablation of both (--lr 0.1, a rate at which the nets without
+batch norm train with SGD or Muon; with SGD they do not at the quick preset's 0.4, see cifar10.py); kernel_vis.py on both CIFAR-10 checkpoints; cam.py
 --sanity and guided_backprop.py on both; report/dataset.py; report/mytorch_check.py; report/build.py.
 
 Like make: a step is skipped when it finished before with the same command and the same code (a
@@ -53,7 +53,7 @@ PRESETS = {
               "mytorch": ["--repeats", "1"]},
     # The ablation trains 4 variants per arch; "full" repeats each with 3 seeds so that an effect can be
     # told from seed-to-seed noise, and pays for the seeds by running the quick preset's 24-48-96
-    # channels and 4 epochs (the report names this setting beside the final network's).
+    # channels and 3 epochs (the report names this setting beside the final network's).
     "full": {"ablation": ["--preset", "quick", "--seeds", "3"]},
 }
 # --limit N (tests): every training step sees N images for one epoch and every network is tiny, so a

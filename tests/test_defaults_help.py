@@ -22,11 +22,11 @@ def test_fashionmnist_help_names_each_models_default(capsys, monkeypatch):
 
 
 def test_cifar10_help_prints_every_arch_and_preset(capsys, monkeypatch):
-    monkeypatch.setitem(cifar10.DEFAULTS, ("gap", "quick"), {**cifar10.DEFAULTS["gap", "quick"], "epochs": 3})
+    monkeypatch.setitem(cifar10.DEFAULTS, ("gap", "quick"), {**cifar10.DEFAULTS["gap", "quick"], "epochs": 2})
     out = help_text(module=cifar10, capsys=capsys)
     for arch, preset in cifar10.DEFAULTS:
         assert f" {arch} {preset} --batch-size" in out
-    assert "gap quick --batch-size 512 --epochs 3 " in out
+    assert "gap quick --batch-size 512 --epochs 2 " in out
     assert "--momentum" not in out and "(fixed: momentum 0.9, warmup 0.2)" in out  # not options
     assert "DEFAULTS" not in out
 

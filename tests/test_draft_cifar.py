@@ -81,6 +81,16 @@ def test_the_setting_sentence_names_another_optimizer_as_a_difference():
     assert "Muon for the convolution filters)" in out and "differ at the final network's optimizer." in out
 
 
+def test_the_setting_sentence_names_the_ablations_batch_and_optimizer():
+    a = ablation({True: [0.82], False: [0.80]}, {True: [0.50], False: [0.56]})
+    a["setting"] = {**a["setting"], "batch_size": 512, "optimizer": "muon", "lr": 0.1}
+    final = {"config": {**a["setting"], "batch_size": 256, "lr": 0.2}, "dropout": 0.1}
+    out = draft_cifar.setting_sentence("gap", a, final)
+    assert "batch 512, Muon for the convolution filters and a peak learning rate of 0.1 for the other parameters." in out
+    assert "differ at the final network's learning rate and batch size." in out
+    assert "batch size" not in draft_cifar.setting_sentence("gap", a, {"config": {**final["config"], "batch_size": 512}})
+
+
 def test_loss_answer_reads_the_gap_from_eval_mode_losses():
     history = [{"epoch": "1", "train_loss": "1.9", "train_eval_loss": "1.2", "val_loss": "1.25"},
                {"epoch": "2", "train_loss": "1.4", "train_eval_loss": "0.6", "val_loss": "0.85"},
