@@ -615,7 +615,8 @@ def part_one(r: Report):
         f"beside the test loss ({fig_refs('loss')}). The per-step loss lies above the others because it is "
         f"measured while training: {training_conditions(done)}, which keeps the loss of even a perfect "
         "answer above zero."
-        + "".join(f" The {NETWORKS[m]} trained {words.plural(met['config']['epochs'], 'epoch')} on "
+        + "".join(f" The {NETWORKS[m]} trained {words.plural(met['config']['epochs'], 'epoch')} with "
+                  f"{optimizer_words(met['config'].get('optimizer'))} on "
                   f"{met['train_images']:,} images in {train_seconds(met):.0f} s." for m, met in done.items())]))
     per_network("loss", lambda m, met: f"The {NETWORKS[m]}: training loss per step (light: raw; dark: smoothed), "
                 "and per epoch the training loss in evaluation mode and the test loss.")
@@ -1099,6 +1100,13 @@ def settings(doc: Doc, d: dict):
                      + ", ".join([text for text, key in known if c.get(key) is not None]
                                  + [f"{words.plural(m['epochs'], 'epoch')} on {m['train_images']:,} images, "
                                     f"{m['train_seconds']:.0f} s on {m['device']}"]) + ".")
+
+
+def optimizer_words(name) -> str:
+    """A run's --optimizer in words; Muon trains the conv filters only, Nesterov SGD the rest."""
+    if name == "muon":
+        return "Muon for the convolution filters (Jordan et al., 2024) and SGD for the other parameters"
+    return words.OPTIMIZERS.get(name, str(name))
 
 
 MADE_EARLIER = "made earlier"  # the steps table's status for a step run_all.py skipped as up to date
