@@ -746,7 +746,9 @@ def part_two(r: Report):
             ablation_table(doc, ab)
         if c["ablation_png"]:
             r.figure(c["ablation_png"], f"The {name}, ablation: for each batch-normalization setting (columns), dropout "
-                     "on against off: validation accuracy per epoch, plain (top), and validation loss beside the evaluation-mode "
+                     "on against off: validation accuracy per epoch (top; plain" + (", while the table and the text give each run's "
+                     "final accuracy from the mean logits of each image and its mirror image" if (ab or {}).get("setting", {})
+                     .get("tta") else "") + "), and validation loss beside the evaluation-mode "
                      "training loss (bottom) per epoch" + ("; mean over seeds, the band spans the lowest to the highest "
                      "seed." if len((ab or {}).get("setting", {}).get("seeds", [])) > 1 else " (one seed)."),
                      f"fig-ablation-{arch}")

@@ -97,6 +97,23 @@ def architecture_answer(arch: str, metrics: dict, architecture_text: str) -> lis
     return text
 
 
+def kept_dropout_reason(arch: str, trials: dict | None = None) -> str:
+    """Why the final network kept its dropout: the design trial that tried it without, against the
+    trial it was compared to ("" where there is none)."""
+    trials = load_trials() if trials is None else trials
+    rows = {t["name"]: t for t in (trials or {}).get("trials", []) if t.get("arch") == arch}
+    off = next((t for t in rows.values() if t.get("change", "").startswith("no dropout")
+                and t.get("decision") == "dropped" and mean_val(t) is not None), None)
+    on = off and rows.get(off.get("compared_to"))
+    if not on or mean_val(on) is None or mean_val(off) - mean_val(on) >= SPREAD_POINTS:
+        return ""  # none, or one where dropping it clearly won: no reason to give
+    verdict = ("a difference within what a seed changes" if abs(mean_val(off) - mean_val(on)) < SPREAD_POINTS
+               else "clearly lower without")
+    return (f" It was kept because the design trial that removed it ({off['epochs']} epochs, "
+            f"{plural(len(off['runs']), 'seed')}) reached {mean_val(off):.2f}% validation accuracy without dropout "
+            f"against {mean_val(on):.2f}% with it, {verdict}.")
+
+
 def no_dropout_reason(arch: str, trials: dict | None = None) -> str:
     """Why the final network has no dropout: the design trials that settled it, with and without
     dropout at the same length and width (benchmarks/results/design_trials.json)."""
@@ -318,7 +335,7 @@ def dropout_answer(arch: str, ablation: dict, final: dict | None = None) -> list
                     + "; ".join(gaps) + ".")
     used = final["dropout"] if final else s["default_network"]["dropout"]
     text.append((f"The final network uses dropout p = {used:g}" if used else "The final network uses no dropout")
-                + disagreement(ablation, used, final) + ".")
+                + disagreement(ablation, used, final) + "." + (kept_dropout_reason(arch) if used else ""))
     return text
 
 
