@@ -616,7 +616,8 @@ def part_one(r: Report):
         f"measured while training: {training_conditions(done)}, which keeps the loss of even a perfect "
         "answer above zero."
         + "".join(f" The {NETWORKS[m]} trained {words.plural(met['config']['epochs'], 'epoch')} with "
-                  f"{optimizer_words(met['config'].get('optimizer'))} on "
+                  f"{optimizer_words(met['config'].get('optimizer'))}"
+                  + (" and SGD for the other parameters" if met['config'].get('optimizer') == "muon" else "") + " on "
                   f"{met['train_images']:,} images in {train_seconds(met):.0f} s." for m, met in done.items())]))
     per_network("loss", lambda m, met: f"The {NETWORKS[m]}: training loss per step (light: raw; dark: smoothed), "
                 "and per epoch the training loss in evaluation mode and the test loss.")
@@ -910,14 +911,11 @@ def design_draft(r: Report, arch: str) -> Draft:
 def setting_note(arch: str, met: dict) -> str:
     """Why this run's network differs from the one the trials chose: it ran at a shorter setting."""
     chosen, ran = CIFAR_DEFAULTS[(arch, "default")], met["config"]
-
-    def optimizer(config):  # Muon with its citation: the References list it
-        name = config.get("optimizer")
-        return words.OPTIMIZERS.get(name, name) + (" (Jordan et al., 2024)" if name == "muon" else "")
     return (f"The trials chose {'-'.join(map(str, chosen['channels']))} channels, {chosen['epochs']} epochs, dropout "
-            f"{chosen['dropout']:g} and {optimizer(chosen)} (python cifar10.py --arch {arch}); this report's run used "
-            f"the shorter '{met['preset']}' setting ({'-'.join(map(str, ran['channels']))} channels, {ran['epochs']} "
-            f"epochs, dropout {met.get('dropout') or 0:g}, {optimizer(ran)}): the same design, narrower and shorter, "
+            f"{chosen['dropout']:g} and {optimizer_words(chosen.get('optimizer'))} (python cifar10.py --arch {arch}); "
+            f"this report's run used the shorter '{met['preset']}' setting ({'-'.join(map(str, ran['channels']))} "
+            f"channels, {ran['epochs']} epochs, dropout {met.get('dropout') or 0:g}, "
+            f"{optimizer_words(ran.get('optimizer'))}): the same design, narrower and shorter, "
             "so not every decision of the trials shows in the network above.")
 
 
@@ -1105,10 +1103,8 @@ def settings(doc: Doc, d: dict):
 
 
 def optimizer_words(name) -> str:
-    """A run's --optimizer in words; Muon trains the conv filters only, Nesterov SGD the rest."""
-    if name == "muon":
-        return "Muon for the convolution filters (Jordan et al., 2024) and SGD for the other parameters"
-    return words.OPTIMIZERS.get(name, str(name))
+    """A run's --optimizer in words; Muon with its citation (the References list it)."""
+    return words.OPTIMIZERS.get(name, str(name)) + (" (Jordan et al., 2024)" if name == "muon" else "")
 
 
 MADE_EARLIER = "made earlier"  # the steps table's status for a step run_all.py skipped as up to date

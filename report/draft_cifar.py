@@ -105,10 +105,12 @@ def kept_dropout_reason(arch: str, trials: dict | None = None) -> str:
     off = next((t for t in rows.values() if t.get("change", "").startswith("no dropout")
                 and t.get("decision") == "dropped" and mean_val(t) is not None), None)
     on = off and rows.get(off.get("compared_to"))
-    if not on or mean_val(on) is None or mean_val(off) - mean_val(on) >= SPREAD_POINTS:
-        return ""  # none, or one where dropping it clearly won: no reason to give
-    verdict = ("a difference within what a seed changes" if abs(mean_val(off) - mean_val(on)) < SPREAD_POINTS
-               else "clearly lower without")
+    if not on or mean_val(on) is None:
+        return ""
+    gain = mean_val(off) - mean_val(on)  # points gained by removing dropout
+    if gain >= SPREAD_POINTS:
+        return ""  # dropping it clearly won: no reason to give
+    verdict = "a difference within what a seed changes" if gain > -SPREAD_POINTS else "clearly lower without"
     return (f" It was kept because the design trial that removed it ({off['epochs']} epochs, "
             f"{plural(len(off['runs']), 'seed')}) reached {mean_val(off):.2f}% validation accuracy without dropout "
             f"against {mean_val(on):.2f}% with it, {verdict}.")
