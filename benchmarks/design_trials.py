@@ -95,7 +95,7 @@ def rerun(trial: dict, data_dir) -> dict:
             plain = lambda split: m.get(f"{split}_accuracy_plain", m.get(f"{split}_accuracy"))  # noqa: E731
             runs.append({"seed": seed, "val_accuracy": plain("val"), "test_accuracy": plain("test"),
                          "seconds": seconds(trial.get("timing", "train"), m, wall)}
-                        | ({"val_accuracy_tta": m["val_accuracy_tta"]} if "val_accuracy_tta" in m else {}))
+                        | {k: m[k] for k in ("val_accuracy_tta", "test_accuracy_tta") if k in m})
             parameters = m.get("parameters")
             precision = "bfloat16 autocast" if m.get("cpu_bf16") or "cuda" in str(m.get("device")) else "float32"
     return {"runs": runs, "parameters": parameters, "precision": precision, "machine": machine(),

@@ -147,8 +147,8 @@ def training_schedule(cfg: dict, metrics: dict) -> str:
                      f"momentum made orthogonal, at a peak learning rate of {cfg['muon_lr']:g}) and {optimizer} "
                      "for the other parameters")
         decay += " on the dense weights"
-    augment = [w for w, on in (("flipped left-right at random", cfg.get("flip")),
-                               (f"shifted by up to {cfg.get('crop')} pixels", cfg.get("crop"))) if on]
+    augment = [w for w, on in ((f"shifted by up to {cfg.get('crop')} pixels", cfg.get("crop")),
+                               ("flipped left-right at random", cfg.get("flip") and not cfg.get("alternate_flip"))) if on]
     text = (f"Training: {plural(epochs, 'epoch')} over {metrics['train_images']:,} training images in batches "
             f"of {cfg['batch_size']}, {optimizer}, the learning rate rising linearly to {cfg['lr']:g} over the "
             f"first {100 * cfg.get('warmup', 0.2):.0f}% of the steps and then falling linearly to near zero, "
@@ -159,6 +159,10 @@ def training_schedule(cfg: dict, metrics: dict) -> str:
     text += "."
     if augment:
         text += f" Each training image is {' and '.join(augment)} every time it is used."
+    if cfg.get("flip") and cfg.get("alternate_flip"):
+        text += (" About half of the images, drawn at random, are mirrored left-right in the first epoch, the "
+                 "others in the second, and so on alternately, so that every image is seen both ways in any two epochs in a row "
+                 "(the alternating flip of Jordan 2024).")
     if low_epochs:
         first = "The first epoch sees" if low_epochs == 1 else f"The first {plural(low_epochs, 'epoch')} see"
         text += f" {first} the images shrunk to {low}×{low} pixels, which costs less, and the rest the full 32×32."

@@ -192,6 +192,17 @@ def test_schedule_sentence_names_muons_filters_and_where_weight_decay_applies():
     assert "Muon" not in sgd and "weight decay 0.0005." in sgd
 
 
+def test_schedule_sentence_says_how_images_are_mirrored():
+    cfg = {"epochs": 6, "optimizer": "sgd", "batch_size": 256, "lr": 0.2, "weight_decay": 5e-4, "flip": True, "crop": 2}
+    random = draft_cifar.training_schedule(cfg, {"train_images": 45000})
+    assert "shifted by up to 2 pixels and flipped left-right at random every time it is used" in random
+    alternating = draft_cifar.training_schedule({**cfg, "alternate_flip": True}, {"train_images": 45000})
+    assert "shifted by up to 2 pixels every time it is used. About half of the images, drawn at random, are mirrored" in alternating
+    assert "flipped left-right at random" not in alternating and "alternating flip of Jordan 2024" in alternating
+    assert "mirrored" not in draft_cifar.training_schedule({**cfg, "flip": False, "alternate_flip": True},
+                                                           {"train_images": 45000})
+
+
 def test_the_gap_change_is_the_difference_of_the_printed_gaps():
     a = ablation({True: [0.82, 0.83, 0.84], False: [0.80, 0.81, 0.82]},
                  {True: [0.50, 0.52, 0.54], False: [0.56, 0.58, 0.60]})
