@@ -61,7 +61,7 @@ import files
 import hooks
 import plots
 from cnn import ResidualBlock
-from data import limit_images, load_dataset, normalize, train_val_split
+from data import limit_images, load_dataset, train_val_split
 from training import (TrainingError, build_model, config_from_args, count_parameters, distributed,
                       finish_run, fit, is_main_process, metrics_from_logits, pick_device, precision,
                       predict_flip, rank_and_world, seed_everything)
@@ -75,7 +75,7 @@ from training import (TrainingError, build_model, config_from_args, count_parame
 # 20 minutes only where the CPU runs bfloat16 natively; "gpu" is for one CUDA GPU, a wider net at a
 # larger batch. low_res is progressive resizing (0 off; see training.py).
 SHARED = dict(momentum=0.9, muon_lr=0.1, weight_decay=5e-4, label_smoothing=0.2, warmup=0.2, flip=True, crop=2,
-              alternate_flip=False, tta=True, whiten="off")
+              tta=True)
 DEFAULTS = {
     ("dense", "default"): dict(SHARED, batch_size=256, epochs=7, lr=0.2, optimizer="muon",
                                channels=[48, 96, 192], convs_per_block=2, hidden=[256],
@@ -169,9 +169,6 @@ def parse_args(argv=None):
                    help="dropout rate (dense: before each dense layer; gap: before fc); with --ablation the rate "
                         f"of its 'dropout on' variants ({ABLATION_DROPOUT} where the preset's is 0)")
     a.add_argument("--no-batchnorm", dest="batchnorm", action="store_false", help="drop every batch norm layer")
-    a.add_argument("--whiten", choices=["off", "fixed", "init"],
-                   help="set the first convolution to whitening filters of the training images' patches "
-                        "(see whiten_first_conv), fixed or as the start of its training")
     p.add_argument_group("evaluation").add_argument(
         "--tta", action=argparse.BooleanOptionalAction,
         help="flip test-time augmentation: report the accuracy of the mean logits of each image and its "
@@ -206,10 +203,6 @@ def check_args(parser, args):
         parser.error(f"--low-res must be 0 (off) or from 8 to 31 pixels, got {args.low_res}")
     if args.low_res_fraction is not None and not 0 <= args.low_res_fraction < 1:
         parser.error(f"--low-res-fraction must be in [0, 1), got {args.low_res_fraction}")
-    first = (args.stem if args.arch == "gap" and args.stem else args.channels[0])  # the first conv's outputs
-    if args.whiten != "off" and (first % 2 or first > 2 * 27):
-        parser.error(f"--whiten sets the first convolution to +- the top eigenvectors of the 27-number (3x3x3) "
-                     f"patches: give it an even number of channels up to 54, got {first}")
     if args.arch == "dense" and any(h < 1 for h in args.hidden):
         parser.error(f"--hidden widths must be >= 1, got {args.hidden}")
     cli.check_training_args(parser, args)
@@ -310,8 +303,6 @@ def train_run(args, splits, ds, device, out_dir: Path, *, batchnorm, dropout, se
     model = build_model(name, margs)
     if not batchnorm:
         he_init(model)
-    if args.whiten != "off":
-        whiten_first_conv(model, splits["train"][0], ds.mean, ds.std, fixed=args.whiten == "fixed")
     model = model.to(device)
     n_params = count_parameters(model)
     main = is_main_process()
@@ -369,28 +360,6 @@ def he_init(model):
     for m in layers[:-1]:  # the output layer keeps its small default weights
         torch.nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
         torch.nn.init.zeros_(m.bias)
-
-
-@torch.no_grad()
-def whiten_first_conv(model, x, mean, std, fixed=True, images=5000, eps=5e-4):
-    """Patch whitening (Coates and Ng 2012; the first layer of Keller Jordan's airbench): the first
-    conv's C_out filters become the top C_out / 2 eigenvectors u_i of the covariance of the training
-    images' k x k patches, each scaled by 1 / sqrt(lambda_i + eps) so its response has unit variance,
-    in both signs (+u_i and -u_i: the ReLU after the conv keeps one half of each); frozen if
-    `fixed`, else trained from there. The layers after it then start from decorrelated inputs of
-    equal variance. Not a default: in 5 epochs neither way beat the default start
-    (docs/experiments.md)."""
-    conv = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
-    k, c_out = conv.kernel_size[0], conv.out_channels
-    xs = normalize(x[:images], mean, std)                                # (n, C, H, W)
-    patches = torch.nn.functional.unfold(xs, k).transpose(1, 2).flatten(0, 1)  # (n L, C k k)
-    eigval, eigvec = torch.linalg.eigh(torch.cov(patches.T.double()))         # ascending
-    if c_out % 2 or c_out // 2 > len(eigval):
-        raise ValueError(f"whitening makes an even number of filters, at most {2 * len(eigval)}; got {c_out}")
-    top = slice(len(eigval) - c_out // 2, None)
-    w = (eigvec[:, top] / (eigval[top] + eps).sqrt()).T.float()               # (C_out / 2, C k k)
-    conv.weight.copy_(torch.cat([w, -w]).view_as(conv.weight))
-    conv.weight.requires_grad_(not fixed)
 
 
 def final_metrics(model, splits, ds, device, history, tta: bool) -> dict:

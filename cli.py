@@ -107,8 +107,6 @@ def add_training_args(parser: argparse.ArgumentParser, batch_help: str = "images
     t.add_argument("--weight-decay", type=finite_float)
     t.add_argument("--label-smoothing", type=finite_float)
     t.add_argument("--flip", action=argparse.BooleanOptionalAction, help="random horizontal flips")
-    t.add_argument("--alternate-flip", action=argparse.BooleanOptionalAction,
-                   help="with --flip: mirror each image in every other epoch instead of at random")
     t.add_argument("--crop", type=int, help="random shifts of up to N pixels")
     t.add_argument("--limit", type=positive_int, help="train on the first N training images (quick tests)")
     t.add_argument("--resume", action="store_true", help="continue from the run folder's model.pt")

@@ -472,7 +472,6 @@ class TrainConfig:
     label_smoothing: float = 0.0
     warmup: float = 0.2           # fraction of steps spent rising to the peak lr
     flip: bool = False            # random horizontal flips
-    alternate_flip: bool = False  # with flip: each image mirrored in every other epoch (alternating_flips)
     crop: int = 0                 # random shifts of up to `crop` pixels (pad + crop)
     seed: int = 0
     channels_last: bool = False   # NHWC memory layout (faster convolutions on CUDA and oneDNN)
@@ -745,10 +744,8 @@ def train_epoch(model, x, y, optimizer, scheduler, cfg, *, epoch, steps, mean, s
     order = torch.randperm(len(x), generator=generator)
     batch = min(cfg.batch_size, len(x))  # smaller only when the data is (one step of it all)
     drawn = [data.draw_augmentation(batch, generator, cfg.flip, cfg.crop) for _ in range(steps)]
-    drawn = {k: torch.stack([d[k] for d in drawn]) for k in drawn[0]}  # (steps, B, ...)
-    if cfg.flip and cfg.alternate_flip:
-        drawn["flip"] = alternating_flips(len(x), cfg.seed, epoch)[order[:steps * batch]].view(steps, batch)
-    drawn = {k: v[:, rank::world].to(device) for k, v in drawn.items()}  # (steps, B / world, ...)
+    drawn = {k: torch.stack([d[k] for d in drawn])[:, rank::world].to(device)  # (steps, B / world, ...)
+             for k in drawn[0]}
     order = order.to(device)
     model.train()
     losses, lrs, correct, seen = [], [], torch.zeros((), dtype=torch.int64, device=device), 0
@@ -779,16 +776,6 @@ def train_epoch(model, x, y, optimizer, scheduler, cfg, *, epoch, steps, mean, s
             "step_lr": lrs,
             "train_loss": step_loss.mean().item(), "train_accuracy": correct / seen,
             "samples": seen}
-
-
-def alternating_flips(n: int, seed: int, epoch: int) -> torch.Tensor:
-    """(n,) booleans: whether each training image is mirrored in this epoch. The first epoch
-    mirrors each image with probability 1/2 (seeded, the same draw in every epoch); every later epoch mirrors
-    exactly the images the epoch before did not, so each image is seen both ways in any two
-    epochs in a row, where random flips show half of them one way only (the alternating flip of
-    Jordan 2024, "94% on CIFAR-10 in 3.29 seconds on a single GPU")."""
-    first = torch.rand(n, generator=torch.Generator().manual_seed(seed * 100_003 + 77_777)) < 0.5
-    return first ^ bool(epoch % 2)
 
 
 def train_step(model, optimizer, x, y, idx, drawn: dict, cfg, *, mean, std, device, low_res: bool):

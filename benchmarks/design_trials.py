@@ -6,7 +6,7 @@
 
 benchmarks/results/design_trials.json (--file) holds each trial that chose a default of cifar10.py:
 what changed, the command, its seeds, validation and test accuracy per seed (plain, so that trials
-from before flip TTA compare; val_accuracy_tta beside them), time, parameters, the
+from before flip TTA compare; val_accuracy_tta and test_accuracy_tta beside them), time, parameters, the
 machine and date of the measurement, and what was decided and why (its header field says how to
 read it). --run runs the trial's command once per seed, with --seed and --out-dir (a temporary
 folder) and --data-dir added, and replaces that entry's runs, parameters, machine, precision and

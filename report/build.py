@@ -1095,8 +1095,7 @@ def settings(doc: Doc, d: dict):
                     else "")
             known = [(f"batch size {c['batch_size']}", "batch_size"), (f"peak learning rate {c.get('lr')} (SGD with "
                      f"Nesterov momentum, one-cycle schedule{muon})", "lr"), (f"label smoothing {c.get('label_smoothing')}",
-                     "label_smoothing"), (f"{'alternating' if c.get('alternate_flip') else 'random'} flips and shifts of up to "
-                     f"{c.get('crop')} pixels", "crop")]
+                     "label_smoothing"), (f"random flips and shifts of up to {c.get('crop')} pixels", "crop")]
             doc.para(f"Training settings of the {ARCH_NAMES[a]}: "
                      + ", ".join([text for text, key in known if c.get(key) is not None]
                                  + [f"{words.plural(m['epochs'], 'epoch')} on {m['train_images']:,} images, "

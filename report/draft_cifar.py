@@ -17,7 +17,7 @@ import math
 import re
 
 from draft_design import load_trials, mean_val
-from words import OPTIMIZERS, SPREAD_POINTS, pct, plural, points  # report/words.py: report/ is on the path of its callers
+from words import OPTIMIZERS, SPREAD_POINTS, listed, pct, plural, points  # report/words.py: report/ is on the path of its callers
 
 NETWORK = {"dense": "the VGG-style network with a dense head", "gap": "the ResNet-style network with global "
            "average pooling"}
@@ -147,8 +147,8 @@ def training_schedule(cfg: dict, metrics: dict) -> str:
                      f"momentum made orthogonal, at a peak learning rate of {cfg['muon_lr']:g}) and {optimizer} "
                      "for the other parameters")
         decay += " on the dense weights"
-    augment = [w for w, on in ((f"shifted by up to {cfg.get('crop')} pixels", cfg.get("crop")),
-                               ("flipped left-right at random", cfg.get("flip") and not cfg.get("alternate_flip"))) if on]
+    augment = [w for w, on in (("flipped left-right at random", cfg.get("flip")),
+                               (f"shifted by up to {cfg.get('crop')} pixels", cfg.get("crop"))) if on]
     text = (f"Training: {plural(epochs, 'epoch')} over {metrics['train_images']:,} training images in batches "
             f"of {cfg['batch_size']}, {optimizer}, the learning rate rising linearly to {cfg['lr']:g} over the "
             f"first {100 * cfg.get('warmup', 0.2):.0f}% of the steps and then falling linearly to near zero, "
@@ -159,10 +159,6 @@ def training_schedule(cfg: dict, metrics: dict) -> str:
     text += "."
     if augment:
         text += f" Each training image is {' and '.join(augment)} every time it is used."
-    if cfg.get("flip") and cfg.get("alternate_flip"):
-        text += (" About half of the images, drawn at random, are mirrored left-right in the first epoch, the "
-                 "others in the second, and so on alternately, so that every image is seen both ways in any two epochs in a row "
-                 "(the alternating flip of Jordan 2024).")
     if low_epochs:
         first = "The first epoch sees" if low_epochs == 1 else f"The first {plural(low_epochs, 'epoch')} see"
         text += f" {first} the images shrunk to {low}×{low} pixels, which costs less, and the rest the full 32×32."
@@ -181,22 +177,29 @@ def setting_sentence(arch: str, ablation: dict, final: dict | None = None) -> st
             + (f" ({', '.join(map(str, seeds))}; the numbers are the mean ± the standard deviation over seeds)"
                if len(seeds) > 1 else " (so no spread between seeds could be measured)")
             + f", at {ablation_run(s)}"
+            + (f", {dashed(s['blocks'])} residual blocks per stage" if deeper_final(s, final_setting(ablation, final))
+               is not None else "")
             + (f", on {s['train_images']:,} training images" if final and s.get("train_images", 0) < final.get(
                 "train_images", 0) else "") + ".")
     f = final_setting(ablation, final)
     if not same_setting(s, f):
+        deeper = deeper_final(s, f)
         shorter = [w for w, yes in (("shorter", s["epochs"] < f["epochs"]),
-                                    ("narrower", sum(s["channels"]) < sum(f["channels"]))) if yes]
+                                    ("narrower", sum(s["channels"]) < sum(f["channels"])),
+                                    ("shallower", deeper)) if yes]
         other_optimizer = optimizer_of(s) != optimizer_of(f)
         differs = [w for w, yes in (("length", s["epochs"] != f["epochs"]),
                                     ("width", list(s["channels"]) != list(f["channels"])),
+                                    ("depth", deeper is not None),
                                     ("learning rate", s["lr"] != f["lr"]),
                                     ("batch size", s.get("batch_size", f.get("batch_size")) != f.get("batch_size")),
                                     ("optimizer", other_optimizer)) if yes]
-        final_run = run(f["epochs"], f["channels"], f["lr"]) + (f", {OPTIMIZERS[optimizer_of(f)]}" if other_optimizer else "")
-        text += (f" That is {' and '.join(shorter) or 'a different setting'} than the final network "
+        final_run = (run(f["epochs"], f["channels"], f["lr"])
+                     + (f", {dashed(f['blocks'])} residual blocks per stage" if deeper is not None else "")
+                     + (f", {OPTIMIZERS[optimizer_of(f)]}" if other_optimizer else ""))
+        text += (f" That is {listed(shorter) or 'a different setting'} than the final network "
                  f"({final_run}), to pay for {plural(4 * len(seeds), 'training run')}; "
-                 f"the effects may differ at the final network's {' and '.join(differs)}.")
+                 f"the effects may differ at the final network's {listed(differs)}.")
     return text
 
 
@@ -219,7 +222,15 @@ def final_setting(ablation: dict, final: dict | None) -> dict:
 
 def same_setting(s: dict, f: dict) -> bool:
     return ((f["epochs"], list(f["channels"]), f["lr"], optimizer_of(f))
-            == (s["epochs"], list(s["channels"]), s["lr"], optimizer_of(s)))
+            == (s["epochs"], list(s["channels"]), s["lr"], optimizer_of(s))) and deeper_final(s, f) is None
+
+
+def deeper_final(s: dict, f: dict) -> bool | None:
+    """Whether the final gap network has more residual blocks than the ablation's (None: the same,
+    or not recorded: the dense network has none)."""
+    if not (s.get("blocks") and f.get("blocks")) or list(s["blocks"]) == list(f["blocks"]):
+        return None
+    return sum(f["blocks"]) > sum(s["blocks"])
 
 
 def variant(ablation: dict, name: str) -> dict:

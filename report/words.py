@@ -20,3 +20,8 @@ def points(diff: float) -> str:
 def plural(n: int, word: str) -> str:
     """'one seed', 'three seeds', '1,234 images'."""
     return f"{WORDS.get(n, f'{n:,}')} {word}{'' if n == 1 else 's'}"
+
+
+def listed(items: list[str]) -> str:
+    """'a', 'a and b', 'a, b and c'."""
+    return " and ".join(items) if len(items) < 3 else ", ".join(items[:-1]) + " and " + items[-1]

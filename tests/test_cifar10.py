@@ -12,12 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
 import cifar10
-import data
 import hooks
 from cli import UserError, run
 from data import train_val_split
@@ -122,33 +120,6 @@ def test_networks_without_batch_norm_get_he_initialization():
     conv = model.features.conv2_1                            # fan_in = 64 * 3 * 3
     assert conv.weight.std().item() == pytest.approx(math.sqrt(2 / (64 * 9)), rel=0.05)
     assert torch.equal(model.classifier.out.weight, out_before)  # the output layer keeps its default
-
-
-def test_whitening_makes_the_first_conv_decorrelate_patches_and_freezes_it():
-    """Its filters are +-W with W x of unit variance, uncorrelated, for the images' 3x3 patches x."""
-    torch.manual_seed(0)
-    smooth = F.interpolate(torch.rand(64, 1, 8, 8), size=16, mode="bilinear")  # neighbours correlated
-    x = (smooth * 200).repeat(1, 3, 1, 1) + torch.randint(0, 40, (64, 3, 16, 16))  # and channels too
-    x = x.clamp(0, 255).to(torch.uint8)
-    model = build_model(*cifar10.model_spec(small_args("gap", "--channels", "16", "16", "--blocks", "0"), batchnorm=True, dropout=0))
-    mean, std = [0.4] * 3, [0.3] * 3
-    cifar10.whiten_first_conv(model, x, mean, std)
-    weight = model.features.conv1.weight                                  # (16, 3, 3, 3)
-    assert not weight.requires_grad and torch.equal(weight[8:], -weight[:8])
-    response = F.conv2d(data.normalize(x, mean, std), weight[:8])         # (64, 8, 14, 14), patches unpadded
-    assert torch.allclose(torch.cov(response.transpose(0, 1).flatten(1)), torch.eye(8), atol=0.05)
-    with pytest.raises(ValueError, match="even number of filters"):
-        cifar10.whiten_first_conv(build_model(*cifar10.model_spec(small_args("gap", "--channels", "7", "--blocks", "0"), True, 0)),
-                                  x, mean, std)
-
-
-@pytest.mark.parametrize("whiten", ["fixed", "init"])
-def test_a_whitened_run_keeps_its_first_conv_fixed_or_trains_it(tiny_data_dir, tmp_path, whiten):
-    run_script(tiny_data_dir, tmp_path, "--arch", "dense", "--test-limit", "100", "--whiten", whiten)
-    model, ckpt = load_checkpoint(tmp_path / "model.pt")
-    weight = model.features.conv1_1.weight                                 # (8, 3, 3, 3), after 1 epoch
-    assert ckpt["metrics"]["config"]["whiten"] == whiten
-    assert torch.equal(weight[4:], -weight[:4]) == (whiten == "fixed")     # training breaks the +- pairs
 
 
 # ---- the split and the test set ---------------------------------------------------------------
@@ -467,8 +438,6 @@ def main_exit(argv, capsys):
     (["--lr", "nan"], "--lr: expected a finite number within float32's range"),
     (["--weight-decay", "inf"], "--weight-decay: expected a finite number within float32's range"),
     (["--muon-lr", "1e300"], "(at most 3.4e+38 in size), got 1e+300"),  # torch would overflow
-    (["--whiten", "fixed", "--channels", "9", "18", "36"], "give it an even number of channels up to 54, got 9"),
-    (["--whiten", "init", "--stem", "64"], "up to 54, got 64"),
 ])
 def test_bad_arguments_give_one_line_errors(argv, message, capsys):
     code, last = main_exit(argv, capsys)

@@ -91,6 +91,17 @@ def test_the_setting_sentence_names_the_ablations_batch_and_optimizer():
     assert "batch size" not in draft_cifar.setting_sentence("gap", a, {"config": {**final["config"], "batch_size": 512}})
 
 
+def test_the_setting_sentence_names_fewer_residual_blocks_as_shallower():
+    a = ablation({True: [0.82], False: [0.80]}, {True: [0.50], False: [0.56]})
+    a["setting"] = {**a["setting"], "blocks": [0, 1, 1]}
+    final = {"config": {**a["setting"], "blocks": [1, 1, 1]}, "dropout": 0.1}
+    out = draft_cifar.setting_sentence("gap", a, final)
+    assert "24-48-96 channels, batch 512" in out and ", 0-1-1 residual blocks per stage." in out
+    assert "That is shallower than the final network (five epochs, 24-48-96 channels, peak learning rate 0.1, " \
+           "1-1-1 residual blocks per stage)" in out and "differ at the final network's depth." in out
+    assert "That is" not in draft_cifar.setting_sentence("gap", a, {"config": a["setting"], "dropout": 0.1})
+
+
 def test_loss_answer_reads_the_gap_from_eval_mode_losses():
     history = [{"epoch": "1", "train_loss": "1.9", "train_eval_loss": "1.2", "val_loss": "1.25"},
                {"epoch": "2", "train_loss": "1.4", "train_eval_loss": "0.6", "val_loss": "0.85"},
@@ -190,17 +201,6 @@ def test_schedule_sentence_names_muons_filters_and_where_weight_decay_applies():
     assert "weight decay 0.0005 on the dense weights" in text
     sgd = draft_cifar.training_schedule({**cfg, "optimizer": "sgd"}, {"train_images": 45000})
     assert "Muon" not in sgd and "weight decay 0.0005." in sgd
-
-
-def test_schedule_sentence_says_how_images_are_mirrored():
-    cfg = {"epochs": 6, "optimizer": "sgd", "batch_size": 256, "lr": 0.2, "weight_decay": 5e-4, "flip": True, "crop": 2}
-    random = draft_cifar.training_schedule(cfg, {"train_images": 45000})
-    assert "shifted by up to 2 pixels and flipped left-right at random every time it is used" in random
-    alternating = draft_cifar.training_schedule({**cfg, "alternate_flip": True}, {"train_images": 45000})
-    assert "shifted by up to 2 pixels every time it is used. About half of the images, drawn at random, are mirrored" in alternating
-    assert "flipped left-right at random" not in alternating and "alternating flip of Jordan 2024" in alternating
-    assert "mirrored" not in draft_cifar.training_schedule({**cfg, "flip": False, "alternate_flip": True},
-                                                           {"train_images": 45000})
 
 
 def test_the_gap_change_is_the_difference_of_the_printed_gaps():

@@ -162,32 +162,6 @@ def test_low_res_epochs_train_on_downsampled_images_then_full_size(fashion):
     assert not model._forward_pre_hooks
 
 
-@pytest.mark.parametrize("alternate", [True, False])
-def test_alternating_flips_mirror_each_image_in_every_other_epoch(fashion, monkeypatch, alternate):
-    """alternate_flip: the first epoch mirrors a random half of the images, the second exactly the
-    other half, the third the first half again. Random flips keep some images' orientation."""
-    drawn_flips = []  # per step: {image index: mirrored}
-    real_step = training.train_step
-
-    def recording_step(model, optimizer, x, y, idx, drawn, cfg, **kw):
-        drawn_flips.append(dict(zip(idx.tolist(), drawn["flip"].tolist())))
-        return real_step(model, optimizer, x, y, idx, drawn, cfg, **kw)
-
-    monkeypatch.setattr(training, "train_step", recording_step)
-    model = build_model("GAPNet", dict(in_channels=1, num_classes=10, channels=[4], blocks=[0]))
-    cfg = TrainConfig(epochs=3, batch_size=64, lr=0.05, flip=True, alternate_flip=alternate)
-    fit(model, fashion.x_train, fashion.y_train, cfg, mean=fashion.mean, std=fashion.std, device=torch.device("cpu"))
-    steps = 256 // 64
-    epochs = [{i: f for d in drawn_flips[e * steps:(e + 1) * steps] for i, f in d.items()} for e in range(3)]
-    assert len(drawn_flips) == 3 * steps and all(len(e) == 256 for e in epochs)  # every image once an epoch
-    assert 0.35 < sum(epochs[0].values()) / 256 < 0.65
-    kept = sum(epochs[0][i] == epochs[1][i] for i in range(256))  # images not mirrored anew in epoch 2
-    if alternate:
-        assert kept == 0 and epochs[2] == epochs[0]
-    else:
-        assert 80 < kept < 176
-
-
 def test_checkpoint_round_trips_to_identical_model(fashion, tmp_path):
     model, _ = tiny_fit(fashion, tmp_path)
     loaded, ckpt = load_checkpoint(tmp_path / "model.pt")
