@@ -169,21 +169,18 @@ def training_schedule(cfg: dict, metrics: dict) -> str:
 
 def setting_sentence(arch: str, ablation: dict, final: dict | None = None) -> str:
     """How the four variants were trained, and how that differs from the final network."""
-    s = ablation["setting"]
-    seeds = s["seeds"]
+    s, f = ablation["setting"], final_setting(ablation, final)
+    seeds, deeper = s["seeds"], deeper_final(s, f)
     run = lambda e, c, lr: f"{plural(e, 'epoch')}, {dashed(c)} channels, peak learning rate {lr:g}"
     text = (f"To measure this we trained four versions of {NETWORK[arch]}, identical except for batch normalization "
             f"(on or off) and dropout (on or off), each with {plural(len(seeds), 'random seed')}"
             + (f" ({', '.join(map(str, seeds))}; the numbers are the mean ± the standard deviation over seeds)"
                if len(seeds) > 1 else " (so no spread between seeds could be measured)")
             + f", at {ablation_run(s)}"
-            + (f", {dashed(s['blocks'])} residual blocks per stage" if deeper_final(s, final_setting(ablation, final))
-               is not None else "")
+            + (f", {dashed(s['blocks'])} residual blocks per stage" if deeper is not None else "")
             + (f", on {s['train_images']:,} training images" if final and s.get("train_images", 0) < final.get(
                 "train_images", 0) else "") + ".")
-    f = final_setting(ablation, final)
     if not same_setting(s, f):
-        deeper = deeper_final(s, f)
         shorter = [w for w, yes in (("shorter", s["epochs"] < f["epochs"]),
                                     ("narrower", sum(s["channels"]) < sum(f["channels"])),
                                     ("shallower", deeper)) if yes]
