@@ -134,7 +134,7 @@ def test_architecture_and_validation_answers_use_plain_words(tmp_path):
     assert "three stages with 8-16-32 channels" in out and "two residual blocks" in out
     assert "global average pooling turns the 32×4×4 feature maps into 32 numbers" in out
     assert f"{metrics['parameters']:,} trainable parameters" in out and "p = 0.1" in out
-    assert "first three epochs see the images shrunk to 24×24" in out  # 3 of the default 6
+    assert "first four epochs see the images shrunk to 24×24" in out  # 4 of the default 6
     assert "GAPNet" not in out and "preset" not in out and torch is not None
     v = text(draft_cifar.validation_answer("gap", {"val_accuracy": 0.8512, "val_images": 5000, "test_accuracy": 0.8401,
                                                    "test_images": 10000, "test_accuracy_tta": 0.85}))
