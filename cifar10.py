@@ -26,9 +26,9 @@ orthogonal, Jordan et al. 2024), which reached higher validation accuracy in 6-7
 in 9 (quick: in 3 epochs than SGD in 4; docs/experiments.md); the large and gpu presets keep SGD.
 Both nets also resize progressively in the default and quick presets: the first 4 of 6 epochs
 (quick: 1 of 3) see images downsampled to 24x24, whose steps cost about (24/32)^2 of a full-size
-one (the dense net's head then starts with adaptive average pooling, the identity at 32x32). Trading a
-full-size epoch for a 24x24 one (from gap: 6 epochs, 3 at 24x24; dense: 7, 4 at 24x24) cost 0.5-0.7
-points of validation accuracy for 10-15% less time, which brought float32 runs under 6 minutes. Networks without
+one (the dense net's head then starts with adaptive average pooling, the identity at 32x32). One full-size
+epoch less (gap: 6 epochs, 3 at 24x24 before; dense: 7, 4 at 24x24) cost 0.5-0.7 points of
+validation accuracy for 16-30% less time, which brought float32 runs under 6 minutes. Networks without
 batch norm start from He initialization (see he_init). The default dense net has no dropout (in its
 short training it does not overfit, so dropout only slowed the fit: docs/experiments.md), so its --ablation turns dropout on at
 ABLATION_DROPOUT for the "dropout on" variants. The ablation keeps everything else,
@@ -142,7 +142,7 @@ def parse_args(argv=None):
                    help="dense: VGG-style convs + dense head; gap: residual stages + global average pooling "
                         "+ one linear layer")
     p.add_argument("--preset", choices=["default", "quick", "large", "gpu"], default="default",
-                   help="default: 6-7 min on 2 CPU cores in float32, 3 with native bfloat16; quick: about 70 s (40 s); large: 2-3 points more, 10-20 min "
+                   help="default: about 5 min on 2 CPU cores in float32, 2.5 with native bfloat16; quick: about 70 s (40 s); large: 2-3 points more, 10-20 min "
                         "where the CPU runs bfloat16 natively (AMX, AVX512-BF16), about 1 h in float32; "
                         "gpu: for a CUDA GPU")
     p.add_argument("--ablation", action="store_true",

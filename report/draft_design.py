@@ -119,11 +119,16 @@ def seeds_compared(trial: dict, base: dict) -> str:
     ref = {r["seed"]: r["val_accuracy"] for r in base.get("runs", [])}
     if len(mine) < 2 or set(mine) != set(ref) or None in (*mine.values(), *ref.values()):
         return ""
-    higher = sum(mine[s] > ref[s] for s in mine)
-    if higher in (0, len(mine)):
-        return f"; {'higher' if higher else 'lower'} with each of the {len(mine)} seeds"
-    rest = "the other" if len(mine) - higher == 1 else "the others"
-    return f"; higher with {higher} of the {len(mine)} seeds, lower with {rest}"
+    n = len(mine)
+    counts = {"higher": sum(mine[s] > ref[s] for s in mine), "lower": sum(mine[s] < ref[s] for s in mine)}
+    counts["the same"] = n - counts["higher"] - counts["lower"]
+    for word, count in counts.items():
+        if count == n:
+            return f"; {word} with each of the {n} seeds"
+    parts = [(w, c) for w, c in counts.items() if c]
+    if len(parts) == 2 and parts[1][1] == 1:  # "higher with 1 of the 2 seeds, lower with the other"
+        return f"; {parts[0][0]} with {parts[0][1]} of the {n} seeds, {parts[1][0]} with the other"
+    return "; " + ", ".join(f"{w} with {c} of the {n} seeds" for w, c in parts)
 
 
 def verdict(trial: dict, base: dict | None) -> str:

@@ -70,6 +70,13 @@ def test_a_kept_change_that_measured_lower_says_so():
     assert "the time budget decided for it" in out
 
 
+def test_a_seed_with_equal_accuracy_is_not_called_lower():
+    trials = crafted()
+    trials["trials"][4]["runs"][0]["val_accuracy"] = trials["trials"][3]["runs"][0]["val_accuracy"]
+    out = text("dense", trials)
+    assert "higher with 1 of the 2 seeds, the same with the other" in out and "lower with the other" not in out
+
+
 def test_without_trials_only_the_starting_point(tmp_path):
     assert draft_design.load_trials(tmp_path / "missing.json") is None
     (tmp_path / "bad.json").write_text("{not json")
